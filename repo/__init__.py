@@ -1,0 +1,1 @@
+"""otakit TUF repository: roles, keys, versions, expiry, storage, serving and inspection."""

@@ -1,0 +1,1 @@
+"""otakit publisher: key loading, image compression, delta encoding, release workflow."""
