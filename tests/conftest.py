@@ -1,0 +1,44 @@
+"""Shared fixtures.
+
+System tools (nginx, grub-editenv, fw_setenv, softhsm2) are real components installed by
+``.ci/run``. On a developer machine without them the tests that need them are skipped with the
+install hint; under CI (env ``CI`` set) a missing tool is a failure, so CI can never go green
+by silently skipping the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+
+import pytest
+
+APT_HINT = "apt-get install nginx-light softhsm2 opensc grub-common libubootenv-tool zstd xdelta3"
+
+
+def find_tool(name: str, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in extra_dirs:
+        candidate = os.path.join(d, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _require(name: str) -> str:
+    path = find_tool(name)
+    if path is None:
+        msg = f"system tool {name!r} not found (install with: {APT_HINT})"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " — CI must run every integration test")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def require_tool() -> Callable[[str], str]:
+    """``require_tool("nginx")`` returns the tool's path, or skips (fails under CI)."""
+    return _require
