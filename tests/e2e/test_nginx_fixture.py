@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.nginx import nginx_serving
+
+
+def test_nginx_serves_files_and_refuses_traversal(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    root = tmp_path / "www"
+    (root / "metadata").mkdir(parents=True)
+    (root / "metadata" / "timestamp.json").write_bytes(b"{}")
+    (tmp_path / "secret").write_text("no")
+    with nginx_serving(require_tool("nginx"), root, tmp_path / "nginx") as url:
+        with urllib.request.urlopen(url + "/metadata/timestamp.json") as r:
+            assert r.read() == b"{}"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url + "/../secret")
+        assert e.value.code in (400, 404)
