@@ -1,0 +1,195 @@
+"""Resolve: which artifact, if any, this device should install. Pure — no I/O, no clock.
+
+Input is what TUF has verified (each target's path, signed length and hashes, and parsed
+``ArtifactInfo``) plus the device's facts; output is an ``UpdatePlan``, a ``NothingToDo`` with
+its reason, or a typed error. Everything the update pipeline later executes was decided here,
+so the policy can be read (and tested as tables) in one place:
+
+* only targets for our product and hardware are ever chosen;
+* the newest compatible version wins; an image that failed its trial is skipped until a newer
+  version appears or an operator clears the failure;
+* image anti-rollback: never a version lower than the installed one unless that target's signed
+  ``allow_downgrade`` says so (TUF's metadata rollback protection does not cover this);
+* a delta is preferred when its signed base is exactly the booted slot's signed image, with the
+  full artifact of the same version as the fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
+from verifier.errors import DowngradeError, IncompatibleTargetError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One verified target: path, signed length and hashes, and its otakit metadata."""
+
+    path: str
+    length: int
+    hashes: tuple[tuple[str, str], ...]
+    info: ArtifactInfo
+
+    @classmethod
+    def of(cls, path: str, length: int, hashes: Mapping[str, str], info: ArtifactInfo) -> Candidate:
+        return cls(path, length, tuple(sorted(hashes.items())), info)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """An image as signed: what a slot holds."""
+
+    version: ImageVersion
+    image: ImageRef
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    product: str
+    hardware: str
+    installed: Installed
+    failed: frozenset[str] = frozenset()
+    pending: Installed | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    #: Install exactly this version (operator request) instead of the newest.
+    version: ImageVersion | None = None
+    allow_delta: bool = True
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    version: ImageVersion
+    image: ImageRef
+    artifact: Candidate
+    #: The full artifact to use if the delta path fails (None when ``artifact`` is full).
+    fallback: Candidate | None
+    downgrade: bool = False
+
+
+@dataclass(frozen=True)
+class NothingToDo:
+    reason: str
+
+
+def resolve(
+    candidates: Iterable[Candidate], facts: DeviceFacts, policy: Policy = Policy()
+) -> UpdatePlan | NothingToDo:
+    ours = [c for c in candidates if c.info.product == facts.product]
+    compat = [c for c in ours if facts.hardware in c.info.hardware]
+    by_version: dict[ImageVersion, list[Candidate]] = {}
+    for c in compat:
+        by_version.setdefault(c.info.version, []).append(c)
+    newest_any = max((c.info.version for c in ours), default=None)
+    installed = facts.installed
+
+    if policy.version is not None:
+        return _resolve_requested(policy.version, ours, by_version, facts, policy)
+
+    note = ""
+    if newest_any is not None and newest_any not in by_version:
+        hw = sorted({h for c in ours if c.info.version == newest_any for h in c.info.hardware})
+        note = (
+            f"; the newest version {newest_any} of {facts.product!r} is published for "
+            f"hardware {hw}, not for {facts.hardware!r}"
+        )
+    if not by_version:
+        return NothingToDo(
+            f"no image for product {facts.product!r} and hardware {facts.hardware!r} "
+            f"is published{note}"
+        )
+    skipped: list[str] = []
+    for version in sorted(by_version, reverse=True):
+        group = by_version[version]
+        image = _image_of(group)
+        if version < installed.version and not _downgrade_allowed(group):
+            break
+        if version == installed.version:
+            break
+        if image.sha256 in facts.failed:
+            skipped.append(str(version))
+            continue
+        if facts.pending is not None and facts.pending.image == image:
+            return NothingToDo(f"version {version} is already pending its trial boot{note}")
+        return _choose(version, image, group, facts, policy)
+    why = f"version {installed.version} is installed and no newer image is published"
+    if skipped:
+        why += f" except {', '.join(skipped)}, which failed its trial (not retried)"
+    return NothingToDo(why + note)
+
+
+def _resolve_requested(
+    version: ImageVersion,
+    ours: list[Candidate],
+    by_version: dict[ImageVersion, list[Candidate]],
+    facts: DeviceFacts,
+    policy: Policy,
+) -> UpdatePlan | NothingToDo:
+    group = by_version.get(version)
+    if group is None:
+        hw = sorted({h for c in ours if c.info.version == version for h in c.info.hardware})
+        if hw:
+            raise IncompatibleTargetError(
+                f"version {version} of {facts.product!r} is published for hardware {hw}, "
+                f"not for this device's {facts.hardware!r}"
+            )
+        raise IncompatibleTargetError(
+            f"version {version} of product {facts.product!r} is not published",
+            hint="list the published versions with 'otakit inspect'",
+        )
+    image = _image_of(group)
+    if version == facts.installed.version:
+        return NothingToDo(f"version {version} is already installed")
+    if version < facts.installed.version and not _downgrade_allowed(group):
+        raise DowngradeError(
+            f"version {version} is older than the installed {facts.installed.version} and its "
+            f"signed metadata does not allow a downgrade",
+            hint="publish the older image with allow_downgrade if going back is intended",
+        )
+    if facts.pending is not None and facts.pending.image == image:
+        return NothingToDo(f"version {version} is already pending its trial boot")
+    # An explicit request overrides the failed-image memory: the operator asked.
+    return _choose(version, image, group, facts, policy)
+
+
+def _image_of(group: list[Candidate]) -> ImageRef:
+    fulls = [c for c in group if c.info.kind == "full"]
+    return (fulls[0] if fulls else group[0]).info.image
+
+
+def _downgrade_allowed(group: list[Candidate]) -> bool:
+    return any(c.info.allow_downgrade for c in group)
+
+
+def _choose(
+    version: ImageVersion,
+    image: ImageRef,
+    group: list[Candidate],
+    facts: DeviceFacts,
+    policy: Policy,
+) -> UpdatePlan:
+    consistent = [c for c in group if c.info.image == image]
+    full = next((c for c in consistent if c.info.kind == "full"), None)
+    base = facts.installed.image
+    deltas = sorted(
+        (
+            c
+            for c in consistent
+            if c.info.kind == "delta" and c.info.base is not None and c.info.base.image == base
+        ),
+        key=lambda c: (c.length, c.path),
+    )
+    downgrade = version < facts.installed.version
+    if policy.allow_delta and deltas:
+        return UpdatePlan(version, image, deltas[0], full, downgrade)
+    if full is not None:
+        return UpdatePlan(version, image, full, None, downgrade)
+    raise IncompatibleTargetError(
+        f"version {version} has no full artifact and no delta from the installed image "
+        f"(version {facts.installed.version}, sha256 {base.sha256[:16]}…)",
+        hint="publish a full artifact for every version",
+    )

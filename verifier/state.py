@@ -1,0 +1,363 @@
+"""Device configuration and the update journal: what this device is and what its slots hold.
+
+Both are frozen values parsed strictly from JSON in the state directory and written only with
+``write_atomic`` through a ``Disk`` (invariant I3): after a power cut a file holds its old or
+its new content, never a mix. The journal is the device's memory between runs — which image
+each slot holds as signed, which trial is pending, and which images failed their trial so the
+same image is not installed again in a loop (I4).
+
+State directory layout::
+
+    STATE/config.json      DeviceConfig
+    STATE/journal.json     Journal
+    STATE/root.json        the pinned bootstrap root (trust anchor), written once by init
+    STATE/metadata/        trusted TUF metadata (see tuf_client)
+    STATE/staging/         partial and complete downloads
+    STATE/boot.json        boot state of the ``file`` backend (by default)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from verifier.artifact import ImageRef, ImageVersion
+from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
+from verifier.effects import Disk, write_atomic
+from verifier.errors import ArtifactSchemaError, BootControlError, ConfigError, OtakitError
+
+CONFIG_SCHEMA = 1
+JOURNAL_SCHEMA = 1
+#: Failed images remembered; the oldest are forgotten first (bounded state file).
+MAX_FAILED = 64
+
+_T = TypeVar("_T")
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_OPT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.json"
+
+    @property
+    def pinned_root(self) -> Path:
+        return self.root / "root.json"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    repo_url: str
+    product: str
+    hardware: str
+    slot_a: Path
+    slot_b: Path
+    boot_backend: str = "file"
+    boot_options: tuple[tuple[str, str], ...] = ()
+    tries: int = 3
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^\s]+$", self.repo_url):
+            raise ConfigError(f"repo_url: expected an http(s) URL, found {self.repo_url!r}")
+        for what, value in (("product", self.product), ("hardware", self.hardware)):
+            if not _NAME_RE.match(value):
+                raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")
+        if self.slot_a.resolve() == self.slot_b.resolve():
+            raise ConfigError(f"slots a and b must differ, both are {self.slot_a}")
+        if not _NAME_RE.match(self.boot_backend):
+            raise ConfigError(f"boot_backend: invalid name {self.boot_backend!r}")
+        for k, _ in self.boot_options:
+            if not _OPT_RE.match(k):
+                raise ConfigError(f"boot option name: expected [a-z][a-z0-9_-]*, found {k!r}")
+        try:
+            check_tries(self.tries)
+        except BootControlError as e:
+            raise ConfigError(e.message) from e
+
+    def slot_path(self, slot: Slot) -> Path:
+        return self.slot_a if slot == "a" else self.slot_b
+
+    @property
+    def options(self) -> dict[str, str]:
+        return dict(self.boot_options)
+
+    @property
+    def metadata_url(self) -> str:
+        return self.repo_url.rstrip("/") + "/metadata/"
+
+    @property
+    def targets_url(self) -> str:
+        return self.repo_url.rstrip("/") + "/targets/"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CONFIG_SCHEMA,
+            "repo_url": self.repo_url,
+            "product": self.product,
+            "hardware": self.hardware,
+            "slots": {"a": str(self.slot_a), "b": str(self.slot_b)},
+            "boot": {"backend": self.boot_backend, "options": self.options},
+            "tries": self.tries,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DeviceConfig:
+        d = _obj(
+            data, "config", {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries"}
+        )
+        if d.get("schema") != CONFIG_SCHEMA:
+            raise ConfigError(f"config schema: expected {CONFIG_SCHEMA}, found {d.get('schema')!r}")
+        slots = _obj(d.get("slots"), "config.slots", {"a", "b"})
+        boot = _obj(d.get("boot"), "config.boot", {"backend", "options"})
+        opts = _obj(boot.get("options", {}), "config.boot.options", None)
+        for k, v in opts.items():
+            if not isinstance(v, str):
+                raise ConfigError(f"config.boot.options.{k}: expected a string, found {v!r}")
+        tries = d.get("tries", 3)
+        if not isinstance(tries, int) or isinstance(tries, bool):
+            raise ConfigError(f"config.tries: expected an integer, found {tries!r}")
+        return cls(
+            repo_url=_str(d.get("repo_url"), "config.repo_url"),
+            product=_str(d.get("product"), "config.product"),
+            hardware=_str(d.get("hardware"), "config.hardware"),
+            slot_a=Path(_str(slots.get("a"), "config.slots.a")),
+            slot_b=Path(_str(slots.get("b"), "config.slots.b")),
+            boot_backend=_str(boot.get("backend"), "config.boot.backend"),
+            boot_options=tuple(sorted(opts.items())),
+            tries=tries,
+        )
+
+
+# --- journal ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """What a slot holds, as signed: the version and the uncompressed image's length/sha256."""
+
+    version: ImageVersion
+    image: ImageRef
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": str(self.version), **self.image.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str) -> SlotRecord:
+        d = _obj(data, what, {"version", "length", "sha256"})
+        return cls(
+            _schema(lambda: ImageVersion.parse(d.get("version"))),
+            _schema(lambda: ImageRef.from_dict({k: d.get(k) for k in ("length", "sha256")}, what)),
+        )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A verified image written to ``slot``. ``armed`` once the boot pointer was moved to it."""
+
+    slot: Slot
+    record: SlotRecord
+    armed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, **self.record.to_dict(), "armed": self.armed}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Pending:
+        d = _obj(data, "journal.pending", {"slot", "version", "length", "sha256", "armed"})
+        armed = d.get("armed")
+        if not isinstance(armed, bool):
+            raise ConfigError(f"journal.pending.armed: expected true/false, found {armed!r}")
+        rec = SlotRecord.from_dict(
+            {k: d.get(k) for k in ("version", "length", "sha256")}, "journal.pending"
+        )
+        return cls(_slot(d.get("slot"), "journal.pending.slot"), rec, armed)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that failed (trial not confirmed, marked bad): not installed again."""
+
+    version: ImageVersion
+    sha256: str
+    slot: Slot
+    reason: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": str(self.version),
+            "sha256": self.sha256,
+            "slot": self.slot,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Failure:
+        d = _obj(data, "journal.failure", {"version", "sha256", "slot", "reason", "at"})
+        sha = _str(d.get("sha256"), "journal.failure.sha256")
+        if not re.match(r"^[0-9a-f]{64}$", sha):
+            raise ConfigError(f"journal.failure.sha256: expected 64 hex digits, found {sha!r}")
+        return cls(
+            _schema(lambda: ImageVersion.parse(d.get("version"))),
+            sha,
+            _slot(d.get("slot"), "journal.failure.slot"),
+            _str(d.get("reason"), "journal.failure.reason"),
+            _str(d.get("at"), "journal.failure.at"),
+        )
+
+
+@dataclass(frozen=True)
+class Journal:
+    slots: tuple[SlotRecord | None, SlotRecord | None]
+    pending: Pending | None = None
+    failures: tuple[Failure, ...] = field(default_factory=tuple)
+
+    def slot(self, slot: Slot) -> SlotRecord | None:
+        return self.slots[0] if slot == "a" else self.slots[1]
+
+    def with_slot(self, slot: Slot, rec: SlotRecord | None) -> Journal:
+        slots = (rec, self.slots[1]) if slot == "a" else (self.slots[0], rec)
+        return replace(self, slots=slots)
+
+    @property
+    def failed_hashes(self) -> frozenset[str]:
+        return frozenset(f.sha256 for f in self.failures)
+
+    @property
+    def last_failure(self) -> Failure | None:
+        return self.failures[-1] if self.failures else None
+
+    def with_failure(self, failure: Failure) -> Journal:
+        kept = tuple(f for f in self.failures if f.sha256 != failure.sha256)
+        return replace(self, failures=(*kept, failure)[-MAX_FAILED:])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": JOURNAL_SCHEMA,
+            "slots": {
+                s: (None if r is None else r.to_dict())
+                for s, r in zip(SLOTS, self.slots, strict=True)
+            },
+            "pending": None if self.pending is None else self.pending.to_dict(),
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Journal:
+        d = _obj(data, "journal", {"schema", "slots", "pending", "failures"})
+        if d.get("schema") != JOURNAL_SCHEMA:
+            raise ConfigError(
+                f"journal schema: expected {JOURNAL_SCHEMA}, found {d.get('schema')!r}"
+            )
+        slots = _obj(d.get("slots"), "journal.slots", {"a", "b"})
+        recs = tuple(
+            None if slots.get(s) is None else SlotRecord.from_dict(slots[s], f"journal.slots.{s}")
+            for s in SLOTS
+        )
+        failures = d.get("failures", [])
+        if not isinstance(failures, list) or len(failures) > MAX_FAILED:
+            raise ConfigError(f"journal.failures: expected a list of at most {MAX_FAILED}")
+        pending = d.get("pending")
+        return cls(
+            slots=(recs[0], recs[1]),
+            pending=None if pending is None else Pending.from_dict(pending),
+            failures=tuple(Failure.from_dict(f) for f in failures),
+        )
+
+
+# --- persistence -----------------------------------------------------------------------------
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _load(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"{what} {path} does not exist",
+            hint="run 'otakit-device --state DIR init ...' first",
+        ) from e
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{what} {path} is unreadable: {e}") from e
+
+
+def load_config(paths: StatePaths) -> DeviceConfig:
+    return DeviceConfig.from_dict(_load(paths.config, "device configuration"))
+
+
+def save_config(disk: Disk, paths: StatePaths, config: DeviceConfig) -> None:
+    write_atomic(disk, paths.config, _dump(config.to_dict()))
+
+
+def load_journal(paths: StatePaths) -> Journal:
+    return Journal.from_dict(_load(paths.journal, "update journal"))
+
+
+def save_journal(disk: Disk, paths: StatePaths, journal: Journal) -> None:
+    write_atomic(disk, paths.journal, _dump(journal.to_dict()))
+
+
+def timestamp(now: datetime) -> str:
+    return now.isoformat(timespec="seconds")
+
+
+# --- strict parsing helpers -----------------------------------------------------------------
+
+
+def _obj(data: Any, what: str, allowed: set[str] | None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: expected an object, found {type(data).__name__}")
+    if allowed is not None:
+        extra = set(data) - allowed
+        if extra:
+            raise ConfigError(f"{what}: unexpected keys {sorted(extra)}")
+    return data
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what}: expected a non-empty string, found {value!r}")
+    return value
+
+
+def _slot(value: Any, what: str) -> Slot:
+    try:
+        return parse_slot(value, what)
+    except OtakitError as e:
+        raise ConfigError(e.message) from e
+
+
+def _schema(fn: Callable[[], _T]) -> _T:
+    try:
+        return fn()
+    except ArtifactSchemaError as e:
+        raise ConfigError(f"state file: {e.message}") from e
