@@ -70,3 +70,15 @@ class RepositoryStateError(LocalError):
 
 class ImageReadError(LocalError):
     """The input image cannot be read."""
+
+
+class VersionNotNewerError(UsageError):
+    """A release's version is not newer than the newest one already published."""
+
+
+class PublisherBusyError(LocalError):
+    """Another publisher holds the repository lock."""
+
+
+class PublishError(LocalError):
+    """Writing the repository failed part-way; the previously published state is intact."""

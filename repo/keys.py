@@ -1,0 +1,303 @@
+"""Key configuration: which keys may sign each top-level role, and where their private halves live.
+
+Keys are referenced, never copied (DESIGN.md "Keys and roles"): each entry pairs a public key
+with a securesystemslib signer URI (``file2:``, ``envvar:``, ``hsm:``, ``awskms:`` ...). The
+private key is resolved only when something is about to be signed, through
+``Signer.from_priv_key_uri``; secrets such as a PKCS#11 PIN come from the environment or a
+prompt, never from the command line, so they do not end up in shell history or process lists.
+
+File format (``keys.json``)::
+
+    {
+      "otakit_keys": 1,
+      "roles": {
+        "root":      {"threshold": 2, "keys": [{"public": KEY, "uri": "file2:root-1.pem"}, ...]},
+        "targets":   {"threshold": 1, "keys": [...]},
+        "snapshot":  {"threshold": 1, "keys": [...]},
+        "timestamp": {"threshold": 1, "keys": [...]}
+      }
+    }
+
+``KEY`` is a securesystemslib key dict (``keytype``, ``scheme``, ``keyval``) with an optional
+``keyid``; when given it must equal the TUF default key id (sha256 of the canonical key dict),
+so a reviewer can match the configuration against root metadata by eye. A key entry may name
+``secret_env``: the environment variable holding its secret (PIN). Relative ``file2:`` paths
+are resolved against the configuration file's directory, so a key directory can be moved
+as a whole.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import Key, SecretsHandler, Signer
+
+from repo.errors import KeyConfigError
+
+FORMAT_VERSION = 1
+TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
+_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_MAX_KEYS_PER_ROLE = 64
+
+
+def default_keyid(key_dict: Mapping[str, Any]) -> str:
+    """TUF's default key id: sha256 of the canonical JSON of keytype, scheme and keyval."""
+    core = {k: key_dict[k] for k in ("keytype", "scheme", "keyval")}
+    canonical = encode_canonical(core)
+    assert isinstance(canonical, str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """One public key and the URI of its private half (absolute for ``file2:``)."""
+
+    public: Key
+    uri: str
+    secret_env: str | None = None
+
+    @property
+    def keyid(self) -> str:
+        return str(self.public.keyid)
+
+
+@dataclass(frozen=True)
+class RoleKeys:
+    """The keys of one role and how many of them must sign (each key counted once)."""
+
+    threshold: int
+    keys: tuple[KeyRef, ...]
+
+    @property
+    def keyids(self) -> frozenset[str]:
+        return frozenset(k.keyid for k in self.keys)
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """A parsed key configuration for the four top-level roles."""
+
+    source: Path
+    roles: Mapping[str, RoleKeys]
+
+    def role(self, name: str) -> RoleKeys:
+        try:
+            return self.roles[name]
+        except KeyError:
+            raise KeyConfigError(
+                f"{self.source}: expected role {name!r}, found only {sorted(self.roles)}"
+            ) from None
+
+
+def load_key_config(path: Path) -> KeyConfig:
+    """Read and strictly parse a key configuration file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise KeyConfigError(
+            f"cannot read key configuration {path}: {e.strerror or e}",
+            hint="pass --keys pointing at a keys.json (see docs/REPOSITORY.md)",
+        ) from e
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KeyConfigError(f"{path}: expected JSON, found a syntax error: {e}") from e
+    return parse_key_config(data, path)
+
+
+def parse_key_config(data: Any, source: Path) -> KeyConfig:
+    """Parse the decoded JSON of a key configuration; ``source`` anchors relative paths."""
+    where = str(source)
+    if not isinstance(data, dict):
+        raise KeyConfigError(f"{where}: expected a JSON object, found {type(data).__name__}")
+    _only_keys(data, {"otakit_keys", "roles"}, where)
+    if data.get("otakit_keys") != FORMAT_VERSION:
+        raise KeyConfigError(
+            f'{where}: expected "otakit_keys": {FORMAT_VERSION}, found {data.get("otakit_keys")!r}'
+        )
+    roles_raw = data.get("roles")
+    if not isinstance(roles_raw, dict):
+        raise KeyConfigError(f"{where}: 'roles' must be an object, found {roles_raw!r}")
+    missing = [r for r in TOP_LEVEL_ROLES if r not in roles_raw]
+    extra = sorted(set(roles_raw) - set(TOP_LEVEL_ROLES))
+    if missing or extra:
+        raise KeyConfigError(
+            f"{where}: expected roles {list(TOP_LEVEL_ROLES)}, "
+            f"missing {missing}, unexpected {extra}"
+        )
+    base_dir = source.parent.resolve()
+    roles = {
+        name: _parse_role(roles_raw[name], f"{where}: roles.{name}", base_dir)
+        for name in TOP_LEVEL_ROLES
+    }
+    return KeyConfig(source=source, roles=roles)
+
+
+def _parse_role(data: Any, where: str, base_dir: Path) -> RoleKeys:
+    if not isinstance(data, dict):
+        raise KeyConfigError(f"{where}: expected an object, found {type(data).__name__}")
+    _only_keys(data, {"threshold", "keys"}, where)
+    keys_raw = data.get("keys")
+    if not isinstance(keys_raw, list) or not (0 < len(keys_raw) <= _MAX_KEYS_PER_ROLE):
+        raise KeyConfigError(
+            f"{where}.keys: expected a list of 1..{_MAX_KEYS_PER_ROLE} keys, found {keys_raw!r}"
+        )
+    keys = tuple(_parse_key(k, f"{where}.keys[{i}]", base_dir) for i, k in enumerate(keys_raw))
+    seen: set[str] = set()
+    for k in keys:
+        if k.keyid in seen:
+            raise KeyConfigError(
+                f"{where}: key {k.keyid[:16]} is listed twice; each key counts once "
+                "toward the threshold, so a duplicate would only hide a missing key"
+            )
+        seen.add(k.keyid)
+    threshold = data.get("threshold")
+    if (
+        not isinstance(threshold, int)
+        or isinstance(threshold, bool)
+        or not (1 <= threshold <= len(keys))
+    ):
+        raise KeyConfigError(
+            f"{where}.threshold: expected an integer in 1..{len(keys)} (the number of keys), "
+            f"found {threshold!r}"
+        )
+    return RoleKeys(threshold=threshold, keys=keys)
+
+
+def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
+    if not isinstance(data, dict):
+        raise KeyConfigError(f"{where}: expected an object, found {type(data).__name__}")
+    _only_keys(data, {"public", "uri", "secret_env"}, where)
+    public_raw = data.get("public")
+    if not isinstance(public_raw, dict):
+        raise KeyConfigError(f"{where}.public: expected a key object, found {public_raw!r}")
+    for field in ("keytype", "scheme", "keyval"):
+        if field not in public_raw:
+            raise KeyConfigError(f"{where}.public: missing {field!r}")
+    computed = default_keyid(public_raw)
+    given = public_raw.get("keyid", computed)
+    if given != computed:
+        raise KeyConfigError(
+            f"{where}.public.keyid: expected {computed} (sha256 of the canonical key), "
+            f"found {given!r}"
+        )
+    body = {k: v for k, v in public_raw.items() if k != "keyid"}
+    try:
+        public = Key.from_dict(computed, body)
+    except Exception as e:  # securesystemslib raises several types for bad key dicts
+        raise KeyConfigError(f"{where}.public: not a valid public key: {e}") from e
+    uri = data.get("uri")
+    if not isinstance(uri, str) or ":" not in uri:
+        raise KeyConfigError(
+            f"{where}.uri: expected a signer URI such as 'file2:root-1.pem' or 'hsm:2', "
+            f"found {uri!r}"
+        )
+    secret_env = data.get("secret_env")
+    if secret_env is not None and (
+        not isinstance(secret_env, str) or not _ENV_NAME_RE.match(secret_env)
+    ):
+        raise KeyConfigError(
+            f"{where}.secret_env: expected an environment variable name, found {secret_env!r}"
+        )
+    return KeyRef(public=public, uri=_anchor_uri(uri, base_dir, where), secret_env=secret_env)
+
+
+def _anchor_uri(uri: str, base_dir: Path, where: str) -> str:
+    scheme, _, rest = uri.partition(":")
+    if scheme != "file2":
+        return uri
+    if not rest:
+        raise KeyConfigError(f"{where}.uri: 'file2:' needs a path, found {uri!r}")
+    path = Path(rest)
+    return f"file2:{path if path.is_absolute() else base_dir / path}"
+
+
+def _only_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = set(data) - allowed
+    if extra:
+        raise KeyConfigError(f"{where}: unexpected keys {sorted(extra)}, allowed {sorted(allowed)}")
+
+
+# --- resolving signers -----------------------------------------------------------------------
+
+SECRET_ENV_PREFIX = "OTAKIT_SECRET_"  # noqa: S105 (a name prefix, not a secret)
+
+PromptFn = Callable[[str], str]
+
+
+def secrets_from_env(
+    key: KeyRef,
+    role: str,
+    env: Mapping[str, str],
+    prompt: PromptFn | None,
+) -> SecretsHandler:
+    """A secrets handler for one key: its ``secret_env``, then ``OTAKIT_SECRET_<NAME>``, then
+    a prompt (only if one is given, i.e. interactive use)."""
+
+    def handler(secret: str) -> str:
+        names: list[str] = [key.secret_env] if key.secret_env else []
+        names.append(SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", secret.upper()))
+        for name in names:
+            value = env.get(name)
+            if value:
+                return value
+        if prompt is not None:
+            return prompt(f"{secret} for {role} key {key.keyid[:12]} ({_redact(key.uri)}): ")
+        raise KeyConfigError(
+            f"{role} key {key.keyid[:12]} needs a {secret}, found none in {' or '.join(names)}",
+            hint=f"export {names[0]}=... (secrets are never taken from the command line)",
+        )
+
+    return handler
+
+
+def tty_prompt() -> PromptFn | None:
+    """``getpass`` when stdin is a terminal, else ``None`` (a pipeline must use the env)."""
+    return getpass.getpass if sys.stdin.isatty() else None
+
+
+def load_signers(
+    config: KeyConfig,
+    role: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> list[Signer]:
+    """Resolve every key of ``role`` to a signer; fail naming the key that cannot be loaded."""
+    env = os.environ if env is None else env
+    signers: list[Signer] = []
+    for key in config.role(role).keys:
+        try:
+            signer = Signer.from_priv_key_uri(
+                key.uri, key.public, secrets_from_env(key, role, env, prompt)
+            )
+        except KeyConfigError:
+            raise
+        except Exception as e:  # every signer backend raises its own types
+            raise KeyConfigError(
+                f"cannot load {role} key {key.keyid[:12]} from {_redact(key.uri)}: "
+                f"{type(e).__name__}: {e}",
+                hint="check the URI in the key configuration and that the key matches "
+                "its public half",
+            ) from e
+        signers.append(signer)
+    return signers
+
+
+def _redact(uri: str) -> str:
+    """A URI safe to print: scheme and path only, never query values (which may hold PINs)."""
+    parsed = urlparse(uri)
+    if parsed.query:
+        return uri.split("?", 1)[0] + "?…"
+    return uri

@@ -1,0 +1,168 @@
+"""Crash-safe publication of a signed release.
+
+Order (DESIGN.md "Publish"): new target files, then ``N.targets.json``, then
+``N.snapshot.json``, then ``timestamp.json`` last. Every file is written to a hidden temp
+name, fsynced, renamed into place and its directory fsynced, so a reader sees either the old
+or the new bytes. Until ``timestamp.json`` is replaced nothing a client fetches points at the
+new files, so a crash at any point leaves the previous repository valid; the orphans a crash
+leaves behind are overwritten or reused by the next attempt.
+
+``publish`` takes only a ``SignedRelease``: there is no way to write metadata that was not
+signed to threshold (STYLE.md §6). All writes go through a ``Disk`` so tests can fail any one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuf.api.metadata import TargetFile
+
+from repo.errors import PublisherBusyError, PublishError, RepositoryStateError, SecurityError
+from repo.layout import LOCK_NAME, metadata_dir, stored_target_path, targets_dir
+from repo.signing import SignedMetadata
+from verifier.effects import Disk, RealDisk, write_atomic
+from verifier.errors import OtakitError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TargetBlob:
+    """A target about to be published: its TUF entry and the built file holding its bytes."""
+
+    target: TargetFile
+    source: Path
+
+    @property
+    def sha256(self) -> str:
+        return self.target.hashes["sha256"]
+
+
+@dataclass(frozen=True)
+class SignedRelease:
+    """Everything one publication writes; built only by ``repo.repository.Transaction``."""
+
+    blobs: tuple[TargetBlob, ...]
+    targets: SignedMetadata
+    snapshot: SignedMetadata
+    timestamp: SignedMetadata
+    root: SignedMetadata | None = None  # only at init
+
+
+ProgressFn = Callable[[str], None]
+
+
+def publish(
+    repo_dir: Path,
+    release: SignedRelease,
+    *,
+    disk: Disk | None = None,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Write ``release`` into ``repo_dir`` in crash-safe order (timestamp last)."""
+    disk = disk or RealDisk()
+    say = progress or (lambda _msg: None)
+    try:
+        for blob in release.blobs:
+            say(f"storing target {blob.target.path}")
+            _store_blob(disk, repo_dir, blob)
+        mdir = metadata_dir(repo_dir)
+        if release.root is not None:
+            write_atomic(disk, mdir / release.root.filename, release.root.data)
+            # root.json is a convenience copy for bootstrapping; clients fetch N.root.json.
+            write_atomic(disk, mdir / "root.json", release.root.data)
+        for md in (release.targets, release.snapshot, release.timestamp):
+            say(f"writing {md.filename}")
+            write_atomic(disk, mdir / md.filename, md.data)
+    except OtakitError as e:
+        raise PublishError(
+            f"publishing into {repo_dir} failed: {e.message}",
+            hint="the previously published repository is intact; fix the cause and rerun",
+        ) from e
+
+
+def _store_blob(disk: Disk, repo_dir: Path, blob: TargetBlob) -> None:
+    dest = stored_target_path(repo_dir, blob.target.path, blob.sha256)
+    if dest.is_file() and _file_digest(dest) == (blob.target.length, blob.sha256):
+        return  # same content-addressed bytes already there (an earlier attempt got this far)
+    _make_dirs(disk, dest.parent, targets_dir(repo_dir))
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    h = disk.open_write(tmp, truncate=True)
+    digest = hashlib.sha256()
+    offset = 0
+    try:
+        with blob.source.open("rb") as src:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                h.pwrite(chunk, offset)
+                offset += len(chunk)
+                if offset > blob.target.length:
+                    break
+        h.fsync()
+    finally:
+        h.close()
+    if (offset, digest.hexdigest()) != (blob.target.length, blob.sha256):
+        disk.unlink(tmp)
+        raise SecurityError(
+            f"target {blob.target.path}: expected {blob.target.length} bytes with sha256 "
+            f"{blob.sha256}, found {offset} bytes with sha256 {digest.hexdigest()} in "
+            f"{blob.source} (changed since it was built?)"
+        )
+    disk.rename(tmp, dest)
+    disk.fsync_dir(dest.parent)
+
+
+def _make_dirs(disk: Disk, path: Path, top: Path) -> None:
+    missing: list[Path] = []
+    p = path
+    while not p.is_dir() and p != top:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        disk.mkdir(d)
+        disk.fsync_dir(d.parent)
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            n += len(chunk)
+    return n, digest.hexdigest()
+
+
+@contextmanager
+def publisher_lock(repo_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the repository so two releases cannot interleave.
+
+    ``flock`` is released by the kernel when the process dies, so a crashed publisher never
+    leaves a stale lock behind.
+    """
+    if not repo_dir.is_dir():
+        raise RepositoryStateError(f"{repo_dir}: expected a repository directory, found none")
+    try:
+        fd = os.open(repo_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise RepositoryStateError(f"cannot open lock in {repo_dir}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise PublisherBusyError(
+                    f"{repo_dir}: another publisher is running (lock {LOCK_NAME} is held)",
+                    hint="wait for it to finish; the lock is released when that process exits",
+                ) from e
+            raise
+        yield
+    finally:
+        os.close(fd)

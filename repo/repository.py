@@ -1,0 +1,234 @@
+"""Create a TUF repository and change it in signed, crash-safe transactions.
+
+``init`` writes version 1 of the four top-level roles with consistent snapshots. Every later
+change goes through a ``Transaction``: it holds the publisher lock, starts from the published
+state, stages target additions, signs targets → snapshot → timestamp (each checked against
+root's threshold) and hands the ``SignedRelease`` to ``repo.publish.publish``.
+Time is a parameter (``now``), never read from the clock here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+from repo.errors import RepositoryStateError, UsageError
+from repo.keys import TOP_LEVEL_ROLES, KeyConfig, PromptFn, load_signers
+from repo.layout import check_target_path, metadata_dir, targets_dir
+from repo.publish import ProgressFn, SignedRelease, TargetBlob, publish, publisher_lock
+from repo.signing import SignedMetadata, sign_metadata
+from repo.state import RepoState, load_state
+from verifier.effects import Disk, RealDisk
+
+RoleSigners = Mapping[str, Sequence[Signer]]
+
+
+@dataclass(frozen=True)
+class Expiries:
+    """How long each role's metadata stays valid after it is signed.
+
+    Root and targets are signed offline, so they live long; snapshot and timestamp are
+    online and short, bounding how long a freeze attack can hide new releases.
+    """
+
+    root: timedelta = timedelta(days=365)
+    targets: timedelta = timedelta(days=91)
+    snapshot: timedelta = timedelta(days=7)
+    timestamp: timedelta = timedelta(days=1)
+
+    def __post_init__(self) -> None:
+        for role in TOP_LEVEL_ROLES:
+            if getattr(self, role) <= timedelta(0):
+                raise UsageError(f"expiry of {role}: expected a positive duration")
+
+    def expires(self, role: str, now: datetime) -> datetime:
+        delta: timedelta = getattr(self, role)
+        return (now + delta).replace(microsecond=0)
+
+
+def load_role_signers(
+    keyconf: KeyConfig,
+    roles: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> dict[str, list[Signer]]:
+    """Resolve the signers of ``roles`` from the key configuration."""
+    return {role: load_signers(keyconf, role, env=env, prompt=prompt) for role in roles}
+
+
+def build_root(keyconf: KeyConfig, now: datetime, expiries: Expiries, version: int = 1) -> Root:
+    """Root metadata granting each role the configured keys and threshold."""
+    root = Root(version=version, expires=expiries.expires("root", now), consistent_snapshot=True)
+    for role in TOP_LEVEL_ROLES:
+        role_keys = keyconf.role(role)
+        for key in role_keys.keys:
+            root.add_key(key.public, role)
+        root.roles[role].threshold = role_keys.threshold
+    return root
+
+
+def _check_now(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() != timedelta(0):
+        raise UsageError(f"'now' must be a UTC datetime with tzinfo, found {now!r}")
+
+
+def init(
+    repo_dir: Path,
+    keyconf: KeyConfig,
+    now: datetime,
+    *,
+    signers: RoleSigners | None = None,
+    expiries: Expiries | None = None,
+    disk: Disk | None = None,
+) -> RepoState:
+    """Create version 1 of a repository in ``repo_dir`` (new or empty directory).
+
+    ``signers`` defaults to resolving every role's keys from ``keyconf``.
+    """
+    _check_now(now)
+    expiries = expiries or Expiries()
+    disk = disk or RealDisk()
+    if repo_dir.exists() and (not repo_dir.is_dir() or any(repo_dir.iterdir())):
+        raise RepositoryStateError(
+            f"{repo_dir}: expected a new or empty directory, found existing content",
+            hint="otakit repo init never overwrites a repository",
+        )
+    if signers is None:
+        signers = load_role_signers(keyconf, TOP_LEVEL_ROLES)
+    root = build_root(keyconf, now, expiries)
+    signed_root = sign_metadata(Metadata(root), signers.get("root", ()), [root])
+    targets = Targets(version=1, expires=expiries.expires("targets", now))
+    release = _sign_chain(root, targets, {}, 1, 1, now, expiries, signers, signed_root=signed_root)
+    for d in (repo_dir, metadata_dir(repo_dir), targets_dir(repo_dir)):
+        disk.mkdir(d)
+    disk.fsync_dir(repo_dir)
+    disk.fsync_dir(repo_dir.parent)
+    with publisher_lock(repo_dir):
+        publish(repo_dir, release, disk=disk)
+        return load_state(repo_dir)
+
+
+def _sign_chain(
+    root: Root,
+    targets: Targets,
+    other_meta: Mapping[str, MetaFile],
+    snapshot_version: int,
+    timestamp_version: int,
+    now: datetime,
+    expiries: Expiries,
+    signers: RoleSigners,
+    *,
+    blobs: tuple[TargetBlob, ...] = (),
+    signed_root: SignedMetadata | None = None,
+) -> SignedRelease:
+    signed_targets = sign_metadata(Metadata(targets), signers.get("targets", ()), [root])
+    snapshot = Snapshot(
+        version=snapshot_version,
+        expires=expiries.expires("snapshot", now),
+        meta={**other_meta, "targets.json": signed_targets.meta_file()},
+    )
+    signed_snapshot = sign_metadata(Metadata(snapshot), signers.get("snapshot", ()), [root])
+    timestamp = Timestamp(
+        version=timestamp_version,
+        expires=expiries.expires("timestamp", now),
+        snapshot_meta=signed_snapshot.meta_file(),
+    )
+    signed_timestamp = sign_metadata(Metadata(timestamp), signers.get("timestamp", ()), [root])
+    return SignedRelease(blobs, signed_targets, signed_snapshot, signed_timestamp, signed_root)
+
+
+class Transaction:
+    """One change to a published repository: stage target additions, then sign and publish.
+
+    Obtained from ``open_transaction``, which holds the publisher lock for its whole life, so
+    the state it started from is still the published one when it commits.
+    """
+
+    def __init__(self, state: RepoState) -> None:
+        self.state = state
+        self._blobs: list[TargetBlob] = []
+        self._committed = False
+
+    @property
+    def staged(self) -> tuple[TargetBlob, ...]:
+        return tuple(self._blobs)
+
+    def add_target(self, target: TargetFile, source: Path) -> None:
+        """Stage a new target whose bytes are in ``source``; existing paths are never replaced."""
+        check_target_path(target.path)
+        if "sha256" not in target.hashes:
+            raise UsageError(f"target {target.path}: a sha256 hash is required")
+        if target.path in self.state.targets.signed.targets or any(
+            b.target.path == target.path for b in self._blobs
+        ):
+            raise UsageError(
+                f"target {target.path}: already published or staged; published targets "
+                "are immutable, release a new version instead"
+            )
+        self._blobs.append(TargetBlob(target, source))
+
+    def sign(self, signers: RoleSigners, now: datetime, expiries: Expiries) -> SignedRelease:
+        """Bump targets, snapshot and timestamp with the staged targets and sign them."""
+        _check_now(now)
+        if not self._blobs:
+            raise UsageError("nothing staged: a release needs at least one target")
+        st = self.state
+        old = st.targets.signed
+        targets = Targets(
+            version=old.version + 1,
+            expires=expiries.expires("targets", now),
+            targets={**old.targets, **{b.target.path: b.target for b in self._blobs}},
+            delegations=old.delegations,
+        )
+        other_meta = {k: v for k, v in st.snapshot.signed.meta.items() if k != "targets.json"}
+        return _sign_chain(
+            st.root.signed,
+            targets,
+            other_meta,
+            st.snapshot.signed.version + 1,
+            st.timestamp.signed.version + 1,
+            now,
+            expiries,
+            signers,
+            blobs=tuple(self._blobs),
+        )
+
+    def commit(
+        self,
+        signers: RoleSigners,
+        now: datetime,
+        *,
+        expiries: Expiries | None = None,
+        disk: Disk | None = None,
+        progress: ProgressFn | None = None,
+    ) -> RepoState:
+        """Sign and publish; returns the newly published state."""
+        if self._committed:
+            raise UsageError("transaction already committed")
+        release = self.sign(signers, now, expiries or Expiries())
+        publish(self.state.repo_dir, release, disk=disk, progress=progress)
+        self._committed = True
+        self.state = load_state(self.state.repo_dir)
+        return self.state
+
+
+@contextmanager
+def open_transaction(repo_dir: Path) -> Iterator[Transaction]:
+    """Lock the repository and start a transaction from its published state."""
+    with publisher_lock(repo_dir):
+        yield Transaction(load_state(repo_dir))

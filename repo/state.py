@@ -1,0 +1,102 @@
+"""Read the currently published repository, following timestamp → snapshot → targets.
+
+The publisher reads its own output with the same chain a client uses, and checks that the
+pieces agree (versions, lengths, hashes). A release never starts from an inconsistent
+state; a crash mid-publish leaves orphan files that this reader simply does not reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
+
+from repo.errors import RepositoryStateError
+from repo.layout import metadata_dir, metadata_filename
+
+_MAX_METADATA = 64 << 20
+_MAX_ROOTS = 10_000
+T = TypeVar("T", Root, Targets, Snapshot, Timestamp)
+
+
+@dataclass(frozen=True)
+class RepoState:
+    """The published top-level metadata, parsed, plus the trusted root's raw bytes."""
+
+    repo_dir: Path
+    root: Metadata[Root]
+    root_bytes: bytes = field(repr=False)
+    targets: Metadata[Targets]
+    snapshot: Metadata[Snapshot]
+    timestamp: Metadata[Timestamp]
+
+
+def load_state(repo_dir: Path) -> RepoState:
+    mdir = metadata_dir(repo_dir)
+    if not (mdir / "1.root.json").is_file():
+        raise RepositoryStateError(
+            f"{repo_dir}: expected an otakit repository ({mdir}/1.root.json), found none",
+            hint="create one with: otakit repo init REPO --keys KEYCONF",
+        )
+    root_version = 1
+    while (mdir / metadata_filename("root", root_version + 1)).is_file():
+        root_version += 1
+        if root_version > _MAX_ROOTS:
+            raise RepositoryStateError(f"{mdir}: more than {_MAX_ROOTS} root versions")
+    root_bytes = _read(mdir / metadata_filename("root", root_version))
+    root = _parse(root_bytes, Root, "root", root_version)
+    timestamp = _parse(_read(mdir / "timestamp.json"), Timestamp, "timestamp", None)
+    snap_meta = timestamp.signed.snapshot_meta
+    snapshot_bytes = _read(mdir / metadata_filename("snapshot", snap_meta.version))
+    _check_meta(snap_meta, snapshot_bytes, "snapshot", "timestamp.json")
+    snapshot = _parse(snapshot_bytes, Snapshot, "snapshot", snap_meta.version)
+    targets_meta = snapshot.signed.meta.get("targets.json")
+    if targets_meta is None:
+        raise RepositoryStateError(
+            f"snapshot v{snap_meta.version}: expected an entry for targets.json, found none"
+        )
+    targets_bytes = _read(mdir / metadata_filename("targets", targets_meta.version))
+    _check_meta(targets_meta, targets_bytes, "targets", f"{snap_meta.version}.snapshot.json")
+    targets = _parse(targets_bytes, Targets, "targets", targets_meta.version)
+    return RepoState(repo_dir, root, root_bytes, targets, snapshot, timestamp)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(_MAX_METADATA + 1)
+    except OSError as e:
+        raise RepositoryStateError(f"cannot read {path}: {e.strerror or e}") from e
+    if len(data) > _MAX_METADATA:
+        raise RepositoryStateError(f"{path}: larger than {_MAX_METADATA} bytes")
+    return data
+
+
+def _parse(data: bytes, cls: type[T], role: str, version: int | None) -> Metadata[T]:
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except Exception as e:  # python-tuf raises DeserializationError and friends
+        raise RepositoryStateError(f"{role} metadata: cannot parse: {e}") from e
+    if not isinstance(md.signed, cls):
+        raise RepositoryStateError(f"expected {role} metadata, found {md.signed.type}")
+    if version is not None and md.signed.version != version:
+        raise RepositoryStateError(
+            f"{metadata_filename(role, version)}: expected version {version}, "
+            f"found {md.signed.version}"
+        )
+    return md
+
+
+def _check_meta(meta: MetaFile, data: bytes, role: str, referrer: str) -> None:
+    if meta.length is not None and meta.length != len(data):
+        raise RepositoryStateError(
+            f"{role} v{meta.version}: {referrer} says {meta.length} bytes, found {len(data)}"
+        )
+    want = (meta.hashes or {}).get("sha256")
+    if want is not None and want != hashlib.sha256(data).hexdigest():
+        raise RepositoryStateError(
+            f"{role} v{meta.version}: sha256 differs from the one recorded in {referrer}"
+        )
