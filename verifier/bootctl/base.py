@@ -67,3 +67,51 @@ def check_tries(tries: int) -> int:
     if not (1 <= tries <= MAX_TRIES):
         raise BootControlError(f"trial tries: expected 1..{MAX_TRIES}, found {tries}")
     return tries
+
+
+# --- the transitions, shared by every backend ----------------------------------------------
+# Each backend only translates a BootState to and from its own variables; what set-trial,
+# mark-good, mark-bad and a reboot *mean* is decided once, here, as pure functions.
+
+
+def with_trial(st: BootState, slot: Slot, tries: int) -> BootState:
+    """The next boots try ``slot`` ``tries`` times; primary (the fallback) is unchanged."""
+    if slot == st.booted:
+        raise BootControlError(f"refusing to set a trial on the booted slot {slot}")
+    return BootState(st.booted, st.primary, slot, check_tries(tries))
+
+
+def committed(st: BootState, slot: Slot) -> BootState:
+    """mark-good: the running slot becomes primary and any trial ends.
+
+    Only the booted slot can be committed: committing a slot that never came up would turn a
+    failed image into the fallback.
+    """
+    if slot != st.booted:
+        raise BootControlError(
+            f"mark-good: only the booted slot can be committed; booted is {st.booted}, asked {slot}"
+        )
+    return BootState(st.booted, slot, None, 0)
+
+
+def marked_bad(st: BootState, slot: Slot) -> BootState:
+    """mark-bad: ``slot`` must not be booted again until a new trial is set on it.
+
+    A trial on it is cancelled; if it was primary, the other slot becomes primary (an operator
+    marking the running slot bad asks for the next boot to go to the other one).
+    """
+    primary = other(slot) if slot == st.primary else st.primary
+    if st.trial == slot:
+        return BootState(st.booted, primary, None, 0)
+    return BootState(st.booted, primary, st.trial, st.tries_left)
+
+
+def after_boot(st: BootState) -> BootState:
+    """What the bootloader does on a reboot: spend one try of a pending trial, else fall back.
+
+    Used by the file backend's ``boot()`` and by the tests' bootloader simulations, so every
+    backend is held to the same rules.
+    """
+    if st.trial is not None and st.tries_left > 0:
+        return BootState(st.trial, st.primary, st.trial, st.tries_left - 1)
+    return BootState(st.primary, st.primary, None, 0)

@@ -9,7 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verifier.bootctl.base import BootState, Slot, check_tries, other, parse_slot
+from verifier.bootctl.base import (
+    BootState,
+    Slot,
+    after_boot,
+    committed,
+    marked_bad,
+    parse_slot,
+    with_trial,
+)
 from verifier.effects import Disk, write_atomic
 from verifier.errors import BootControlError
 
@@ -59,38 +67,16 @@ class FileBootControl:
         write_atomic(self.disk, self.path, json.dumps(data, indent=2).encode() + b"\n")
 
     def set_trial(self, slot: Slot, tries: int) -> None:
-        st = self.read()
-        if slot == st.booted:
-            raise BootControlError(f"refusing to set a trial on the booted slot {slot}")
-        self._write(BootState(st.booted, st.primary, slot, check_tries(tries)))
+        self._write(with_trial(self.read(), slot, tries))
 
     def mark_good(self, slot: Slot) -> None:
-        st = self.read()
-        if slot != st.booted:
-            raise BootControlError(
-                f"mark-good: only the booted slot can be committed; booted is {st.booted}, "
-                f"asked {slot}"
-            )
-        self._write(BootState(st.booted, slot, None, 0))
+        self._write(committed(self.read(), slot))
 
     def mark_bad(self, slot: Slot) -> None:
-        st = self.read()
-        primary = st.primary if slot != st.primary else other(slot)
-        self._write(
-            BootState(
-                st.booted,
-                primary,
-                None if st.trial == slot else st.trial,
-                0 if st.trial == slot else st.tries_left,
-            )
-        )
+        self._write(marked_bad(self.read(), slot))
 
     def boot(self) -> BootState:
         """Simulate a reboot: take one try of a pending trial, else boot primary."""
-        st = self.read()
-        if st.trial is not None and st.tries_left > 0:
-            new = BootState(st.trial, st.primary, st.trial, st.tries_left - 1)
-        else:
-            new = BootState(st.primary, st.primary, None, 0)
+        new = after_boot(self.read())
         self._write(new)
         return new
