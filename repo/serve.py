@@ -1,0 +1,162 @@
+"""A small read-only HTTP server for a published repository (demo, tests, local mirrors).
+
+Only ``/metadata/...`` and ``/targets/...`` are served, GET and HEAD only, regular files
+only. A request path is treated as an untrusted name (P3): every segment must be a plain
+file name (no ``..``, no hidden names, no backslashes or NULs), and the resolved file must
+still lie inside the repository after symlinks are followed. No directory is ever listed.
+Single ``Range: bytes=a-b`` requests are honoured so a device can resume a download.
+Production deployments should put the repository behind nginx or a CDN instead.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from repo.errors import LocalError
+from repo.layout import METADATA_DIR, TARGETS_DIR
+
+CHUNK = 1 << 16
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]{1,19})-([0-9]{0,19})$")
+
+
+def resolve_request_path(root: Path, raw_path: str) -> Path | None:
+    """Map a request path to a file inside ``root`` (already resolved), or ``None``."""
+    path = urlsplit(raw_path).path
+    if "%2f" in path.lower() or "%5c" in path.lower():
+        return None
+    segments = unquote(path).split("/")
+    if len(segments) < 3 or segments[0] != "" or segments[1] not in (METADATA_DIR, TARGETS_DIR):
+        return None
+    if not all(_SEGMENT_RE.match(s) for s in segments[1:]):
+        return None
+    candidate = root.joinpath(*segments[1:])
+    try:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(root / segments[1]) or not real.is_file():
+        return None
+    return real
+
+
+def _make_handler(root: Path, quiet: bool) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "otakit-repo"
+        sys_version = ""
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def _serve(self, *, body: bool) -> None:
+            path = resolve_request_path(root, self.path)
+            if path is None:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            try:
+                f = path.open("rb")
+            except OSError:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            with f:
+                size = path.stat().st_size
+                start, end = 0, size
+                status = HTTPStatus.OK
+                rng = self.headers.get("Range")
+                if rng is not None:
+                    m = _RANGE_RE.match(rng.strip())
+                    if m is None:
+                        self.send_error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                        return
+                    start = int(m.group(1))
+                    end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+                    if start >= size or start >= end:
+                        self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status = HTTPStatus.PARTIAL_CONTENT
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(end - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if status == HTTPStatus.PARTIAL_CONTENT:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+                self.end_headers()
+                if body:
+                    _copy(f, self.wfile, start, end)
+
+        def log_message(self, format: str, *args: object) -> None:
+            if not quiet:
+                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    return Handler
+
+
+def _copy(f: BinaryIO, out: BufferedIOBase, start: int, end: int) -> None:
+    f.seek(start)
+    left = end - start
+    while left > 0:
+        chunk = f.read(min(CHUNK, left))
+        if not chunk:
+            break
+        out.write(chunk)
+        left -= len(chunk)
+
+
+def make_server(
+    repo_dir: Path, host: str, port: int, *, quiet: bool = False
+) -> ThreadingHTTPServer:
+    root = repo_dir.resolve()
+    if not (root / METADATA_DIR).is_dir():
+        raise LocalError(
+            f"{repo_dir}: expected a repository with a {METADATA_DIR}/ directory, found none",
+            hint="create one with: otakit repo init REPO --keys KEYCONF",
+        )
+    try:
+        server = ThreadingHTTPServer((host, port), _make_handler(root, quiet))
+    except OSError as e:
+        raise LocalError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    server.daemon_threads = True
+    return server
+
+
+def server_url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    host_s = host.decode() if isinstance(host, bytes) else str(host)
+    if ":" in host_s:
+        host_s = f"[{host_s}]"
+    return f"http://{host_s}:{port}"
+
+
+def serve_in_thread(
+    repo_dir: Path, host: str = "127.0.0.1", port: int = 0
+) -> tuple[str, Callable[[], None]]:
+    """Serve ``repo_dir`` from a background thread; returns (base URL, stop function).
+
+    The base URL has no trailing slash; a device uses ``URL/metadata/`` and ``URL/targets/``.
+    ``port=0`` picks a free port.
+    """
+    server = make_server(repo_dir, host, port, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, name="otakit-repo-serve", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return server_url(server), stop

@@ -1,0 +1,222 @@
+"""The publisher's command line: ``otakit``.
+
+Each command parses its options, calls one library function and renders the result. Errors
+are rendered in exactly one place (``main``): a ``PublisherError`` prints its diagnostic and
+exits with its family's stable code; a traceback appears only with ``-v``. Data goes to
+stdout (``--json`` for machines), progress and diagnostics to stderr. Typer's
+``pretty_exceptions_show_locals`` is off because locals can hold key material.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from repo.errors import PublisherError
+from repo.keys import TOP_LEVEL_ROLES, load_key_config, tty_prompt
+from repo.repository import Expiries, init, load_role_signers
+from repo.serve import make_server, server_url
+from signer.compress import CompressSettings, image_length
+from signer.keygen import generate_demo_keys
+from signer.release import release
+
+app = typer.Typer(
+    name="otakit",
+    help="Publish signed OS updates: TUF repository, releases, keys.",
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
+repo_app = typer.Typer(help="Create and serve TUF repositories.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+app.add_typer(keys_app, name="keys")
+
+_err = Console(stderr=True)
+
+
+@dataclass
+class _Options:
+    verbose: bool = False
+
+
+_opts = _Options()
+
+KeysOpt = Annotated[
+    Path,
+    typer.Option("--keys", help="Key configuration (keys.json) naming each role's keys."),
+]
+RepoArg = Annotated[Path, typer.Argument(help="Repository directory.")]
+DaysOpt = Annotated[int | None, typer.Option(min=1, help="Override the default expiry (days).")]
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
+) -> None:
+    _opts.verbose = verbose
+
+
+def _expiries(root: int | None, targets: int | None, snap: int | None, ts: int | None) -> Expiries:
+    d = Expiries()
+    return Expiries(
+        root=timedelta(days=root) if root else d.root,
+        targets=timedelta(days=targets) if targets else d.targets,
+        snapshot=timedelta(days=snap) if snap else d.snapshot,
+        timestamp=timedelta(days=ts) if ts else d.timestamp,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@repo_app.command("init")
+def repo_init(
+    repo: RepoArg,
+    keys: KeysOpt,
+    root_expiry_days: DaysOpt = None,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Create a new TUF repository (version 1 of every role, consistent snapshots)."""
+    keyconf = load_key_config(keys)
+    signers = load_role_signers(keyconf, TOP_LEVEL_ROLES, prompt=tty_prompt())
+    exp = _expiries(
+        root_expiry_days, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days
+    )
+    state = init(repo, keyconf, _now(), signers=signers, expiries=exp)
+    _err.print(f"created repository {repo}")
+    print(state.repo_dir / "metadata" / "1.root.json")
+
+
+@repo_app.command("serve")
+def repo_serve(
+    repo: RepoArg,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8080,
+) -> None:
+    """Serve REPO read-only over HTTP (metadata/ and targets/ only) until interrupted."""
+    server = make_server(repo, host, port)
+    print(server_url(server), flush=True)
+    _err.print(f"serving {repo}; press Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@keys_app.command("generate-demo")
+def keys_generate_demo(
+    directory: Annotated[Path, typer.Argument(help="Directory for the demo keys.")],
+    force: Annotated[bool, typer.Option(help="Replace existing demo keys.")] = False,
+) -> None:
+    """Generate PUBLIC, throwaway ed25519 keys for demos and tests (never for production)."""
+    conf = generate_demo_keys(directory, overwrite=force)
+    _err.print("[yellow]demo keys are for demos and tests only; never use them in production")
+    print(conf.source)
+
+
+@app.command("release")
+def release_cmd(
+    repo: RepoArg,
+    image: Annotated[Path, typer.Argument(help="Image file or block device to release.")],
+    keys: KeysOpt,
+    product: Annotated[str, typer.Option(help="Product name, e.g. edge-gw.")],
+    version: Annotated[str, typer.Option(help="Image version, e.g. 2.4.1.")],
+    hardware: Annotated[
+        list[str] | None, typer.Option(help="Compatible hardware id (repeatable).")
+    ] = None,
+    allow_downgrade: Annotated[
+        bool, typer.Option(help="Permit a version older than the newest published (signed).")
+    ] = False,
+    level: Annotated[int, typer.Option(min=1, max=22, help="zstd level.")] = 10,
+    threads: Annotated[int, typer.Option(min=0, help="zstd worker threads (0: none).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Compress IMAGE, add it as a signed target of PRODUCT VERSION, and publish."""
+    keyconf = load_key_config(keys)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    total = _image_size(image)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("compressing", total=total)
+        result = release(
+            repo,
+            keyconf,
+            product,
+            version,
+            image,
+            hardware or [],
+            _now(),
+            allow_downgrade=allow_downgrade,
+            settings=CompressSettings(level=level, threads=threads),
+            expiries=exp,
+            prompt=tty_prompt(),
+            progress=lambda done: bar.update(task, completed=done),
+            log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
+        )
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    for a in result.artifacts:
+        print(f"{a.target_path}\t{a.length}\t{a.sha256}")
+    _err.print(
+        f"published {result.product} {result.version} "
+        f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})",
+        markup=False,
+    )
+
+
+def _image_size(image: Path) -> int | None:
+    try:
+        with image.open("rb") as f:
+            return image_length(f, image)
+    except (OSError, PublisherError):
+        return None  # release() reports the real problem with a proper diagnostic
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``otakit``: the one place errors are rendered.
+
+    Typer (standalone mode) renders usage errors itself and exits 2; every error the
+    publisher raises on purpose reaches this handler.
+    """
+    try:
+        app(args=argv)
+    except PublisherError as e:
+        if _opts.verbose:
+            traceback.print_exc()
+        sys.stderr.write(f"otakit: {e.family} error: {e.diagnostic()}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("otakit: interrupted\n")
+        sys.exit(130)
