@@ -1,0 +1,108 @@
+"""Boot control through a user-supplied handler program, for bootloaders otakit has no backend
+for (in the spirit of RAUC's custom backend).
+
+The handler is an argv prefix (no shell is involved: arguments are never re-parsed), called with
+one subcommand at a time:
+
+=============================  ===========================================================
+``get-primary``                print ``a`` or ``b``: the committed slot
+``get-trial``                  print ``none``, or ``SLOT TRIES_LEFT`` (e.g. ``b 2``)
+``set-trial SLOT TRIES``       next boots try SLOT, at most TRIES times, then fall back
+``set-state SLOT good``        commit: SLOT becomes primary, the trial ends
+``set-state SLOT bad``         SLOT is not booted again: a trial on it ends; if it was
+                               primary, the other slot becomes primary
+``get-booted``                 print ``a`` or ``b`` (only used when no kernel command line
+                               is configured)
+=============================  ===========================================================
+
+Exit status 0 means success; anything else is an error whose stderr is shown to the operator.
+After every change the state is read back and compared with what the change should have
+produced (the transitions in ``base``), so a handler that silently ignores a request is caught
+at once instead of at the next boot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from verifier.bootctl.base import (
+    MAX_TRIES,
+    BootState,
+    Slot,
+    committed,
+    marked_bad,
+    parse_slot,
+    with_trial,
+)
+from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
+from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
+from verifier.errors import BootControlError
+
+
+class CommandBootControl:
+    name = "command"
+
+    def __init__(
+        self,
+        handler: Sequence[str],
+        *,
+        cmdline: Path | None = PROC_CMDLINE,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """``cmdline``: where to find ``otakit.slot=``; None asks the handler (``get-booted``)."""
+        if not handler:
+            raise BootControlError("command boot backend: expected a handler program, found none")
+        self.handler = tuple(handler)
+        self.cmdline = cmdline
+        self.timeout = timeout
+
+    def _call(self, *args: str) -> str:
+        return run_tool(
+            [*self.handler, *args],
+            timeout=self.timeout,
+            what=f"boot handler {' '.join(args)}",
+        ).strip()
+
+    def _booted(self) -> Slot:
+        if self.cmdline is not None:
+            return booted_slot(self.cmdline)
+        return parse_slot(self._call("get-booted"), "boot handler get-booted")
+
+    def read(self) -> BootState:
+        booted = self._booted()
+        primary = parse_slot(self._call("get-primary"), "boot handler get-primary")
+        raw = self._call("get-trial")
+        if raw == "none":
+            return BootState(booted, primary, None, 0)
+        words = raw.split()
+        if len(words) != 2 or not words[1].isdigit() or int(words[1]) > MAX_TRIES:
+            raise BootControlError(
+                f"boot handler get-trial: expected 'none' or 'SLOT TRIES' with TRIES in "
+                f"0..{MAX_TRIES}, found {raw[:80]!r}"
+            )
+        trial = parse_slot(words[0], "boot handler get-trial")
+        return BootState(booted, primary, trial, int(words[1]))
+
+    def _expect(self, want: BootState, request: str) -> None:
+        got = self.read()
+        if got != want:
+            raise BootControlError(
+                f"boot handler {request}: expected the state to become {want}, found {got}",
+                hint="the handler reported success but did not apply the change; fix the handler",
+            )
+
+    def set_trial(self, slot: Slot, tries: int) -> None:
+        want = with_trial(self.read(), slot, tries)
+        self._call("set-trial", slot, str(tries))
+        self._expect(want, f"set-trial {slot} {tries}")
+
+    def mark_good(self, slot: Slot) -> None:
+        want = committed(self.read(), slot)
+        self._call("set-state", slot, "good")
+        self._expect(want, f"set-state {slot} good")
+
+    def mark_bad(self, slot: Slot) -> None:
+        want = marked_bad(self.read(), slot)
+        self._call("set-state", slot, "bad")
+        self._expect(want, f"set-state {slot} bad")
