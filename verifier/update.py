@@ -1,0 +1,413 @@
+"""``otakit-device update``: the stages of DESIGN.md, each a named function with one log line.
+
+    refresh → resolve → preflight → download (staged) → verify → check base (delta)
+    → mark target slot bad → decode into the inactive slot → fsync → re-read and hash
+    → journal + trial boot (arm)
+
+Invariants this module keeps (DESIGN.md): I1 the booted slot is only ever read; I2 the target
+slot is marked bad before its first byte is written and the boot pointer moves only after the
+slot re-read hashes to the signed image hash; I3 every state write goes through the ``Disk``
+(``write_atomic``); I6 a rerun after a kill converges — a partial download resumes, a half
+written slot is rewritten, a written-but-not-armed slot is re-verified and armed, an armed one
+is recognised as pending and left alone.
+
+Time (``now``) and the ``Disk`` are parameters; there is no global state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Literal, cast
+
+from tuf.api import exceptions as tuf_exc
+
+from verifier.artifact import BaseRef, ImageRef, ImageVersion
+from verifier.bootctl.base import Slot, check_tries, other
+from verifier.decode_full import decode_full
+from verifier.device import Device, hash_slot, reconcile
+from verifier.download import VerifyingReader, download_staged, staging_name
+from verifier.effects import WriteHandle
+from verifier.errors import (
+    BootControlError,
+    ConfigError,
+    DeltaFormatError,
+    ImageHashMismatchError,
+    NothingToDoError,
+    OtakitError,
+    SecurityError,
+    SlotError,
+    TransportError,
+)
+from verifier.plan import (
+    Candidate,
+    DeviceFacts,
+    Installed,
+    NothingToDo,
+    Policy,
+    UpdatePlan,
+    resolve,
+)
+from verifier.preflight import (
+    MOUNTINFO,
+    check_not_mounted_rw,
+    check_slots_differ,
+    free_space,
+    slot_capacity,
+)
+from verifier.state import Journal, Pending, SlotRecord
+from verifier.tuf_client import OtaFetcher, TufClient, TufLimits, map_tuf_error
+
+log = logging.getLogger("otakit.update")
+
+#: (stage, bytes done, bytes total) — rendered by the CLI as a progress bar or JSON lines.
+Progress = Callable[[str, int, int], None]
+Mode = Literal["staged", "stream"]
+
+
+class PreflightError(SlotError):
+    """A precondition for writing the inactive slot does not hold; nothing was written."""
+
+
+class BaseImageMismatchError(ImageHashMismatchError):
+    """The booted slot is not the image a delta was built against."""
+
+
+@dataclass(frozen=True)
+class UpdateOptions:
+    mode: Mode = "staged"
+    tries: int | None = None
+    version: ImageVersion | None = None
+    allow_delta: bool = True
+    mountinfo: Path = MOUNTINFO
+    limits: TufLimits = field(default_factory=TufLimits)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    version: ImageVersion
+    slot: Slot
+    artifact: str
+    kind: str
+    fell_back: bool
+    tries: int
+
+    def message(self) -> str:
+        via = f"{self.kind} artifact {self.artifact}"
+        if self.kind == "resumed":
+            via = "the copy an interrupted run had already written"
+        if self.fell_back:
+            via += " (delta failed, used the full artifact)"
+        return (
+            f"version {self.version} written to slot {self.slot} via {via} and verified; "
+            f"the next boot tries it ({self.tries} tries), then run mark-good"
+        )
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage in any error raised inside it (one place, uniform)."""
+    try:
+        yield
+    except NothingToDoError:
+        raise
+    except OtakitError as e:
+        if not e.message.startswith(f"{name}: "):
+            e.message = f"{name}: {e.message}"
+            e.args = (e.message,)
+        raise
+
+
+def update(
+    dev: Device,
+    now: datetime,
+    *,
+    options: UpdateOptions = UpdateOptions(),
+    fetcher: OtaFetcher | None = None,
+    progress: Progress | None = None,
+) -> UpdateResult:
+    """Install the newest suitable image into the inactive slot and arm a trial boot.
+
+    Raises ``NothingToDoError`` when there is nothing to install (exit code 0).
+    """
+    tries = check_tries(options.tries if options.tries is not None else dev.config.tries)
+    journal, st = reconcile(dev, now)
+    if st.in_trial:
+        raise SlotError(
+            f"the running slot {st.booted} is an uncommitted trial; refusing to overwrite the "
+            f"last known-good slot {st.primary}",
+            hint="run 'otakit-device mark-good' (healthy) or 'otakit-device rollback' first",
+        )
+    booted = st.booted
+    target = other(booted)
+    installed = journal.slot(booted)
+    if installed is None:
+        raise ConfigError(f"the journal does not know which image the booted slot {booted} holds")
+    p = journal.pending
+    facts = DeviceFacts(
+        product=dev.config.product,
+        hardware=dev.config.hardware,
+        installed=Installed(installed.version, installed.image),
+        failed=journal.failed_hashes,
+        pending=None if p is None or not p.armed else Installed(p.record.version, p.record.image),
+    )
+    with TufClient(
+        dev.paths,
+        dev.config.metadata_url,
+        dev.config.targets_url,
+        dev.disk,
+        fetcher=fetcher,
+        limits=options.limits,
+    ) as tuf:
+        candidates = stage_refresh(tuf)
+        plan = stage_resolve(candidates, facts, Policy(options.version, options.allow_delta))
+        record = SlotRecord(plan.version, plan.image)
+        if p is not None and not p.armed and p.slot == target and p.record == record:
+            log.info("resume: slot %s already holds version %s; re-verifying", target, plan.version)
+            try:
+                stage_verify_slot(dev, target, plan.image, progress)
+            except ImageHashMismatchError as e:
+                log.warning("resume: %s; writing the slot again", e.message)
+            else:
+                stage_arm(dev, journal, target, record, tries)
+                return UpdateResult(plan.version, target, "", "resumed", False, tries)
+        stage_preflight(dev, plan, target, booted, options)
+        fell_back = False
+        used = plan.artifact
+        try:
+            journal = _install(dev, tuf, journal, plan.artifact, booted, target, options, progress)
+        except (SecurityError, TransportError) as e:
+            # Local errors (ENOSPC, EIO on the slot) would hit the full artifact too.
+            if plan.fallback is None:
+                raise
+            log.warning("delta path failed (%s); falling back to %s", e.message, plan.fallback.path)
+            used, fell_back = plan.fallback, True
+            journal = _install(dev, tuf, journal, plan.fallback, booted, target, options, progress)
+        stage_verify_slot(dev, target, plan.image, progress)
+        stage_arm(dev, journal, target, record, tries)
+    _clean_staging(dev)
+    return UpdateResult(plan.version, target, used.path, used.info.kind, fell_back, tries)
+
+
+def _install(
+    dev: Device,
+    tuf: TufClient,
+    journal: Journal,
+    c: Candidate,
+    booted: Slot,
+    target: Slot,
+    options: UpdateOptions,
+    progress: Progress | None,
+) -> Journal:
+    url = tuf.target_url(c)
+    if options.mode == "staged":
+        path = stage_download(dev, tuf.fetcher, url, c, progress)
+        if c.info.base is not None:
+            stage_check_base(dev, booted, c.info.base)
+        journal = stage_mark_bad(dev, journal, target)
+        with path.open("rb") as src:
+            stage_decode(dev, src, c, booted, target, progress)
+        return journal
+    if c.info.base is not None:
+        stage_check_base(dev, booted, c.info.base)
+    journal = stage_mark_bad(dev, journal, target)
+    with stage("download"):
+        try:
+            _, chunks = tuf.fetcher.fetch_from(url, 0)
+        except (tuf_exc.DownloadError, OSError) as e:
+            raise map_tuf_error(e, f"download of {c.path}") from e
+    reader = VerifyingReader(chunks, c, _report(progress, "download", c.length))
+    stage_decode(dev, cast(BinaryIO, reader), c, booted, target, progress)
+    with stage("verify"):
+        reader.finish()
+    log.info("verify: %s matches its signed length and hashes (streamed)", c.path)
+    return journal
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+
+def stage_refresh(tuf: TufClient) -> list[Candidate]:
+    with stage("refresh"):
+        candidates = tuf.refresh()
+    log.info("refresh: trusted metadata up to date, %d otakit targets", len(candidates))
+    return candidates
+
+
+def stage_resolve(candidates: list[Candidate], facts: DeviceFacts, policy: Policy) -> UpdatePlan:
+    with stage("resolve"):
+        plan = resolve(candidates, facts, policy)
+    if isinstance(plan, NothingToDo):
+        log.info("resolve: nothing to do: %s", plan.reason)
+        raise NothingToDoError(plan.reason)
+    fallback = f", fallback {plan.fallback.path}" if plan.fallback else ""
+    log.info("resolve: version %s via %s%s", plan.version, plan.artifact.path, fallback)
+    return plan
+
+
+def stage_preflight(
+    dev: Device, plan: UpdatePlan, target: Slot, booted: Slot, options: UpdateOptions
+) -> None:
+    with stage("preflight"):
+        tpath = dev.config.slot_path(target)
+        check_slots_differ(tpath, dev.config.slot_path(booted))
+        capacity, _ = slot_capacity(tpath)
+        if capacity < plan.image.length:
+            raise PreflightError(
+                f"slot {target} ({tpath}) holds at most {capacity} bytes; the signed image "
+                f"needs {plan.image.length}"
+            )
+        check_not_mounted_rw(tpath, options.mountinfo)
+        if options.mode == "staged":
+            need = max(c.length for c in (plan.artifact, plan.fallback) if c is not None)
+            part = dev.paths.staging / f"{staging_name(plan.artifact)}.part"
+            have = part.stat().st_size if part.exists() else 0
+            free = free_space(dev.paths.staging)
+            if free + have < need:
+                raise PreflightError(
+                    f"staging {dev.paths.staging} has {free} bytes free; the download needs "
+                    f"{need - have} more",
+                    hint="free space, or use 'update --mode stream' (no staging copy)",
+                )
+    log.info("preflight: slot %s (%s) can take %d bytes", target, tpath, plan.image.length)
+
+
+def stage_download(
+    dev: Device, fetcher: OtaFetcher, url: str, c: Candidate, progress: Progress | None
+) -> Path:
+    with stage("download"):
+        dev.disk.mkdir(dev.paths.staging)
+        path = download_staged(
+            fetcher,
+            url,
+            c,
+            dev.paths.staging,
+            dev.disk,
+            progress=_report(progress, "download", c.length),
+        )
+    log.info(
+        "download+verify: %s (%d bytes) matches its signed length and hashes", c.path, c.length
+    )
+    return path
+
+
+def stage_check_base(dev: Device, booted: Slot, base: BaseRef) -> None:
+    with stage("check-base"):
+        found = hash_slot(dev.config.slot_path(booted), base.image.length)
+        if found.sha256 != base.image.sha256:
+            raise BaseImageMismatchError(
+                f"booted slot {booted} is not the delta's base image {base.version}: expected "
+                f"sha256 {base.image.sha256}, found {found.sha256}"
+            )
+    log.info("check-base: booted slot %s is base version %s", booted, base.version)
+
+
+def stage_mark_bad(dev: Device, journal: Journal, target: Slot) -> Journal:
+    """I2: the target slot is unbootable, and the journal forgets its content, before writing."""
+    with stage("mark-bad"):
+        dev.boot.mark_bad(target)
+        p = journal.pending
+        new = journal.with_slot(target, None)
+        if p is not None and p.slot == target:
+            new = replace(new, pending=None)
+        if new != journal:
+            dev.save(new)
+    log.info("mark-bad: slot %s is unbootable until verified", target)
+    return new
+
+
+def stage_decode(
+    dev: Device,
+    src: BinaryIO,
+    c: Candidate,
+    booted: Slot,
+    target: Slot,
+    progress: Progress | None,
+) -> None:
+    tpath = dev.config.slot_path(target)
+    report = _report(progress, "decode", c.info.image.length)
+    with stage("decode"):
+        out = dev.disk.open_write(tpath, truncate=False)
+        try:
+            if c.info.kind == "full":
+                decode_full(src, out, c.info.image, progress=report)
+            else:
+                _apply_delta(dev, src, c, booted, out, report)
+            out.fsync()
+        finally:
+            out.close()
+    log.info("decode: %s written to slot %s and synced", c.path, target)
+
+
+def _apply_delta(
+    dev: Device,
+    src: BinaryIO,
+    c: Candidate,
+    booted: Slot,
+    out: WriteHandle,
+    report: Callable[[int], None] | None,
+) -> None:
+    try:
+        from verifier.delta.decode import apply_delta  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as e:
+        raise DeltaFormatError(f"this device has no delta decoder ({e})") from e
+    info = c.info
+    assert info.base is not None and info.delta_header is not None
+    with dev.config.slot_path(booted).open("rb") as base:
+        apply_delta(
+            src,
+            base,
+            out,
+            base_ref=info.base.image,
+            result_ref=info.image,
+            header_ref=info.delta_header,
+            progress=report,
+        )
+
+
+def stage_verify_slot(
+    dev: Device, target: Slot, image: ImageRef, progress: Progress | None
+) -> None:
+    with stage("verify-slot"):
+        found = hash_slot(dev.config.slot_path(target), image.length)
+        if found.sha256 != image.sha256:
+            raise ImageHashMismatchError(
+                f"slot {target} reads back wrong: expected sha256 {image.sha256} as signed, "
+                f"found {found.sha256}",
+                hint="the medium may be failing; the boot pointer was not moved",
+            )
+    if progress is not None:
+        progress("verify-slot", image.length, image.length)
+    log.info("verify-slot: slot %s reads back as the signed image", target)
+
+
+def stage_arm(dev: Device, journal: Journal, target: Slot, record: SlotRecord, tries: int) -> None:
+    """Journal the written slot, move the boot pointer, then note that it moved."""
+    with stage("arm"):
+        written = replace(journal.with_slot(target, record), pending=Pending(target, record, False))
+        dev.save(written)
+        try:
+            dev.boot.set_trial(target, tries)
+        except BootControlError:
+            raise
+        dev.save(replace(written, pending=Pending(target, record, True)))
+    log.info("arm: next boot tries slot %s (version %s, %d tries)", target, record.version, tries)
+
+
+def _report(progress: Progress | None, name: str, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress(name, done, total)
+
+
+def _clean_staging(dev: Device) -> None:
+    staging = dev.paths.staging
+    if not staging.is_dir():
+        return
+    for p in staging.iterdir():
+        if p.is_file():
+            dev.disk.unlink(p)
