@@ -90,7 +90,7 @@ def test_each_key_counts_once(keys: KeyConfig, tmp_path: Path) -> None:
 def test_a_key_root_does_not_list_does_not_count(keys: KeyConfig, tmp_path: Path) -> None:
     signers = load_role_signers(keys, ("root", "targets", "snapshot", "timestamp"))
     signers["timestamp"] = signers["snapshot"]
-    with pytest.raises(ThresholdError, match="timestamp v1.*signed by keys root does not list"):
+    with pytest.raises(ThresholdError, match=r"timestamp v1.*signed by keys root does not list"):
         init(tmp_path / "r", keys, NOW, signers=signers)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import TargetFile
 
-from repo.errors import PublishError, PublisherBusyError, SecurityError, UsageError
+from repo.errors import PublisherBusyError, PublishError, SecurityError, UsageError
 from repo.keys import KeyConfig
 from repo.publish import publisher_lock
 from repo.repository import load_role_signers, open_transaction
@@ -76,9 +76,7 @@ class FailingDisk:
         self._real.mkdir(path)
 
 
-def _release(
-    repo: Path, keys: KeyConfig, name: str, data: bytes, disk: Disk | None = None
-) -> None:
+def _release(repo: Path, keys: KeyConfig, name: str, data: bytes, disk: Disk | None = None) -> None:
     src = repo.parent / f"{name.replace('/', '_')}.src"
     src.write_bytes(data)
     signers = load_role_signers(keys, ("targets", "snapshot", "timestamp"))
