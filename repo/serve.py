@@ -151,7 +151,9 @@ def serve_in_thread(
     ``port=0`` picks a free port.
     """
     server = make_server(repo_dir, host, port, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, name="otakit-repo-serve", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="otakit-repo-serve", daemon=True
+    )
     thread.start()
 
     def stop() -> None:
