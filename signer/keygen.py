@@ -41,18 +41,19 @@ def generate_demo_keys(directory: Path, *, overwrite: bool = False) -> KeyConfig
         for i in range(1, count + 1):
             signer = CryptoSigner.generate_ed25519()
             name = f"{role}-{i}.pem"
-            _write(directory / name, signer.private_bytes)
+            _write(directory / name, signer.private_bytes, mode=0o600)
             public = {"keyid": signer.public_key.keyid, **signer.public_key.to_dict()}
             entries.append({"public": public, "uri": f"file2:{name}"})
         roles[role] = {"threshold": threshold, "keys": entries}
     doc = {"otakit_keys": FORMAT_VERSION, "roles": roles}
-    _write(conf_path, (json.dumps(doc, indent=2) + "\n").encode())
+    _write(conf_path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
     return load_key_config(conf_path)
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes, *, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
