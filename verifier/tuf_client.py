@@ -170,6 +170,12 @@ def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
     if isinstance(exc, OtakitError):
         return exc
     msg = f"{context}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, tuf_exc.UnsignedMetadataError):
+        return MetadataError(
+            f"{context}: bad signature: {exc} (expected the threshold of valid signatures "
+            f"by keys the trusted metadata authorizes)",
+            hint="the metadata was not signed by the authorized keys; do not trust this server",
+        )
     if isinstance(exc, tuf_exc.ExpiredMetadataError):
         return MetadataError(
             msg,
@@ -354,7 +360,7 @@ class TufClient:
 
     def refresh(self) -> list[Candidate]:
         """TUF §5 top-level refresh, committed durably; returns the verified otakit targets."""
-        with tuf_errors("TUF refresh"):
+        with tuf_errors("repository metadata"):
             self._updater.refresh()
         self.store.commit(self._scratch)
         with tuf_errors("reading verified targets"):
