@@ -17,6 +17,7 @@ from tests.helpers_bootctl import (
     snippet_try_regex,
     write_cmdline,
 )
+from tests.simdisk import PowerCut, SimDisk
 from verifier.bootctl.base import BootState
 from verifier.bootctl.grub import ENVBLK_SIZE, VARIABLES, GrubBootControl, encode
 from verifier.effects import RealDisk
@@ -185,3 +186,33 @@ def test_missing_tool_is_a_clear_error(grub: GrubBootControl) -> None:
 def test_no_temporary_copy_is_left_behind(grub: GrubBootControl) -> None:
     grub.set_trial("b", 3)
     assert sorted(p.name for p in grub.envfile.parent.iterdir()) == ["cmdline", "grubenv"]
+
+
+def test_a_power_cut_anywhere_leaves_the_old_or_the_new_block(tmp_path: Path) -> None:
+    require_tool("grub-editenv")
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    write_cmdline(tmp_path / "cmdline", "a")
+    envfile = boot / "grubenv"
+    GrubBootControl.create(envfile, RealDisk(), "a", cmdline=tmp_path / "cmdline")
+    before = envfile.read_bytes()
+
+    clean = SimDisk(boot)
+    GrubBootControl(envfile, clean, cmdline=tmp_path / "cmdline").set_trial("b", 3)
+    n = clean.count
+    assert {e.op for e in clean.effects} >= {"fsync", "rename", "fsync_dir"}
+
+    seen = set()
+    for k in range(n + 1):  # n: the power goes out right after the last effect
+        for p in boot.iterdir():
+            p.unlink()
+        envfile.write_bytes(before)
+        disk = SimDisk(boot, crash_after=k)
+        bc = GrubBootControl(envfile, disk, cmdline=tmp_path / "cmdline")
+        try:
+            bc.set_trial("b", 3)
+        except PowerCut:
+            assert k < n
+        disk.reboot()
+        seen.add(bc.read())
+    assert seen == {BootState("a", "a", None, 0), BootState("a", "a", "b", 3)}
