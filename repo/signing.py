@@ -17,7 +17,7 @@ from securesystemslib.signer import Signer
 from tuf.api.metadata import Metadata, MetaFile, Root
 from tuf.api.serialization.json import JSONSerializer
 
-from repo.errors import SecurityError, ThresholdError
+from repo.errors import PublisherError, SecurityError, ThresholdError
 from repo.layout import metadata_filename
 
 
@@ -61,6 +61,9 @@ def sign_metadata(
         try:
             md.sign(signer, append=True)
         except Exception as e:  # any signer backend failure (HSM, KMS, file)
+            if isinstance(e.__cause__, PublisherError):
+                # e.g. a missing PIN, already explained by our secrets handler
+                raise e.__cause__ from None
             raise SecurityError(
                 f"{role}: signing with key {keyid[:12]} failed: {type(e).__name__}: {e}"
             ) from e
