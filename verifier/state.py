@@ -87,7 +87,7 @@ class DeviceConfig:
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
                 raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")
-        if self.slot_a.resolve() == self.slot_b.resolve():
+        if self.slot_a == self.slot_b:
             raise ConfigError(f"slots a and b must differ, both are {self.slot_a}")
         if not _NAME_RE.match(self.boot_backend):
             raise ConfigError(f"boot_backend: invalid name {self.boot_backend!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -67,7 +67,7 @@ class Row:
     facts: DeviceFacts
     # expected: ("plan", version, artifact path, fallback path|None) or ("nothing", substring)
     expect: tuple[str, ...]
-    policy: Policy = Policy()
+    policy: Policy = field(default_factory=Policy)
 
 
 ROWS = [
