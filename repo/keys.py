@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from securesystemslib.formats import encode_canonical
-from securesystemslib.signer import Key, SecretsHandler, Signer
+from securesystemslib.signer import Key, SecretsHandler, Signer  # type: ignore[attr-defined]
 
 from repo.errors import KeyConfigError
 

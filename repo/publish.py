@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
 from repo.errors import PublisherBusyError, PublishError, RepositoryStateError, SecurityError
 from repo.layout import LOCK_NAME, metadata_dir, stored_target_path, targets_dir

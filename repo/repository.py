@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from securesystemslib.signer import Signer
-from tuf.api.metadata import (
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
     Metadata,
     MetaFile,
     Root,

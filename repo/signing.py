@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from securesystemslib.signer import Signer
-from tuf.api.metadata import Metadata, MetaFile, Root
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
 from tuf.api.serialization.json import JSONSerializer
 
 from repo.errors import PublisherError, SecurityError, ThresholdError

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
 from repo.errors import RepositoryStateError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, PromptFn
