@@ -150,6 +150,12 @@ def release_cmd(
     ] = False,
     level: Annotated[int, typer.Option(min=1, max=22, help="zstd level.")] = 10,
     threads: Annotated[int, typer.Option(min=0, help="zstd worker threads (0: none).")] = 0,
+    window_log: Annotated[
+        int,
+        typer.Option(
+            min=10, max=27, help="zstd window = 2**N bytes; the device needs that much RAM."
+        ),
+    ] = 24,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -178,7 +184,7 @@ def release_cmd(
             hardware or [],
             _now(),
             allow_downgrade=allow_downgrade,
-            settings=CompressSettings(level=level, threads=threads),
+            settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
             prompt=tty_prompt(),
             progress=lambda done: bar.update(task, completed=done),

@@ -7,8 +7,10 @@ written, so the TUF target entry describes exactly the file on disk.
 
 Defaults: level 10 with long-distance matching and a 16 MiB window. Long-distance matching
 finds repeats far apart in a filesystem image at little cost; the window bounds the memory a
-device needs to decode (the device refuses windows above 2**27). The content size is written
-into the frame header, so tools and the device can see the promised output size up front.
+device needs to decode (the device refuses windows above 2**27). Measured on the 600 MiB ext4
+corpus image (2 cores): window 2**24 → 107.3 MB in 15 s, 2**27 → 102.5 MB in 12.5 s; we keep
+the 16 MiB window because device RAM matters more than 4 % of a fallback artifact. The content
+size is written into the frame header, so tools and the device see the promised output size.
 """
 
 from __future__ import annotations
