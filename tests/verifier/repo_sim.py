@@ -70,6 +70,8 @@ class RepoSim(OtaFetcher):
     files: dict[str, bytes] = field(default_factory=dict)
     #: every request: (url path, start offset)
     requests: list[tuple[str, int]] = field(default_factory=list)
+    #: requests answered with an HTTP error (url path)
+    refused: list[str] = field(default_factory=list)
     range_ok: bool = True
     targets_offline: bool = False
     #: break the next target download after this many bytes (then clear)
@@ -112,9 +114,14 @@ class RepoSim(OtaFetcher):
     def add_full(self, image: bytes, version: str, **kw: object) -> TargetFile:
         return self.add_artifact(full_info(image, version, **kw), compress(image))  # type: ignore[arg-type]
 
-    def publish(self, *, bump_targets: bool = True, targets_signer: CryptoSigner | None = None,
-                timestamp_expires: datetime | None = None,
-                snapshot_version: int | None = None) -> None:
+    def publish(
+        self,
+        *,
+        bump_targets: bool = True,
+        targets_signer: CryptoSigner | None = None,
+        timestamp_expires: datetime | None = None,
+        snapshot_version: int | None = None,
+    ) -> None:
         """Sign and serve new targets/snapshot/timestamp in TUF order."""
         if bump_targets:
             self.targets.signed.version += 1
@@ -136,6 +143,18 @@ class RepoSim(OtaFetcher):
         self.timestamp.sign(self.signers["timestamp"])
         self.files["metadata/timestamp.json"] = self.timestamp.to_bytes()
 
+    def rotate_root(self) -> None:
+        """Root version N+1 replaces the timestamp key (a routine online-key rotation)."""
+        old = self.signers["timestamp"]
+        self.root.signed.revoke_key(old.public_key.keyid, "timestamp")
+        new = CryptoSigner.generate_ed25519()
+        self.root.signed.add_key(new.public_key, "timestamp")
+        self.signers["timestamp"] = new
+        self.root.signed.version += 1
+        self.root.signatures.clear()
+        self.root.sign(self.signers["root"])
+        self.files[f"metadata/{self.root.signed.version}.root.json"] = self.root.to_bytes()
+
     def target_key(self, path: str) -> str:
         tf = self.targets.signed.targets[path]
         dirname, sep, base = path.rpartition("/")
@@ -149,11 +168,12 @@ class RepoSim(OtaFetcher):
     def _lookup(self, url: str) -> tuple[str, bytes]:
         if not url.startswith(BASE):
             raise tuf_exc.DownloadHTTPError(f"unexpected host in {url}", 404)
-        key = parse.unquote(url[len(BASE):])
+        key = parse.unquote(url[len(BASE) :])
         if key.startswith("targets/") and self.targets_offline:
             raise tuf_exc.DownloadHTTPError(f"{url}: 503", 503)
         data = self.files.get(key)
         if data is None:
+            self.refused.append(key)
             raise tuf_exc.DownloadHTTPError(f"{url}: 404", 404)
         return key, data
 
