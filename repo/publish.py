@@ -27,7 +27,7 @@ from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 from repo.errors import PublisherBusyError, PublishError, RepositoryStateError, SecurityError
 from repo.layout import LOCK_NAME, metadata_dir, stored_target_path, targets_dir
 from repo.signing import SignedMetadata
-from verifier.effects import Disk, RealDisk, write_atomic
+from verifier.effects import Disk, RealDisk, WriteHandle, write_atomic
 from verifier.errors import OtakitError
 
 CHUNK = 1 << 20
@@ -58,6 +58,23 @@ class SignedRelease:
 
 ProgressFn = Callable[[str], None]
 
+#: Published files are public by nature; a web server running as another user must read them.
+PUBLISHED_MODE = 0o644
+
+
+class PublishDisk(RealDisk):
+    """The real disk, but files are created world-readable (``RealDisk`` makes them 0600,
+    right for device state, wrong for a repository served by nginx as www-data)."""
+
+    def open_write(self, path: Path, *, truncate: bool) -> WriteHandle:
+        handle = super().open_write(path, truncate=truncate)
+        try:
+            path.chmod(PUBLISHED_MODE)
+        except OSError as e:
+            handle.close()
+            raise PublishError(f"cannot set permissions of {path}: {e.strerror or e}") from e
+        return handle
+
 
 def publish(
     repo_dir: Path,
@@ -67,7 +84,7 @@ def publish(
     progress: ProgressFn | None = None,
 ) -> None:
     """Write ``release`` into ``repo_dir`` in crash-safe order (timestamp last)."""
-    disk = disk or RealDisk()
+    disk = disk or PublishDisk()
     say = progress or (lambda _msg: None)
     try:
         for blob in release.blobs:

@@ -29,10 +29,10 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from repo.errors import RepositoryStateError, UsageError
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
-from repo.publish import ProgressFn, SignedRelease, TargetBlob, publish, publisher_lock
+from repo.publish import ProgressFn, PublishDisk, SignedRelease, TargetBlob, publish, publisher_lock
 from repo.signing import SignedMetadata, sign_metadata
 from repo.state import RepoState, load_state
-from verifier.effects import Disk, RealDisk
+from verifier.effects import Disk
 
 RoleSigners = Mapping[str, Sequence[Signer]]
 
@@ -102,7 +102,7 @@ def init(
     """
     _check_now(now)
     expiries = expiries or Expiries()
-    disk = disk or RealDisk()
+    disk = disk or PublishDisk()
     if repo_dir.exists() and (not repo_dir.is_dir() or any(repo_dir.iterdir())):
         raise RepositoryStateError(
             f"{repo_dir}: expected a new or empty directory, found existing content",

@@ -100,6 +100,13 @@ def test_release_is_visible_to_a_tuf_client(released: Path, tmp_path: Path) -> N
     assert [p.name.split(".", 1)[1] for p in stored] == ["a.img"]  # <sha256>.a.img
 
 
+def test_published_files_are_readable_by_a_web_server_user(released: Path) -> None:
+    files = [p for p in released.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(files) >= 8
+    for p in files:
+        assert p.stat().st_mode & 0o444 == 0o444, p
+
+
 def test_a_crash_at_any_write_leaves_the_previous_repository_valid(
     released: Path, keys: KeyConfig, tmp_path: Path
 ) -> None:
