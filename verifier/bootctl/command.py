@@ -23,7 +23,8 @@ at once instead of at the next boot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from verifier.bootctl.base import (
@@ -36,8 +37,9 @@ from verifier.bootctl.base import (
     with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
-from verifier.errors import BootControlError
+from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
+from verifier.effects import Disk
+from verifier.errors import BootControlError, ConfigError
 
 
 class CommandBootControl:
@@ -56,6 +58,28 @@ class CommandBootControl:
         self.handler = tuple(handler)
         self.cmdline = cmdline
         self.timeout = timeout
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, str], disk: Disk, state_dir: Path
+    ) -> CommandBootControl:
+        """Device configuration options: ``handler`` (required: the program and its leading
+        arguments, split like a shell would split them, but never run through a shell),
+        ``cmdline`` (default /proc/cmdline; ``none`` asks the handler's ``get-booted``),
+        ``timeout`` (seconds). The handler does its own writes, not through ``disk``."""
+        check_options(options, {"handler", "cmdline", "timeout"}, "command")
+        try:
+            handler = shlex.split(options.get("handler", ""))
+        except ValueError as e:
+            raise ConfigError(f"boot backend 'command' handler: {e}") from e
+        if not handler:
+            raise ConfigError("boot backend 'command': expected option handler=PROGRAM [ARGS]")
+        raw = options.get("cmdline", str(PROC_CMDLINE))
+        return cls(
+            handler,
+            cmdline=None if raw == "none" else Path(raw),
+            timeout=timeout_option(options, "command"),
+        )
 
     def _call(self, *args: str) -> str:
         return run_tool(

@@ -25,6 +25,7 @@ the block until the rename). GRUB's ``save_env`` at boot writes in place; that i
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from verifier.bootctl.base import (
@@ -37,7 +38,7 @@ from verifier.bootctl.base import (
     with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
+from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
 from verifier.effects import Disk
 from verifier.errors import BootControlError
 
@@ -45,6 +46,7 @@ from verifier.errors import BootControlError
 VARIABLES: tuple[str, ...] = ("otakit_primary", "otakit_trial", "otakit_tries")
 TRY_MARK = "x"
 ENVBLK_SIZE = 1024
+DEFAULT_ENVFILE = Path("/boot/grub/grubenv")
 ENVBLK_HEADER = b"# GRUB Environment Block\n"
 _TRIES_RE = re.compile(rf"^{TRY_MARK}{{0,{MAX_TRIES}}}$")
 
@@ -105,6 +107,21 @@ class GrubBootControl:
         self.cmdline = cmdline
         self.editenv = editenv
         self.timeout = timeout
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, str], disk: Disk, state_dir: Path
+    ) -> GrubBootControl:
+        """Device configuration options: ``envfile`` (default /boot/grub/grubenv),
+        ``cmdline`` (default /proc/cmdline), ``editenv`` (program), ``timeout`` (seconds)."""
+        check_options(options, {"envfile", "cmdline", "editenv", "timeout"}, "grub")
+        return cls(
+            Path(options.get("envfile", str(DEFAULT_ENVFILE))),
+            disk,
+            cmdline=Path(options.get("cmdline", str(PROC_CMDLINE))),
+            editenv=options.get("editenv", "grub-editenv"),
+            timeout=timeout_option(options, "grub"),
+        )
 
     @classmethod
     def create(

@@ -30,6 +30,7 @@ environment. Those writes happen inside the tool, not through ``Disk``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from verifier.bootctl.base import (
@@ -42,7 +43,8 @@ from verifier.bootctl.base import (
     with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
+from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
+from verifier.effects import Disk
 from verifier.errors import BootControlError
 
 #: The variables this backend writes (``bootlimit`` only while a trial is pending).
@@ -146,6 +148,23 @@ class UBootBootControl:
         self.printenv = printenv
         self.setenv = setenv
         self.timeout = timeout
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, str], disk: Disk, state_dir: Path
+    ) -> UBootBootControl:
+        """Device configuration options: ``config`` (fw_env.config; default: the tools'
+        /etc/fw_env.config), ``cmdline`` (default /proc/cmdline), ``printenv``, ``setenv``
+        (programs), ``timeout`` (seconds). The environment is written by fw_setenv, not
+        through ``disk``."""
+        check_options(options, {"config", "cmdline", "printenv", "setenv", "timeout"}, "uboot")
+        return cls(
+            Path(options["config"]) if "config" in options else None,
+            cmdline=Path(options.get("cmdline", str(PROC_CMDLINE))),
+            printenv=options.get("printenv", "fw_printenv"),
+            setenv=options.get("setenv", "fw_setenv"),
+            timeout=timeout_option(options, "uboot"),
+        )
 
     def _config_args(self) -> list[str]:
         return [] if self.config is None else ["-c", str(self.config)]
