@@ -82,3 +82,7 @@ class PublisherBusyError(LocalError):
 
 class PublishError(LocalError):
     """Writing the repository failed part-way; the previously published state is intact."""
+
+
+class UntrustedRepositoryError(SecurityError):
+    """Published metadata on disk does not verify against its root: it was tampered with."""

@@ -1,8 +1,12 @@
 """Read the currently published repository, following timestamp → snapshot → targets.
 
 The publisher reads its own output with the same chain a client uses, and checks that the
-pieces agree (versions, lengths, hashes). A release never starts from an inconsistent
-state; a crash mid-publish leaves orphan files that this reader simply does not reach.
+pieces agree (versions, lengths, hashes) and that every role's signatures verify against the
+root (the root chain itself verified from 1.root.json). A release re-signs everything the
+current targets list, so it must never build on files someone edited on the server: that
+would turn write access to the repository directory into a signature from the targets key.
+Expiry is deliberately not checked: re-signing expired metadata is how a publisher recovers.
+A crash mid-publish leaves orphan files that this reader simply does not reach.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, TypeVar
 
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
-from repo.errors import RepositoryStateError
+from repo.errors import RepositoryStateError, UntrustedRepositoryError
 from repo.layout import metadata_dir, metadata_filename
 
 _MAX_METADATA = 64 << 20
@@ -41,18 +45,25 @@ def load_state(repo_dir: Path) -> RepoState:
             f"{repo_dir}: expected an otakit repository ({mdir}/1.root.json), found none",
             hint="create one with: otakit repo init REPO --keys KEYCONF",
         )
-    root_version = 1
-    while (mdir / metadata_filename("root", root_version + 1)).is_file():
-        root_version += 1
-        if root_version > _MAX_ROOTS:
+    root_bytes = _read(mdir / metadata_filename("root", 1))
+    root = _parse(root_bytes, Root, "root", 1)
+    _verify(root.signed, root, "root")
+    while (mdir / metadata_filename("root", root.signed.version + 1)).is_file():
+        if root.signed.version >= _MAX_ROOTS:
             raise RepositoryStateError(f"{mdir}: more than {_MAX_ROOTS} root versions")
-    root_bytes = _read(mdir / metadata_filename("root", root_version))
-    root = _parse(root_bytes, Root, "root", root_version)
+        version = root.signed.version + 1
+        next_bytes = _read(mdir / metadata_filename("root", version))
+        next_root = _parse(next_bytes, Root, "root", version)
+        _verify(root.signed, next_root, "root")
+        _verify(next_root.signed, next_root, "root")
+        root, root_bytes = next_root, next_bytes
     timestamp = _parse(_read(mdir / "timestamp.json"), Timestamp, "timestamp", None)
+    _verify(root.signed, timestamp, "timestamp")
     snap_meta = timestamp.signed.snapshot_meta
     snapshot_bytes = _read(mdir / metadata_filename("snapshot", snap_meta.version))
     _check_meta(snap_meta, snapshot_bytes, "snapshot", "timestamp.json")
     snapshot = _parse(snapshot_bytes, Snapshot, "snapshot", snap_meta.version)
+    _verify(root.signed, snapshot, "snapshot")
     targets_meta = snapshot.signed.meta.get("targets.json")
     if targets_meta is None:
         raise RepositoryStateError(
@@ -61,7 +72,19 @@ def load_state(repo_dir: Path) -> RepoState:
     targets_bytes = _read(mdir / metadata_filename("targets", targets_meta.version))
     _check_meta(targets_meta, targets_bytes, "targets", f"{snap_meta.version}.snapshot.json")
     targets = _parse(targets_bytes, Targets, "targets", targets_meta.version)
+    _verify(root.signed, targets, "targets")
     return RepoState(repo_dir, root, root_bytes, targets, snapshot, timestamp)
+
+
+def _verify(authority: Root, md: Metadata[Any], role: str) -> None:
+    result = authority.get_verification_result(role, md.signed_bytes, md.signatures)
+    if not result.verified:
+        raise UntrustedRepositoryError(
+            f"published {role} v{md.signed.version}: expected {result.threshold} valid "
+            f"signature(s) from keys in root v{authority.version}, found {len(result.signed)}",
+            hint="the repository directory was modified outside otakit; restore it from a "
+            "trusted copy before releasing (a release would re-sign what it lists)",
+        )
 
 
 def _read(path: Path) -> bytes:

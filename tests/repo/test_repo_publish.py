@@ -199,3 +199,56 @@ def test_missing_signer_for_a_role_is_a_threshold_error(released: Path, keys: Ke
         with pytest.raises(ThresholdError, match="snapshot v3: expected 1"):
             tx.commit(signers, NOW)
     assert load_state(released).timestamp.signed.version == 2
+
+
+def _rehash(repo: Path, md_name: str, referrer: str, key: str) -> None:
+    """Update ``referrer``'s record of ``md_name`` as an attacker without keys would."""
+    import hashlib
+    import json
+
+    data = (repo / "metadata" / md_name).read_bytes()
+    ref = repo / "metadata" / referrer
+    doc = json.loads(ref.read_bytes())
+    doc["signed"]["meta"][key]["length"] = len(data)
+    doc["signed"]["meta"][key]["hashes"] = {"sha256": hashlib.sha256(data).hexdigest()}
+    ref.write_text(json.dumps(doc))
+
+
+def test_a_release_never_builds_on_tampered_metadata(released: Path, keys: KeyConfig) -> None:
+    """Write access to the repository must not become a signature from the targets key."""
+    import json
+
+    from repo.errors import UntrustedRepositoryError
+
+    tpath = released / "metadata" / "2.targets.json"
+    doc = json.loads(tpath.read_bytes())
+    evil = dict(doc["signed"]["targets"]["prod/1/a.img"])
+    doc["signed"]["targets"]["prod/1/evil.img"] = evil
+    tpath.write_text(json.dumps(doc))
+    _rehash(released, "2.targets.json", "2.snapshot.json", "targets.json")
+    _rehash(released, "2.snapshot.json", "timestamp.json", "snapshot.json")
+    before = (released / "metadata" / "timestamp.json").read_bytes()
+    with pytest.raises(UntrustedRepositoryError, match="published timestamp v2"):
+        _release(released, keys, "prod/2/b.img", B)
+    assert (released / "metadata" / "timestamp.json").read_bytes() == before
+    assert not (released / "metadata" / "3.targets.json").exists()
+
+
+def test_a_root_not_signed_by_its_predecessor_is_refused(released: Path, keys: KeyConfig) -> None:
+    from securesystemslib.signer import CryptoSigner
+    from tuf.api.metadata import Metadata
+
+    from repo.errors import UntrustedRepositoryError
+
+    root = Metadata.from_bytes((released / "metadata" / "1.root.json").read_bytes())
+    root.signed.version = 2
+    stranger = CryptoSigner.generate_ed25519()
+    for keyid in list(root.signed.roles["root"].keyids):
+        root.signed.revoke_key(keyid, "root")
+    root.signed.add_key(stranger.public_key, "root")
+    root.signed.roles["root"].threshold = 1
+    root.signatures.clear()
+    root.sign(stranger)
+    (released / "metadata" / "2.root.json").write_bytes(root.to_bytes())
+    with pytest.raises(UntrustedRepositoryError, match="published root v2"):
+        _release(released, keys, "prod/2/b.img", B)
