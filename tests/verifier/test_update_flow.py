@@ -295,3 +295,68 @@ def test_artifact_not_zstd_is_rejected_before_arming(world: World) -> None:
     with pytest.raises(TargetVerificationError, match="not a valid zstd stream"):
         world.update()
     assert world.boot_control().read().trial is None
+
+
+@pytest.mark.parametrize("mode", ["staged", "stream"])
+def test_real_delta_is_applied_from_the_booted_slot(tmp_path: Path, mode: str) -> None:
+    encode = pytest.importorskip("signer.delta.encode")
+    w = make_world(tmp_path)
+    v2 = evolve(w.v1, 2)
+    (tmp_path / "v1.img").write_bytes(w.v1)
+    (tmp_path / "v2.img").write_bytes(v2)
+    res = encode.encode_delta(
+        tmp_path / "v1.img",
+        tmp_path / "v2.img",
+        tmp_path / "d.otd",
+        options=encode.DeltaOptions(workers=1),
+    )
+    info = ArtifactInfo(
+        "edge-gw",
+        ("rpi4",),
+        ImageVersion.parse("2.0"),
+        "delta",
+        "otakit-delta",
+        res.result,
+        BaseRef(ImageVersion.parse("1.0"), res.base),
+        res.header,
+    )
+    w.sim.add_artifact(info, (tmp_path / "d.otd").read_bytes())
+    w.sim.add_full(v2, "2.0")
+    w.sim.publish()
+    result = w.update(mode=mode)
+    assert (result.kind, result.fell_back) == ("delta", False)
+    assert [k.rsplit(".", 1)[-1] for k, _ in w.sim.target_requests()] == ["otd"]
+    assert w.slot_b.read_bytes() == v2
+    assert w.slot_a.read_bytes() == w.v1
+
+
+def test_delta_with_a_drifted_base_falls_back_to_full(tmp_path: Path) -> None:
+    encode = pytest.importorskip("signer.delta.encode")
+    w = make_world(tmp_path)
+    v2 = evolve(w.v1, 2)
+    (tmp_path / "v1.img").write_bytes(w.v1)
+    (tmp_path / "v2.img").write_bytes(v2)
+    res = encode.encode_delta(
+        tmp_path / "v1.img",
+        tmp_path / "v2.img",
+        tmp_path / "d.otd",
+        options=encode.DeltaOptions(workers=1),
+    )
+    info = ArtifactInfo(
+        "edge-gw",
+        ("rpi4",),
+        ImageVersion.parse("2.0"),
+        "delta",
+        "otakit-delta",
+        res.result,
+        BaseRef(ImageVersion.parse("1.0"), res.base),
+        res.header,
+    )
+    w.sim.add_artifact(info, (tmp_path / "d.otd").read_bytes())
+    w.sim.add_full(v2, "2.0")
+    w.sim.publish()
+    with w.slot_a.open("r+b") as f:  # the running image drifted from what was signed
+        f.write(b"drift")
+    result = w.update()
+    assert result.fell_back and result.kind == "full"
+    assert w.slot_b.read_bytes() == v2
