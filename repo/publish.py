@@ -98,9 +98,10 @@ def publish(
         for md in (release.targets, release.snapshot, release.timestamp):
             say(f"writing {md.filename}")
             write_atomic(disk, mdir / md.filename, md.data)
-    except OtakitError as e:
+    except (OtakitError, OSError) as e:
+        reason = e.message if isinstance(e, OtakitError) else f"{e.strerror or e}"
         raise PublishError(
-            f"publishing into {repo_dir} failed: {e.message}",
+            f"publishing into {repo_dir} failed: {reason}",
             hint="the previously published repository is intact; fix the cause and rerun",
         ) from e
 

@@ -26,7 +26,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
-from repo.errors import RepositoryStateError, UsageError
+from repo.errors import PublishError, RepositoryStateError, UsageError
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, TargetBlob, publish, publisher_lock
@@ -119,7 +119,13 @@ def init(
     disk.fsync_dir(repo_dir)
     disk.fsync_dir(repo_dir.parent)
     with publisher_lock(repo_dir):
-        publish(repo_dir, release, disk=disk)
+        try:
+            publish(repo_dir, release, disk=disk)
+        except PublishError as e:
+            raise PublishError(
+                f"creating {repo_dir} failed part-way: {e.message}",
+                hint=f"nothing was ever published there; remove {repo_dir} and rerun init",
+            ) from e
         return load_state(repo_dir)
 
 

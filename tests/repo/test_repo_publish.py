@@ -252,3 +252,12 @@ def test_a_root_not_signed_by_its_predecessor_is_refused(released: Path, keys: K
     (released / "metadata" / "2.root.json").write_bytes(root.to_bytes())
     with pytest.raises(UntrustedRepositoryError, match="published root v2"):
         _release(released, keys, "prod/2/b.img", B)
+
+
+def test_a_vanished_source_file_is_a_publish_error(released: Path, keys: KeyConfig) -> None:
+    signers = load_role_signers(keys, ("targets", "snapshot", "timestamp"))
+    with open_transaction(released) as tx:
+        tx.add_target(TargetFile.from_data("prod/2/b.img", B, ["sha256"]), released / "gone")
+        with pytest.raises(PublishError, match="No such file"):
+            tx.commit(signers, NOW)
+    assert load_state(released).timestamp.signed.version == 2
