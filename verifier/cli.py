@@ -75,6 +75,9 @@ def _global(
         stream=sys.stderr,
     )
     ctx.obj = Ctx(state, verbose, json_out)
+    from verifier.device import device_lock
+
+    ctx.with_resource(device_lock(state))
 
 
 @app.command()
@@ -194,6 +197,14 @@ def rollback(ctx: typer.Context) -> None:
     from verifier.device import rollback as run
 
     typer.echo(run(_device(_ctx(ctx)), _now()))
+
+
+@app.command("clear-failed")
+def clear_failed(ctx: typer.Context) -> None:
+    """Forget images that failed their trial, so the next update may install them again."""
+    from verifier.device import clear_failures
+
+    typer.echo(clear_failures(_device(_ctx(ctx)), _now()))
 
 
 @app.command()

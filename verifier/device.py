@@ -10,8 +10,12 @@ install the same image again in a loop; a committed trial clears the pending ent
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +28,7 @@ from verifier.effects import Disk, write_atomic
 from verifier.errors import (
     ConfigError,
     ImageHashMismatchError,
+    LocalError,
     MetadataError,
     NothingToDoError,
     SlotError,
@@ -246,6 +251,41 @@ def rollback(dev: Device, now: datetime) -> str:
     return (
         f"next boot tries slot {target} (version {rec.version}); run mark-good there to commit it"
     )
+
+
+def clear_failures(dev: Device, now: datetime) -> str:
+    """Operator: forget failed images so the newest may be tried again."""
+    journal, _ = reconcile(dev, now)
+    if not journal.failures:
+        raise NothingToDoError("no failed images are recorded")
+    dev.save(replace(journal, failures=()))
+    versions = ", ".join(str(f.version) for f in journal.failures)
+    log.info("clear-failed: forgot failed images %s", versions)
+    return f"forgot failed images ({versions}); the next update may install them again"
+
+
+@contextlib.contextmanager
+def device_lock(state_dir: Path) -> Iterator[None]:
+    """One otakit-device at a time per state directory (a timer and an operator may race).
+
+    The lock file carries no state, so it is created directly rather than through a Disk.
+    """
+    try:
+        fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        yield  # not initialized: the command itself reports that
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise LocalError(
+                f"another otakit-device is working on {state_dir}; expected to be alone",
+                hint="wait for it to finish and retry",
+            ) from e
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- status and drift check ------------------------------------------------------------------

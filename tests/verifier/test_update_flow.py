@@ -360,3 +360,31 @@ def test_delta_with_a_drifted_base_falls_back_to_full(tmp_path: Path) -> None:
     result = w.update()
     assert result.fell_back and result.kind == "full"
     assert w.slot_b.read_bytes() == v2
+
+
+def test_operator_clears_failure_memory(world: World) -> None:
+    from verifier.device import clear_failures
+
+    _publish_v2(world)
+    world.update(tries=1)
+    world.reboot(2)
+    with pytest.raises(NothingToDoError, match="failed its trial"):
+        world.update()
+    assert "2.0" in clear_failures(world.device(), NOW)
+    assert str(world.update().version) == "2.0"
+    with pytest.raises(NothingToDoError):
+        clear_failures(world.device(), NOW)
+
+
+def test_one_device_process_at_a_time(world: World) -> None:
+    from verifier.device import device_lock
+    from verifier.errors import LocalError
+
+    with (
+        device_lock(world.state),
+        pytest.raises(LocalError, match="another otakit-device"),
+        device_lock(world.state),
+    ):
+        pass
+    with device_lock(world.state):  # released
+        pass
