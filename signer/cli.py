@@ -32,6 +32,7 @@ from repo.keys import TOP_LEVEL_ROLES, load_key_config, tty_prompt
 from repo.repository import Expiries, init, load_role_signers
 from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
+from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import release
 
@@ -200,6 +201,18 @@ def release_cmd(
         f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})",
         markup=False,
     )
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the demo (default: a new temporary directory)."),
+    ] = None,
+) -> None:
+    """Run the whole path on localhost: keys, repository, releases, HTTP, a device updating."""
+    result = run_demo(workdir, say=lambda line: print(line, flush=True))
+    print(f"demo ok: device on {result.final_version}; files in {result.workdir}")
 
 
 def _image_size(image: Path) -> int | None:
