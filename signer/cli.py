@@ -32,6 +32,7 @@ from repo.keys import TOP_LEVEL_ROLES, load_key_config, tty_prompt
 from repo.repository import Expiries, init, load_role_signers
 from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
+from signer.delta.release import delta_builder
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import release
@@ -157,6 +158,10 @@ def release_cmd(
             min=10, max=27, help="zstd window = 2**N bytes; the device needs that much RAM."
         ),
     ] = 24,
+    deltas: Annotated[
+        int,
+        typer.Option(min=0, max=16, help="Build deltas from the last N published versions."),
+    ] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -176,6 +181,10 @@ def release_cmd(
         transient=True,
     ) as bar:
         task = bar.add_task("compressing", total=total)
+
+        def say(msg: str) -> None:
+            bar.console.print(msg, markup=False, highlight=False)
+
         result = release(
             repo,
             keyconf,
@@ -189,7 +198,8 @@ def release_cmd(
             expiries=exp,
             prompt=tty_prompt(),
             progress=lambda done: bar.update(task, completed=done),
-            log=lambda msg: bar.console.print(msg, markup=False, highlight=False),
+            log=say,
+            extra_builder=delta_builder(deltas, say=say) if deltas else None,
         )
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
