@@ -1,9 +1,9 @@
 """Key configuration: which keys may sign each top-level role, and where their private halves live.
 
 Keys are referenced, never copied (DESIGN.md "Keys and roles"): each entry pairs a public key
-with a securesystemslib signer URI (``file2:``, ``envvar:``, ``hsm:``, ``awskms:`` ...). The
-private key is resolved only when something is about to be signed, through
-``Signer.from_priv_key_uri``; secrets such as a PKCS#11 PIN come from the environment or a
+with a securesystemslib signer URI (``file2:``, ``envvar:``, ``hsm:``, ``awskms:`` ...;
+``envvar:`` is ours, see ``repo.envvar_signer``). The private key is resolved only when
+something is about to be signed, through ``Signer.from_priv_key_uri``; secrets such as a PKCS#11 PIN come from the environment or a
 prompt, never from the command line, so they do not end up in shell history or process lists.
 
 File format (``keys.json``)::
@@ -43,7 +43,10 @@ from urllib.parse import urlparse
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Key, SecretsHandler, Signer  # type: ignore[attr-defined]
 
+from repo.envvar_signer import register as _register_envvar
 from repo.errors import KeyConfigError
+
+_register_envvar()
 
 FORMAT_VERSION = 1
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")

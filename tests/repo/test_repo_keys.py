@@ -165,3 +165,22 @@ def test_uri_query_values_are_not_printed(keys: KeyConfig) -> None:
     with pytest.raises(KeyConfigError) as exc:
         load_signers(conf, "timestamp", env={})
     assert "hunter2" not in exc.value.diagnostic()
+
+
+def test_envvar_uris_read_the_private_key_from_the_environment(
+    keys: KeyConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = _doc(keys)
+    pem = (keys.source.parent / "timestamp-1.pem").read_text()
+    doc["roles"]["timestamp"]["keys"][0]["uri"] = "envvar:OTAKIT_TEST_TS_KEY"
+    conf = parse_key_config(doc, keys.source)
+    monkeypatch.delenv("OTAKIT_TEST_TS_KEY", raising=False)
+    with pytest.raises(KeyConfigError, match="OTAKIT_TEST_TS_KEY is not set"):
+        load_signers(conf, "timestamp")
+    monkeypatch.setenv("OTAKIT_TEST_TS_KEY", pem)
+    (signer,) = load_signers(conf, "timestamp")
+    signer.public_key.verify_signature(signer.sign(b"x"), b"x")
+    # a key that does not match its public half is refused
+    monkeypatch.setenv("OTAKIT_TEST_TS_KEY", (keys.source.parent / "root-1.pem").read_text())
+    with pytest.raises(KeyConfigError, match="cannot load timestamp key"):
+        load_signers(conf, "timestamp")
