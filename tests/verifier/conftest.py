@@ -105,7 +105,11 @@ def make_world(tmp: Path, *, hardware: str = "rpi4", installed: str = "1.0") -> 
     w.mountinfo.write_text("")
     config = DeviceConfig(BASE, "edge-gw", hardware, w.slot_a, w.slot_b)
     init_device(
-        w.state, w.disk, config, root=sim.root_bytes, installed_version=ImageVersion.parse(installed)
+        w.state,
+        w.disk,
+        config,
+        root=sim.root_bytes,
+        installed_version=ImageVersion.parse(installed),
     )
     return w
 

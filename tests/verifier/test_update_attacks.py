@@ -21,8 +21,8 @@ from verifier.artifact import ImageRef, ImageVersion
 from verifier.effects import RealDisk, WriteHandle
 from verifier.errors import (
     DecodeLimitError,
-    IncompatibleTargetError,
     ImageHashMismatchError,
+    IncompatibleTargetError,
     MetadataError,
     NothingToDoError,
     OtakitError,
