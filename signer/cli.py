@@ -35,7 +35,7 @@ from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
-from signer.release import release
+from signer.release import list_published, release
 
 app = typer.Typer(
     name="otakit",
@@ -124,6 +124,21 @@ def repo_serve(
         pass
     finally:
         server.server_close()
+
+
+@repo_app.command("list")
+def repo_list(
+    repo: RepoArg,
+    product: Annotated[str | None, typer.Option(help="Only this product.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List published artifacts (verified against the repository's root), oldest first."""
+    arts = list_published(repo, product)
+    if json_out:
+        print(json.dumps([a.to_json() for a in arts], indent=2))
+        return
+    for a in arts:
+        print(f"{a.info.product}\t{a.info.version}\t{a.info.kind}\t{a.length}\t{a.target_path}")
 
 
 @keys_app.command("generate-demo")

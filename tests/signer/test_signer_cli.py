@@ -44,6 +44,11 @@ def test_init_release_json_and_version_refusal(
     assert art["image"]["length"] == 500_000
     assert Path(art["file"]).stat().st_size == art["length"]
 
+    code, out, _ = run(capsys, "repo", "list", repo, "--product", "edge-gw")
+    assert code == 0 and out == f"edge-gw\t1.2\tfull\t{art['length']}\tedge-gw/1.2/full.img.zst\n"
+    code, out, _ = run(capsys, "repo", "list", repo, "--json")
+    assert code == 0 and json.loads(out)[0]["sha256"] == art["sha256"]
+
     code, out, err = run(
         capsys, "release", repo, str(img), "--keys", keys, "--product", "edge-gw",
         "--version", "1.1",
