@@ -1,0 +1,423 @@
+"""Build a delta container from a base image and a new image (publisher side).
+
+Stages, each timed in the result:
+
+1. *index*: one pass over the base — sha256 (in a thread; hashlib releases the GIL) and a
+   block index ``hash(block) -> first base offset`` of every non-zero 4 KiB block. Same-offset
+   matching is useless on images rebuilt from a tree (everything shifts), so matches are
+   looked up anywhere in the base.
+2. *scan*: one pass over the new image — sha256 (thread) and a class per block: zero, the base
+   offset of an identical block (verified byte for byte, continuing the previous match when
+   possible so copies merge into long extents), or new.
+3. *plan* (signer.delta.plan): ZERO / COPY / ZSTD_REF op specs.
+4. *emit*: compress new data against its bounded base window on ``workers`` threads
+   (python-zstandard releases the GIL), hash every op's output, write payload then header.
+5. *verify*: decode the container with the device's own decoder and compare the result hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from signer.delta.plan import NEW, ZERO, OpSpec, PlanParams, plan_ops
+from verifier.artifact import ImageRef
+from verifier.delta.decode import apply_delta
+from verifier.delta.format import (
+    EXTENT,
+    MAX_HEADER_LENGTH,
+    MAX_OP_LENGTH,
+    MAX_REF_LENGTH,
+    MAX_WINDOW_LOG,
+    OP,
+    PREFIX,
+    Header,
+    Limits,
+    Op,
+    OpKind,
+    pack_op,
+    pack_prefix,
+)
+from verifier.errors import DecodeLimitError
+
+_CHUNK = 8 << 20
+
+
+class DeltaBuildError(Exception):
+    """The inputs cannot be turned into a container within the format's limits."""
+
+
+@dataclass(frozen=True)
+class DeltaOptions:
+    """Encoder knobs. Defaults were chosen with bench/delta_bench.py (see RESULTS.md)."""
+
+    block_size: int = 4096
+    level: int = 3
+    ref_window: int = 4 << 20
+    max_op_length: int = 1 << 20
+    merge_gap_blocks: int = 0
+    workers: int = 2
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.block_size not in (512, 1024, 2048, 4096, 8192, 16384, 65536):
+            raise ValueError(
+                f"block_size: expected a power of two 512..65536, got {self.block_size}"
+            )
+        if not 0 < self.ref_window <= MAX_REF_LENGTH:
+            raise ValueError(f"ref_window: expected 1..{MAX_REF_LENGTH}, got {self.ref_window}")
+        if not self.block_size <= self.max_op_length <= MAX_OP_LENGTH:
+            raise ValueError(
+                f"max_op_length: expected {self.block_size}..{MAX_OP_LENGTH}, "
+                f"got {self.max_op_length}"
+            )
+        if not 1 <= self.level <= 22 or not 1 <= self.workers <= 64:
+            raise ValueError(
+                f"level 1..22 and workers 1..64 expected, got {self.level}, {self.workers}"
+            )
+
+
+@dataclass(frozen=True)
+class Timings:
+    index_s: float
+    scan_s: float
+    emit_s: float
+    verify_s: float
+    total_s: float
+
+
+@dataclass(frozen=True)
+class DeltaResult:
+    """What a release needs to register the delta target, plus numbers for the benchmark."""
+
+    delta_length: int
+    header: ImageRef
+    base: ImageRef
+    result: ImageRef
+    op_count: int
+    copy_bytes: int
+    zero_bytes: int
+    new_bytes: int
+    payload_bytes: int
+    timings: Timings
+    verified: bool
+    kinds: dict[str, int] = field(default_factory=dict)
+
+
+def encode_delta(
+    base: Path, new: Path, out: Path, *, options: DeltaOptions = DeltaOptions()
+) -> DeltaResult:
+    """Write a delta turning ``base`` into ``new`` to ``out`` and (by default) prove it."""
+    t0 = time.perf_counter()
+    with ExitStack() as stack:
+        base_f = stack.enter_context(base.open("rb"))
+        new_f = stack.enter_context(new.open("rb"))
+        base_len = os.fstat(base_f.fileno()).st_size
+        new_len = os.fstat(new_f.fileno()).st_size
+        if base_len == 0 or new_len == 0:
+            raise DeltaBuildError(f"empty image: base {base_len} bytes, new {new_len} bytes")
+        base_mm = stack.enter_context(mmap.mmap(base_f.fileno(), 0, access=mmap.ACCESS_READ))
+        new_mm = stack.enter_context(mmap.mmap(new_f.fileno(), 0, access=mmap.ACCESS_READ))
+        base_sha, index = _index_base(base_mm, options.block_size)
+        t1 = time.perf_counter()
+        result_sha, classes = _scan_new(new_mm, base_mm, index, options.block_size)
+        del index
+        t2 = time.perf_counter()
+        base_ref = ImageRef(base_len, base_sha)
+        result_ref = ImageRef(new_len, result_sha)
+        params = PlanParams(
+            options.block_size, options.max_op_length, options.ref_window, options.merge_gap_blocks
+        )
+        specs = list(plan_ops(classes, result_length=new_len, base_length=base_len, params=params))
+        del classes
+        header_ref, payload_len, stats = _emit(
+            specs, new_mm, base_mm, out, base_ref, result_ref, options
+        )
+        t3 = time.perf_counter()
+    verified = False
+    if options.verify:
+        verify_delta(base, out, base_ref=base_ref, result_ref=result_ref, header_ref=header_ref)
+        verified = True
+    t4 = time.perf_counter()
+    return DeltaResult(
+        delta_length=header_ref.length + payload_len,
+        header=header_ref,
+        base=base_ref,
+        result=result_ref,
+        op_count=len(specs),
+        copy_bytes=stats[OpKind.COPY],
+        zero_bytes=stats[OpKind.ZERO],
+        new_bytes=stats[OpKind.ZSTD] + stats[OpKind.ZSTD_REF],
+        payload_bytes=payload_len,
+        timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
+        verified=verified,
+        kinds={k.name: sum(1 for s in specs if s.kind is k) for k in OpKind},
+    )
+
+
+def verify_delta(
+    base: Path, delta: Path, *, base_ref: ImageRef, result_ref: ImageRef, header_ref: ImageRef
+) -> None:
+    """Decode ``delta`` with the device decoder into a sink that only checks; raise on error."""
+    with base.open("rb") as b, delta.open("rb") as d:
+        apply_delta(
+            d,
+            b,
+            _DiscardSink(),
+            base_ref=base_ref,
+            result_ref=result_ref,
+            header_ref=header_ref,
+            check_base=False,
+        )
+
+
+class _DiscardSink:
+    """A WriteHandle that drops bytes: the decoder already hashes everything it writes."""
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        pass
+
+    def fsync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _sha_thread(mm: mmap.mmap) -> tuple[threading.Thread, list[str]]:
+    out: list[str] = []
+
+    def run() -> None:
+        h = hashlib.sha256()
+        view = memoryview(mm)
+        try:
+            for off in range(0, len(mm), _CHUNK):
+                h.update(view[off : off + _CHUNK])
+        finally:
+            view.release()
+        out.append(h.hexdigest())
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def _index_base(base_mm: mmap.mmap, bs: int) -> tuple[str, dict[int, int]]:
+    thread, sha = _sha_thread(base_mm)
+    zero = bytes(bs)
+    index: dict[int, int] = {}
+    setdefault = index.setdefault
+    full = len(base_mm) - len(base_mm) % bs
+    for chunk_off in range(0, full, _CHUNK):
+        chunk = base_mm[chunk_off : min(full, chunk_off + _CHUNK)]
+        for k in range(0, len(chunk), bs):
+            block = chunk[k : k + bs]
+            if block != zero:
+                setdefault(hash(block), chunk_off + k)
+    thread.join()
+    return sha[0], index
+
+
+def _scan_new(
+    new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: int
+) -> tuple[str, array[int]]:
+    thread, sha = _sha_thread(new_mm)
+    zero = bytes(bs)
+    base_len = len(base_mm)
+    classes: array[int] = array("q")
+    append = classes.append
+    get = index.get
+    prev = NEW
+    for chunk_off in range(0, len(new_mm), _CHUNK):
+        chunk = new_mm[chunk_off : chunk_off + _CHUNK]
+        for k in range(0, len(chunk), bs):
+            block = chunk[k : k + bs]
+            n = len(block)
+            if block == zero[:n]:
+                prev = ZERO
+            elif n != bs:
+                prev = NEW
+            else:
+                cand = prev + bs if prev >= 0 else -1
+                if 0 <= cand <= base_len - bs and base_mm[cand : cand + bs] == block:
+                    prev = cand
+                else:
+                    hit = get(hash(block))
+                    prev = hit if hit is not None and base_mm[hit : hit + bs] == block else NEW
+            append(prev)
+    thread.join()
+    return sha[0], classes
+
+
+def _emit(
+    specs: Sequence[OpSpec],
+    new_mm: mmap.mmap,
+    base_mm: mmap.mmap,
+    out: Path,
+    base_ref: ImageRef,
+    result_ref: ImageRef,
+    options: DeltaOptions,
+) -> tuple[ImageRef, int, dict[OpKind, int]]:
+    extent_count = sum(len(s.src) for s in specs)
+    header_length = PREFIX.size + len(specs) * OP.size + extent_count * EXTENT.size
+    if header_length > MAX_HEADER_LENGTH:
+        raise DeltaBuildError(
+            f"delta header would be {header_length} bytes, limit {MAX_HEADER_LENGTH}: "
+            "the images differ too much or too finely; publish the full image"
+        )
+    max_ref = max((sum(n for _, n in s.src) for s in specs if s.kind is OpKind.ZSTD_REF), default=0)
+    window_log = max(10, (options.max_op_length - 1).bit_length())
+    if window_log > MAX_WINDOW_LOG:
+        raise DecodeLimitError(f"window log {window_log} above {MAX_WINDOW_LOG}")
+    stats = dict.fromkeys(OpKind, 0)
+    records: list[bytes] = []
+    data_cursor = 0
+    with out.open("wb") as f:
+        f.seek(header_length)
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
+                for spec, (digest, frame) in zip(group, results, strict=True):
+                    if frame:
+                        f.write(frame)
+                    op = Op(
+                        spec.kind,
+                        spec.dst_offset,
+                        spec.dst_length,
+                        data_cursor,
+                        len(frame),
+                        digest,
+                        spec.src,
+                    )
+                    data_cursor += len(frame)
+                    stats[spec.kind] += spec.dst_length
+                    records.append(pack_op(op))
+        header = Header(
+            block_size=options.block_size,
+            op_count=len(specs),
+            extent_count=extent_count,
+            header_length=header_length,
+            payload_length=data_cursor,
+            base=base_ref,
+            result=result_ref,
+            limits=Limits(options.max_op_length, max_ref, window_log),
+        )
+        blob = pack_prefix(header) + b"".join(records)
+        assert len(blob) == header_length
+        f.seek(0)
+        f.write(blob)
+    return ImageRef(header_length, hashlib.sha256(blob).hexdigest()), data_cursor, stats
+
+
+_Result = list[tuple[bytes, bytes]]
+
+
+def _run_groups(
+    pool: ThreadPoolExecutor,
+    specs: Sequence[OpSpec],
+    new_mm: mmap.mmap,
+    base_mm: mmap.mmap,
+    options: DeltaOptions,
+) -> Iterator[tuple[Sequence[OpSpec], _Result]]:
+    """Run op groups on the pool with a bounded number in flight; yield results in order."""
+    pending: deque[tuple[Sequence[OpSpec], Future[_Result]]] = deque()
+    limit = 4 * options.workers
+    for group in _groups(specs):
+        pending.append((group, pool.submit(_work, group, new_mm, base_mm, options.level)))
+        if len(pending) >= limit:
+            g, fut = pending.popleft()
+            yield g, fut.result()
+    while pending:
+        g, fut = pending.popleft()
+        yield g, fut.result()
+
+
+def _groups(specs: Sequence[OpSpec]) -> Iterator[Sequence[OpSpec]]:
+    """Split the op list into jobs: a job ends where a zstd op needs another reference, so
+    each reference zone is indexed once; jobs without a reference hold at most 64 ops."""
+    start = 0
+    ref: tuple[tuple[int, int], ...] | None = None
+    for k, spec in enumerate(specs):
+        is_ref = spec.kind is OpKind.ZSTD_REF
+        if (is_ref and ref is not None and spec.src != ref) or (ref is None and k - start >= 64):
+            yield specs[start:k]
+            start = k
+            ref = None
+        if is_ref:
+            ref = spec.src
+    if start < len(specs):
+        yield specs[start:]
+
+
+def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level: int) -> _Result:
+    compressors: dict[tuple[OpKind, tuple[tuple[int, int], ...]], Callable[[bytes], bytes]] = {}
+    results: _Result = []
+    for spec in group:
+        data = new_mm[spec.dst_offset : spec.dst_offset + spec.dst_length]
+        digest = hashlib.sha256(data).digest()
+        frame = b""
+        if spec.kind in (OpKind.ZSTD, OpKind.ZSTD_REF):
+            key = (spec.kind, spec.src)
+            if key not in compressors:
+                compressors[key] = _compressor(spec, base_mm, level)
+            frame = compressors[key](data)
+        results.append((digest, frame))
+    return results
+
+
+def _compressor(spec: OpSpec, base_mm: mmap.mmap, level: int) -> Callable[[bytes], bytes]:
+    if spec.kind is OpKind.ZSTD:
+        cctx = zstandard.ZstdCompressor(level=level, write_checksum=False)
+    else:
+        ref = b"".join(base_mm[off : off + n] for off, n in spec.src)
+        dictionary = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        params = reference_params(level, len(ref))
+        dictionary.precompute_compress(compression_params=params)
+        cctx = zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)
+    return cctx.compress
+
+
+def reference_params(level: int, ref_length: int) -> zstandard.ZstdCompressionParameters:
+    """Level parameters with hash tables big enough to index the whole reference.
+
+    zstd only loads the last ``2 ** max(hash_log + 3, chain_log + 1)`` bytes of a dictionary
+    (``ZSTD_loadDictionaryContent``); at level 3 that is 1 MiB, which is why a larger raw
+    dictionary "gained nothing" at low levels. Sizing the tables from the reference length
+    makes every reference byte reachable at the speed of level 3.
+    """
+    bits = max(10, (ref_length - 1).bit_length())
+    base = zstandard.ZstdCompressionParameters.from_level(level)
+    return zstandard.ZstdCompressionParameters.from_level(
+        level,
+        write_checksum=0,
+        write_dict_id=0,
+        hash_log=max(base.hash_log, bits - 3),
+        chain_log=max(base.chain_log, bits - 1),
+    )
+
+
+def read_header_ref(delta: BinaryIO) -> ImageRef:
+    """Length and sha256 of a container's header, read from the container itself.
+
+    For debugging only (``otakit delta apply``): on a device the header ref comes from
+    signed metadata, never from the artifact it authenticates.
+    """
+    from verifier.delta.format import prefix_length_of
+
+    head = delta.read(PREFIX.size)
+    length = prefix_length_of(head)
+    rest = delta.read(length - len(head))
+    blob = head + rest
+    return ImageRef(length, hashlib.sha256(blob).hexdigest())

@@ -1,0 +1,234 @@
+"""Apply a delta container: stream it once, read the base, write the verified result.
+
+Order of checks (P1: verify before you parse or expand):
+
+1. read exactly ``header_ref.length`` bytes and compare their sha256 with the signed value;
+2. parse the prefix, check it names the signed base and result, walk the whole op table;
+3. optionally hash the whole base against the signed base hash (before any write);
+4. for each op: build its output in memory (at most ``max_op_length`` bytes), compare its
+   sha256 with the op's hash, and only then write it;
+5. the sha256 of all output must equal the signed result hash, and the stream must end.
+
+The delta is read strictly sequentially (it may be a network stream); memory is bounded by the
+header (<= 16 MiB), one op's output and data (<= 8 MiB each), one reference (<= 16 MiB) and a
+zstd context whose window is bounded — independent of the image size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from typing import BinaryIO
+
+import zstandard
+
+from verifier.artifact import ImageRef
+from verifier.delta.format import (
+    MAX_HEADER_LENGTH,
+    Header,
+    Op,
+    OpKind,
+    iter_ops,
+    validate_header,
+)
+from verifier.effects import WriteHandle
+from verifier.errors import (
+    DecodeLimitError,
+    DeltaFormatError,
+    ImageHashMismatchError,
+    StorageError,
+    TargetVerificationError,
+)
+
+_READ_CHUNK = 4 << 20
+
+
+def apply_delta(
+    delta: BinaryIO,
+    base: BinaryIO,
+    out: WriteHandle,
+    *,
+    base_ref: ImageRef,
+    result_ref: ImageRef,
+    header_ref: ImageRef,
+    progress: Callable[[int], None] | None = None,
+    check_base: bool = True,
+) -> None:
+    """Rebuild the signed result image into ``out`` from ``base`` and the ``delta`` stream.
+
+    ``check_base=False`` skips hashing the whole base up front, for callers that already
+    verified the active slot against ``base_ref`` (the per-op hashes still catch any base
+    byte that differs). On any error the caller must treat ``out`` as invalid: bytes of
+    verified ops may already have been written. ``out`` is fsynced, not closed.
+    """
+    blob = _read_header(delta, header_ref)
+    header = validate_header(blob, base_ref=base_ref, result_ref=result_ref)
+    if check_base:
+        _check_base(base, header.base)
+    decoder = _OpDecoder(header, base)
+    result_hash = hashlib.sha256()
+    written = 0
+    for op in iter_ops(blob, header):
+        data = _read_exact(delta, op.data_length, f"data of the op at {op.dst_offset}")
+        output = decoder.produce(op, data)
+        del data
+        if hashlib.sha256(output).digest() != op.sha256:
+            raise ImageHashMismatchError(
+                f"delta op at result offset {op.dst_offset} ({op.kind.name}, "
+                f"{op.dst_length} bytes): output does not match its signed sha256",
+                hint="the base image or the delta is corrupt; the device will use the full image",
+            )
+        result_hash.update(output)
+        out.pwrite(output, op.dst_offset)
+        written += op.dst_length
+        if progress is not None:
+            progress(written)
+    if delta.read(1):
+        raise DeltaFormatError(
+            f"delta container: unexpected bytes after the {header.payload_length}-byte payload"
+        )
+    if result_hash.hexdigest() != result_ref.sha256:
+        raise ImageHashMismatchError(
+            f"delta result: expected sha256 {result_ref.sha256}, "
+            f"rebuilt image has {result_hash.hexdigest()}"
+        )
+    out.fsync()
+
+
+def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
+    parts: list[bytes] = []
+    missing = n
+    while missing:
+        chunk = stream.read(min(missing, _READ_CHUNK))
+        if not chunk:
+            raise DeltaFormatError(
+                f"delta container truncated: expected {n} bytes of {what}, "
+                f"stream ended after {n - missing}"
+            )
+        parts.append(chunk)
+        missing -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_header(delta: BinaryIO, header_ref: ImageRef) -> bytes:
+    if not 0 < header_ref.length <= MAX_HEADER_LENGTH:
+        raise DecodeLimitError(
+            f"delta header: signed length must be in 1..{MAX_HEADER_LENGTH}, "
+            f"found {header_ref.length}"
+        )
+    blob = _read_exact(delta, header_ref.length, "header")
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != header_ref.sha256:
+        raise TargetVerificationError(
+            f"delta header: expected sha256 {header_ref.sha256} from signed metadata, "
+            f"found {digest}",
+            hint="the artifact was modified or corrupted in transit; it is not used",
+        )
+    return blob
+
+
+def _pread_exact(base: BinaryIO, offset: int, length: int) -> bytes:
+    """Positional read of the base; a short read means the slot is smaller than signed."""
+    try:
+        fd = base.fileno()
+    except (OSError, ValueError):
+        fd = -1
+    if fd >= 0:
+        data = os.pread(fd, length, offset)
+        while 0 < len(data) < length:  # short reads are legal for pread
+            more = os.pread(fd, length - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+    else:
+        base.seek(offset)
+        data = base.read(length)
+    if len(data) != length:
+        raise StorageError(
+            f"base image: expected {length} bytes at offset {offset}, found {len(data)}",
+            hint="the active slot is shorter than the signed base image length",
+        )
+    return data
+
+
+def _check_base(base: BinaryIO, expected: ImageRef) -> None:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < expected.length:
+        n = min(_READ_CHUNK, expected.length - offset)
+        digest.update(_pread_exact(base, offset, n))
+        offset += n
+    if digest.hexdigest() != expected.sha256:
+        raise ImageHashMismatchError(
+            f"delta base: expected the active slot to hash to {expected.sha256} "
+            f"over {expected.length} bytes, found {digest.hexdigest()}",
+            hint="the device will use the full image instead",
+        )
+
+
+class _OpDecoder:
+    """Produces one op's output; holds the bounded zstd decoder state between ops."""
+
+    def __init__(self, header: Header, base: BinaryIO) -> None:
+        self._header = header
+        self._base = base
+        self._max_window = 1 << header.limits.max_window_log
+        self._plain = zstandard.ZstdDecompressor(max_window_size=self._max_window)
+        self._ref_src: tuple[tuple[int, int], ...] = ()
+        self._ref_dctx = self._plain
+
+    def produce(self, op: Op, data: bytes) -> bytes:
+        if op.kind is OpKind.ZERO:
+            return bytes(op.dst_length)
+        if op.kind is OpKind.COPY:
+            return b"".join(_pread_exact(self._base, off, n) for off, n in op.src)
+        self._check_frame(op, data)
+        dctx = self._plain if op.kind is OpKind.ZSTD else self._reference(op.src)
+        try:
+            output: bytes = dctx.decompress(
+                data, max_output_size=op.dst_length, allow_extra_data=False
+            )
+        except zstandard.ZstdError as e:
+            raise DeltaFormatError(
+                f"delta op at result offset {op.dst_offset}: zstd frame does not decode: {e}"
+            ) from e
+        if len(output) != op.dst_length:
+            raise DeltaFormatError(
+                f"delta op at result offset {op.dst_offset}: expected {op.dst_length} bytes "
+                f"of output, zstd produced {len(output)}"
+            )
+        return output
+
+    def _reference(self, src: tuple[tuple[int, int], ...]) -> zstandard.ZstdDecompressor:
+        """A decompressor over base extents ``src``; consecutive ops sharing a reference
+        zone reuse it, so each zone is read from the base once."""
+        if src != self._ref_src:
+            self._ref_dctx = self._plain  # drop the old reference before reading the next
+            ref = b"".join(_pread_exact(self._base, off, n) for off, n in src)
+            dictionary = zstandard.ZstdCompressionDict(
+                ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+            )
+            del ref
+            self._ref_dctx = zstandard.ZstdDecompressor(
+                dict_data=dictionary, max_window_size=self._max_window
+            )
+            self._ref_src = src
+        return self._ref_dctx
+
+    def _check_frame(self, op: Op, data: bytes) -> None:
+        where = f"delta op at result offset {op.dst_offset}"
+        try:
+            params = zstandard.get_frame_parameters(data)
+        except zstandard.ZstdError as e:
+            raise DeltaFormatError(f"{where}: not a zstd frame: {e}") from e
+        if params.window_size > self._max_window:
+            raise DecodeLimitError(
+                f"{where}: zstd frame declares a {params.window_size}-byte window, "
+                f"limit is {self._max_window}"
+            )
+        if params.content_size != op.dst_length:
+            raise DeltaFormatError(
+                f"{where}: zstd frame must declare content size {op.dst_length}, "
+                f"found {params.content_size}"
+            )
