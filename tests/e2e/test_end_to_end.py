@@ -192,4 +192,5 @@ def test_tampered_targets_on_the_server_are_refused_and_nothing_is_lost(
 def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
     proc = run("otakit", "demo", "--workdir", tmp_path / "demo")
     assert "[check] ok   device ends on 2.0" in proc.stdout
-    assert "FAIL" not in proc.stdout
+    assert "[check] FAIL" not in proc.stdout
+    assert "rolled back automatically" in proc.stdout
