@@ -40,7 +40,7 @@ MAX_BLOCK_SIZE = 1 << 20
 # magic, version, flags, block_size, op_count, extent_count, header_length, payload_length,
 # base_length, base_sha256, result_length, result_sha256, max_op_length, max_ref_length,
 # max_window_log, 7 reserved bytes
-PREFIX = struct.Struct("<8sHHIIIQQQ32sQ32sIIB7x")
+PREFIX = struct.Struct("<8sHHIIIQQQ32sQ32sIIB7s")
 # kind, flags, n_src, dst_length, dst_offset, data_offset, data_length, sha256
 OP = struct.Struct("<BBHIQQI32s")
 # base offset, length
@@ -132,6 +132,7 @@ def parse_prefix(blob: bytes) -> Header:
         max_op,
         max_ref,
         max_wlog,
+        reserved,
     ) = PREFIX.unpack_from(blob)
     if magic != MAGIC:
         raise DeltaFormatError(f"delta header: expected magic {MAGIC!r}, found {magic!r}")
@@ -140,8 +141,10 @@ def parse_prefix(blob: bytes) -> Header:
             f"delta header: this decoder reads format version {FORMAT_VERSION}, found {version}",
             hint="update otakit-device or publish a full image for this device",
         )
-    if flags != 0:
-        raise DeltaFormatError(f"delta header: expected flags 0, found {flags:#x}")
+    if flags != 0 or reserved != bytes(7):
+        raise DeltaFormatError(
+            f"delta header: expected flags and reserved bytes 0, found {flags:#x}, {reserved!r}"
+        )
     if header_length != len(blob):
         raise DeltaFormatError(
             f"delta header: declares {header_length} bytes, authenticated header has {len(blob)}"
@@ -342,6 +345,7 @@ def pack_prefix(header: Header) -> bytes:
         header.limits.max_op_length,
         header.limits.max_ref_length,
         header.limits.max_window_log,
+        bytes(7),
     )
 
 

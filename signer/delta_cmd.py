@@ -1,0 +1,119 @@
+"""``otakit delta create|apply``: debug commands around the delta container.
+
+``apply`` takes the header's length and hash from the container itself, so it proves only
+that the container is self-consistent and rebuilds the image it names; a device takes them
+from signed metadata instead. Errors propagate to ``signer.cli.main`` (the one renderer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
+from verifier.delta.decode import apply_delta
+from verifier.delta.format import parse_prefix
+from verifier.effects import RealDisk
+
+delta_app = typer.Typer(
+    help="Build and apply delta images (debugging).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@delta_app.command("create")
+def create(
+    base: Annotated[Path, typer.Argument(help="Base image (what the device runs).")],
+    new: Annotated[Path, typer.Argument(help="New image.")],
+    out: Annotated[Path, typer.Argument(help="Delta container to write.")],
+    level: Annotated[int, typer.Option(min=1, max=22, help="zstd level for new data.")] = 3,
+    ref_window: Annotated[
+        int, typer.Option(min=1, max=16, help="Base reference window per zone (MiB).")
+    ] = 4,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write OUT, a delta turning BASE into NEW, and check it with the device decoder."""
+    options = DeltaOptions(level=level, ref_window=ref_window << 20, workers=workers)
+    r = encode_delta(base, new, out, options=options)
+    doc: dict[str, Any] = {
+        "delta": {"path": str(out), "length": r.delta_length},
+        "delta_header": r.header.to_dict(),
+        "base": r.base.to_dict(),
+        "result": r.result.to_dict(),
+        "ops": r.kinds,
+        "bytes": {"copy": r.copy_bytes, "zero": r.zero_bytes, "new": r.new_bytes},
+        "payload_length": r.payload_bytes,
+        "verified": r.verified,
+        "seconds": {
+            "index": round(r.timings.index_s, 3),
+            "scan": round(r.timings.scan_s, 3),
+            "emit": round(r.timings.emit_s, 3),
+            "verify": round(r.timings.verify_s, 3),
+            "total": round(r.timings.total_s, 3),
+        },
+    }
+    if json_out:
+        print(json.dumps(doc, indent=2))
+        return
+    print(
+        f"{out}: {r.delta_length} bytes ({r.delta_length / r.result.length:.2%} of the image), "
+        f"{sum(r.kinds.values())} ops, {r.timings.total_s:.2f} s, verified={r.verified}"
+    )
+
+
+@delta_app.command("apply")
+def apply(
+    base: Annotated[Path, typer.Argument(help="Base image.")],
+    delta: Annotated[Path, typer.Argument(help="Delta container.")],
+    out: Annotated[Path, typer.Argument(help="Result image to write.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the new image into OUT from BASE and DELTA (refs taken from the container)."""
+    t0 = time.perf_counter()
+    with delta.open("rb") as f:
+        header_ref = read_header_ref(f)
+        f.seek(0)
+        header = parse_prefix(f.read(header_ref.length))
+    handle = RealDisk().open_write(out, truncate=True)
+    try:
+        with delta.open("rb") as d, base.open("rb") as b:
+            apply_delta(
+                d,
+                b,
+                handle,
+                base_ref=header.base,
+                result_ref=header.result,
+                header_ref=header_ref,
+            )
+    finally:
+        handle.close()
+    seconds = time.perf_counter() - t0
+    doc = {
+        "result": {"path": str(out), **header.result.to_dict()},
+        "base": header.base.to_dict(),
+        "delta": {"path": str(delta), "length": delta.stat().st_size},
+        "delta_header": header_ref.to_dict(),
+        "written_sha256": _sha256(out),
+        "seconds": round(seconds, 3),
+    }
+    if json_out:
+        print(json.dumps(doc, indent=2))
+        return
+    print(f"{out}: {header.result.length} bytes, sha256 {header.result.sha256}, {seconds:.2f} s")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,167 @@
+"""Round trips: every delta the encoder writes decodes (device decoder) to the new image."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from signer.delta.encode import DeltaOptions
+from tests.delta.helpers_delta import BS, MemSink, apply_bytes, build, rand, ref_of, text_like
+
+Pair = Callable[[random.Random], tuple[bytes, bytes]]
+
+
+def _edited(r: random.Random) -> tuple[bytes, bytes]:
+    base = text_like(r, 96 * BS)
+    new = bytearray(base)
+    for _ in range(6):
+        at = r.randrange(0, len(new) - 300)
+        new[at : at + 300] = rand(r, 300)
+    return base, bytes(new)
+
+
+def _shifted_blocks(r: random.Random) -> tuple[bytes, bytes]:
+    base = rand(r, 64 * BS)
+    return base, rand(r, 3 * BS) + base[: 40 * BS] + text_like(r, 5 * BS) + base[40 * BS :]
+
+
+def _shifted_unaligned(r: random.Random) -> tuple[bytes, bytes]:
+    base = text_like(r, 48 * BS)
+    return base, rand(r, 1000) + base
+
+
+def _zero_heavy(r: random.Random) -> tuple[bytes, bytes]:
+    base = bytes(40 * BS) + rand(r, 8 * BS) + bytes(40 * BS)
+    return base, bytes(20 * BS) + base[40 * BS : 44 * BS] + bytes(70 * BS) + rand(r, 100)
+
+
+def _appended(r: random.Random) -> tuple[bytes, bytes]:
+    base = rand(r, 32 * BS)
+    return base, base + text_like(r, 20 * BS + 17)
+
+
+def _shrunk(r: random.Random) -> tuple[bytes, bytes]:
+    base = rand(r, 64 * BS + 5)
+    return base, base[: 21 * BS + 3]
+
+
+def _unrelated(r: random.Random) -> tuple[bytes, bytes]:
+    return rand(r, 10001), text_like(r, 7777)
+
+
+def _tiny(r: random.Random) -> tuple[bytes, bytes]:
+    return b"\x01", b"\x00"
+
+
+def _identical(r: random.Random) -> tuple[bytes, bytes]:
+    base = rand(r, 30 * BS)
+    return base, base
+
+
+def _reordered(r: random.Random) -> tuple[bytes, bytes]:
+    blocks = [rand(r, BS) for _ in range(40)]
+    order = list(range(40))
+    r.shuffle(order)
+    return b"".join(blocks), b"".join(blocks[i] for i in order)
+
+
+PAIRS: dict[str, Pair] = {
+    "edited": _edited,
+    "shifted-by-blocks": _shifted_blocks,
+    "shifted-unaligned": _shifted_unaligned,
+    "zero-heavy": _zero_heavy,
+    "appended": _appended,
+    "shrunk": _shrunk,
+    "unrelated": _unrelated,
+    "one-byte": _tiny,
+    "identical": _identical,
+    "blocks-reordered": _reordered,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_round_trip(tmp_path: Path, name: str) -> None:
+    base, new = PAIRS[name](random.Random(name))
+    b = build(tmp_path, base, new)
+    assert b.result.verified
+    assert b.result.result == ref_of(new) and b.result.base == ref_of(base)
+    assert b.result.delta_length == len(b.delta)
+    sink = apply_bytes(
+        b.delta,
+        base,
+        base_ref=b.result.base,
+        result_ref=b.result.result,
+        header_ref=b.result.header,
+    )
+    assert bytes(sink.data) == new
+    assert sink.synced
+
+
+def test_moved_blocks_are_copied_not_sent(tmp_path: Path) -> None:
+    base, new = _shifted_blocks(random.Random(1))
+    b = build(tmp_path, base, new)
+    assert b.result.copy_bytes == len(base)
+    assert b.result.kinds["COPY"] >= 1
+    assert len(b.delta) < len(new) // 4  # random data: only the new blocks cost bytes
+
+
+def test_zero_blocks_cost_no_payload(tmp_path: Path) -> None:
+    base, new = _zero_heavy(random.Random(2))
+    b = build(tmp_path, base, new)
+    assert b.result.zero_bytes == 90 * BS
+    assert b.result.kinds["ZERO"] >= 1
+
+
+def test_edited_data_uses_the_base_as_reference(tmp_path: Path) -> None:
+    r = random.Random(3)
+    base = rand(r, 64 * BS)  # incompressible alone: only the reference can make it small
+    new = bytearray(base)
+    for k in range(0, 64, 2):
+        new[k * BS + 100] ^= 0xFF  # every other block differs by one byte
+    b = build(tmp_path, base, bytes(new))
+    assert b.result.kinds["ZSTD_REF"] >= 1
+    assert b.result.new_bytes == 32 * BS
+    assert len(b.delta) < 32 * BS // 10
+
+
+def test_default_options_round_trip_with_one_worker(tmp_path: Path) -> None:
+    base, new = _edited(random.Random(4))
+    b = build(tmp_path, base, new, DeltaOptions(workers=1))
+    sink = apply_bytes(
+        b.delta,
+        base,
+        base_ref=b.result.base,
+        result_ref=b.result.result,
+        header_ref=b.result.header,
+    )
+    assert bytes(sink.data) == new
+
+
+def test_progress_reports_bytes_written(tmp_path: Path) -> None:
+    import io
+
+    from verifier.delta.decode import apply_delta
+
+    base, new = _appended(random.Random(5))
+    b = build(tmp_path, base, new)
+    seen: list[int] = []
+    apply_delta(
+        io.BytesIO(b.delta),
+        io.BytesIO(base),
+        MemSink(),
+        base_ref=b.result.base,
+        result_ref=b.result.result,
+        header_ref=b.result.header,
+        progress=seen.append,
+    )
+    assert seen == sorted(seen) and seen[-1] == len(new)
+
+
+def test_options_out_of_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="ref_window"):
+        DeltaOptions(ref_window=64 << 20)
+    with pytest.raises(ValueError, match="max_op_length"):
+        DeltaOptions(max_op_length=64 << 20)
