@@ -21,6 +21,7 @@ from verifier.device import init_device
 from verifier.effects import Disk, RealDisk
 from verifier.state import DeviceConfig, load_config, load_journal
 from verifier.tuf_client import TrustedStore
+from verifier.update import UpdateResult
 
 IMAGE_SIZE = 64 * 1024
 
@@ -57,6 +58,7 @@ def publish_delta(sim: RepoSim, v1: bytes, v2: bytes, tmp: Path) -> None:
 
 
 Publisher = Callable[[RepoSim, bytes, bytes, Path], None]
+MODES = ["staged", "stream"]
 KINDS = [
     pytest.param(("full", publish_full), id="full"),
     pytest.param(
@@ -78,9 +80,19 @@ class Scenario:
     kind: str
     pristine: Path
     work: Path
+    #: the update's write path: "staged" (download, then decode) or "stream" (decode while
+    #: downloading); each has its own effects
+    mode: str = "staged"
 
     def world(self, disk: Disk) -> World:
         return World(self.work, self.sim, self.v1, disk=disk)
+
+    def update(self, w: World) -> UpdateResult:
+        return w.update(mode=self.mode)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.mode}"
 
     def reset(self) -> None:
         if self.work.exists():

@@ -26,6 +26,7 @@ import pytest
 
 from tests.helpers_crash import (
     KINDS,
+    MODES,
     Scenario,
     check_invariants,
     make_scenario,
@@ -48,14 +49,14 @@ def converge(s: Scenario, w: World, where: str) -> None:
         mark_good(w.device(), NOW)
     else:
         try:
-            result = w.update()
+            result = s.update(w)
             assert result.version == ImageVersion.parse("2.0") and result.slot == "b", where
         except NothingToDoError as e:
             raise AssertionError(f"{where}: rerun did nothing ({e.message}) but {st}") from e
         st = FileBootControl(w.state / "boot.json", w.disk).read()
         assert (st.trial, st.tries_left) == ("b", 3), f"{where}: after rerun {st}"
         with pytest.raises(NothingToDoError):  # idempotent: nothing to do the second time
-            w.update()
+            s.update(w)
         w.reboot()
         mark_good(w.device(), NOW)
     st = check_invariants(s, w, where + " (converged)")
@@ -70,17 +71,25 @@ def _power_cycle(disk: SimDisk, w: World) -> None:
     FileBootControl(w.state / "boot.json", disk).boot()  # the bootloader's part
 
 
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(params=KINDS)
-def scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Scenario:
+def scenario(request: pytest.FixtureRequest, tmp_path: Path, mode: str) -> Scenario:
     kind, publish = request.param
-    return make_scenario(tmp_path, kind, publish)
+    s = make_scenario(tmp_path, kind, publish)
+    s.mode = mode
+    return s
 
 
 def _clean_run(s: Scenario) -> list[tuple[int, str]]:
     s.reset()
     disk = SimDisk(s.work)
     w = s.world(disk)
-    w.update()
+    result = s.update(w)
+    assert (result.kind, result.fell_back) == (s.kind, False), "the sweep must take its own path"
     ops = [(e.index, e.op) for e in disk.effects]
     check_invariants(s, w, "clean run")
     return ops
@@ -96,12 +105,12 @@ def test_power_cut_after_every_effect(
     assert {op for _, op in ops} >= {"open_write", "pwrite", "fsync", "rename", "fsync_dir"}
     outcomes: dict[str, int] = {}
     for k in range(n + 1):
-        where = f"{s.kind}: power cut after effect {k}/{n}"
+        where = f"{s.name}: power cut after effect {k}/{n}"
         s.reset()
         disk = SimDisk(s.work, crash_after=k)
         w = s.world(disk)
         try:
-            w.update()
+            s.update(w)
             assert k == n, f"{where}: the update finished before its last effect"
         except PowerCut:
             assert k < n
@@ -111,7 +120,7 @@ def test_power_cut_after_every_effect(
         outcomes[label] = outcomes.get(label, 0) + 1
         converge(s, w, where)
     with capsys.disabled():
-        print(f"\n[crash sweep {s.kind}] {n + 1} crash points over {n} effects: {outcomes}")
+        print(f"\n[crash sweep {s.name}] {n + 1} crash points over {n} effects: {outcomes}")
 
 
 def test_fault_at_every_effect(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,12 +133,12 @@ def test_fault_at_every_effect(scenario: Scenario, capsys: pytest.CaptureFixture
             if not applies(kind, op):  # type: ignore[arg-type]
                 continue
             runs += 1
-            where = f"{s.kind}: {kind} at effect {k} ({op})"
+            where = f"{s.name}: {kind} at effect {k} ({op})"
             s.reset()
             disk = SimDisk(s.work, fault=Fault(k, kind))
             w = s.world(disk)
             try:
-                w.update()
+                s.update(w)
                 outcome = "completed"
             except OtakitError as e:
                 assert isinstance(e, LocalError), (
@@ -144,7 +153,7 @@ def test_fault_at_every_effect(scenario: Scenario, capsys: pytest.CaptureFixture
             check_invariants(s, w, where + " (after reboot)")
             converge(s, w, where)
     with capsys.disabled():
-        print(f"\n[fault sweep {s.kind}] {runs} injected faults: {errors}")
+        print(f"\n[fault sweep {s.name}] {runs} injected faults: {errors}")
 
 
 def test_a_trial_that_never_confirms_rolls_back_and_is_not_retried(tmp_path: Path) -> None:
