@@ -25,10 +25,15 @@ from verifier.update import UpdateResult
 
 IMAGE_SIZE = 64 * 1024
 
-_HAVE_DELTA = (
-    importlib.util.find_spec("signer.delta.encode") is not None
-    and importlib.util.find_spec("verifier.delta.decode") is not None
-)
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
+_HAVE_DELTA = _importable("signer.delta.encode") and _importable("verifier.delta.decode")
 
 
 def publish_full(sim: RepoSim, v1: bytes, v2: bytes, tmp: Path) -> None:
