@@ -1,0 +1,64 @@
+"""``otakit delta create|apply`` (the typer sub-app) with --json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from signer.delta_cmd import delta_app
+from tests.delta.helpers_delta import BS, rand, text_like
+
+
+def test_create_then_apply_json(tmp_path: Path) -> None:
+    r = random.Random(5)
+    base = text_like(r, 40 * BS)
+    new = base[: 10 * BS] + rand(r, 3 * BS) + base[10 * BS :] + bytes(5 * BS)
+    (tmp_path / "b").write_bytes(base)
+    (tmp_path / "n").write_bytes(new)
+    runner = CliRunner()
+    res = runner.invoke(
+        delta_app,
+        ["create", str(tmp_path / "b"), str(tmp_path / "n"), str(tmp_path / "d"), "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    created = json.loads(res.stdout)
+    assert created["verified"] is True
+    assert created["delta"]["length"] == (tmp_path / "d").stat().st_size
+    assert created["result"]["sha256"] == hashlib.sha256(new).hexdigest()
+    assert set(created["seconds"]) >= {"total", "emit", "verify"}
+
+    res = runner.invoke(
+        delta_app,
+        ["apply", str(tmp_path / "b"), str(tmp_path / "d"), str(tmp_path / "out"), "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    applied = json.loads(res.stdout)
+    assert (tmp_path / "out").read_bytes() == new
+    assert applied["written_sha256"] == created["result"]["sha256"]
+    assert applied["delta_header"] == created["delta_header"]
+
+
+def test_apply_refuses_a_wrong_base(tmp_path: Path) -> None:
+    r = random.Random(6)
+    base = rand(r, 8 * BS)
+    (tmp_path / "b").write_bytes(base)
+    (tmp_path / "n").write_bytes(base[BS:] + rand(r, BS))
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            delta_app, ["create", str(tmp_path / "b"), str(tmp_path / "n"), str(tmp_path / "d")]
+        ).exit_code
+        == 0
+    )
+    (tmp_path / "b").write_bytes(rand(r, 8 * BS))
+    res = runner.invoke(
+        delta_app, ["apply", str(tmp_path / "b"), str(tmp_path / "d"), str(tmp_path / "out")]
+    )
+    assert res.exit_code != 0
+    from verifier.errors import ImageHashMismatchError
+
+    assert isinstance(res.exception, ImageHashMismatchError)
