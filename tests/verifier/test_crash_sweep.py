@@ -16,10 +16,14 @@ Checked after every cut and every fault:
 * I4/I5 - nothing is left that blocks the next cycle: an update (or, if the device already
   booted the trial, a mark-good) brings it to v2; a second update has nothing to do;
 * I6 - that convergence happens from every single crash point.
+
+The same cut-after-every-effect treatment is given to committing a trial (mark-good) and to
+recording a trial whose tries ran out: neither may turn into the opposite outcome.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +41,7 @@ from tests.simdisk import FAULT_KINDS, Fault, PowerCut, SimDisk, applies
 from tests.verifier.conftest import NOW, World, evolve
 from verifier.artifact import ImageVersion
 from verifier.bootctl.file import FileBootControl
-from verifier.device import mark_good
+from verifier.device import mark_good, status
 from verifier.errors import LocalError, NothingToDoError, OtakitError
 from verifier.state import load_journal
 
@@ -180,3 +184,74 @@ def test_a_trial_that_never_confirms_rolls_back_and_is_not_retried(tmp_path: Pat
     s.sim.add_full(v3, "3.0")
     s.sim.publish()
     assert w.update().version == ImageVersion.parse("3.0")
+
+
+def test_power_cut_during_mark_good(tmp_path: Path) -> None:
+    """A cut while committing never turns a healthy trial into a recorded failure: after the
+    reboot the device is either committed on v2 or still on its trial, and mark-good again
+    commits."""
+    s = make_scenario(tmp_path, "full", publish_full)
+    s.reset()
+    w = s.world(SimDisk(s.work))
+    s.update(w)
+    w.reboot()  # running the trial on b
+    snapshot = tmp_path / "in-trial"
+    shutil.copytree(s.work, snapshot)
+    clean = SimDisk(s.work)
+    mark_good(s.world(clean).device(), NOW)
+    n = clean.count
+    assert n >= 10
+    for k in range(n + 1):
+        where = f"mark-good cut after effect {k}/{n}"
+        shutil.rmtree(s.work)
+        shutil.copytree(snapshot, s.work)
+        disk = SimDisk(s.work, crash_after=k)
+        try:
+            mark_good(s.world(disk).device(), NOW)
+        except PowerCut:
+            assert k < n
+        _power_cycle(disk, s.world(disk))
+        w = s.world(SimDisk(s.work))
+        st = check_invariants(s, w, where)
+        assert st.booted == "b", f"{where}: {st}"
+        if st.in_trial:
+            mark_good(w.device(), NOW)
+        journal = status(w.device(), NOW).journal  # every command reconciles the journal first
+        assert journal.failures == (), f"{where}: a healthy trial was recorded as failed"
+        st = FileBootControl(w.state / "boot.json", w.disk).read()
+        assert (st.primary, st.trial) == ("b", None), f"{where}: {st}"
+        assert journal.pending is None and journal.slot("b") is not None, where
+
+
+def test_power_cut_while_recording_a_failed_trial(tmp_path: Path) -> None:
+    """The tries ran out; the next command records the failure. A cut anywhere in that leaves
+    a device that still refuses to reinstall the failed image (no loop, I4)."""
+    s = make_scenario(tmp_path, "full", publish_full)
+    s.reset()
+    w = s.world(SimDisk(s.work))
+    s.update(w)
+    w.reboot(4)  # three trial boots, then back on a
+    snapshot = tmp_path / "rolled-back"
+    shutil.copytree(s.work, snapshot)
+    clean = SimDisk(s.work)
+    with pytest.raises(NothingToDoError):
+        s.update(s.world(clean))
+    n = clean.count
+    for k in range(n + 1):
+        where = f"failure recording cut after effect {k}/{n}"
+        shutil.rmtree(s.work)
+        shutil.copytree(snapshot, s.work)
+        disk = SimDisk(s.work, crash_after=k)
+        try:
+            s.update(s.world(disk))
+            raise AssertionError(f"{where}: the failed image was installed again")
+        except (PowerCut, NothingToDoError):
+            pass
+        _power_cycle(disk, s.world(disk))
+        w = s.world(SimDisk(s.work))
+        st = check_invariants(s, w, where)
+        assert (st.booted, st.trial) == ("a", None), f"{where}: {st}"
+        with pytest.raises(NothingToDoError, match="failed its trial"):
+            s.update(w)
+        failure = load_journal(w.device().paths).last_failure
+        assert failure is not None and "tries ran out" in failure.reason, where
