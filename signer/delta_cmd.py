@@ -7,7 +7,6 @@ from signed metadata instead. Errors propagate to ``signer.cli.main`` (the one r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -102,18 +101,9 @@ def apply(
         "base": header.base.to_dict(),
         "delta": {"path": str(delta), "length": delta.stat().st_size},
         "delta_header": header_ref.to_dict(),
-        "written_sha256": _sha256(out),
         "seconds": round(seconds, 3),
     }
     if json_out:
         print(json.dumps(doc, indent=2))
         return
     print(f"{out}: {header.result.length} bytes, sha256 {header.result.sha256}, {seconds:.2f} s")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 << 20):
-            h.update(block)
-    return h.hexdigest()

@@ -350,3 +350,23 @@ def test_base_shorter_than_signed(built: Built, tmp_path: Path) -> None:
 
     with pytest.raises(StorageError):
         _run(built, built.delta, base=built.base[:-1])
+
+
+def test_write_error_in_the_writer_thread_reaches_the_caller(built: Built) -> None:
+    from verifier.errors import StorageError
+
+    class Failing(MemSink):
+        def pwrite(self, data: bytes, offset: int) -> None:
+            raise StorageError("cannot write slot: EIO")
+
+    sink = Failing()
+    with pytest.raises(StorageError):
+        apply_bytes(
+            built.delta,
+            built.base,
+            base_ref=built.result.base,
+            result_ref=built.result.result,
+            header_ref=built.result.header,
+            sink=sink,
+        )
+    assert not sink.synced

@@ -38,7 +38,7 @@ def test_create_then_apply_json(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     applied = json.loads(res.stdout)
     assert (tmp_path / "out").read_bytes() == new
-    assert applied["written_sha256"] == created["result"]["sha256"]
+    assert applied["result"]["sha256"] == created["result"]["sha256"]
     assert applied["delta_header"] == created["delta_header"]
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -67,33 +69,81 @@ def apply_delta(
     if check_base:
         _check_base(base, header.base)
     decoder = _OpDecoder(header, base)
-    result_hash = hashlib.sha256()
-    written = 0
-    for op in iter_ops(blob, header):
-        data = _read_exact(delta, op.data_length, f"data of the op at {op.dst_offset}")
-        output = decoder.produce(op, data)
-        del data
-        if hashlib.sha256(output).digest() != op.sha256:
-            raise ImageHashMismatchError(
-                f"delta op at result offset {op.dst_offset} ({op.kind.name}, "
-                f"{op.dst_length} bytes): output does not match its signed sha256",
-                hint="the base image or the delta is corrupt; the device will use the full image",
+    writer = _HashingWriter(out)
+    try:
+        written = 0
+        for op in iter_ops(blob, header):
+            data = _read_exact(delta, op.data_length, f"data of the op at {op.dst_offset}")
+            output = decoder.produce(op, data)
+            del data
+            if hashlib.sha256(output).digest() != op.sha256:
+                raise ImageHashMismatchError(
+                    f"delta op at result offset {op.dst_offset} ({op.kind.name}, "
+                    f"{op.dst_length} bytes): output does not match its signed sha256",
+                    hint="the base image or the delta is corrupt; the device will use the full "
+                    "image",
+                )
+            writer.put(output, op.dst_offset)
+            written += op.dst_length
+            if progress is not None:
+                progress(written)
+        if delta.read(1):
+            raise DeltaFormatError(
+                f"delta container: unexpected bytes after the {header.payload_length}-byte payload"
             )
-        result_hash.update(output)
-        out.pwrite(output, op.dst_offset)
-        written += op.dst_length
-        if progress is not None:
-            progress(written)
-    if delta.read(1):
-        raise DeltaFormatError(
-            f"delta container: unexpected bytes after the {header.payload_length}-byte payload"
-        )
-    if result_hash.hexdigest() != result_ref.sha256:
+    except BaseException:
+        writer.abort()
+        raise
+    digest = writer.finish()
+    if digest != result_ref.sha256:
         raise ImageHashMismatchError(
-            f"delta result: expected sha256 {result_ref.sha256}, "
-            f"rebuilt image has {result_hash.hexdigest()}"
+            f"delta result: expected sha256 {result_ref.sha256}, rebuilt image has {digest}"
         )
     out.fsync()
+
+
+class _HashingWriter:
+    """Hashes and writes verified op outputs on a second thread, in order.
+
+    hashlib and pwrite release the GIL, so the result hash and the slot writes overlap with
+    reading, decoding and hashing the next op. At most two outputs wait in the queue, which
+    keeps memory bounded.
+    """
+
+    def __init__(self, out: WriteHandle) -> None:
+        self._out = out
+        self._queue: queue.Queue[tuple[bytes, int] | None] = queue.Queue(maxsize=2)
+        self._hash = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="delta-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._hash.update(item[0])
+                    self._out.pwrite(item[0], item[1])
+                except BaseException as e:  # re-raised on the caller's thread
+                    self._error = e
+
+    def put(self, data: bytes, offset: int) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((data, offset))
+
+    def abort(self) -> None:
+        """Stop after the queued writes, keeping the caller's error as the one reported."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def finish(self) -> str:
+        """Wait for every queued write; re-raise a write error; return the result hash."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
 
 
 def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
