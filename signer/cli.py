@@ -33,6 +33,7 @@ from repo.repository import Expiries, init, load_role_signers
 from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
+from signer.delta_cmd import delta_app
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
@@ -48,6 +49,7 @@ repo_app = typer.Typer(help="Create and serve TUF repositories.", no_args_is_hel
 keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
+app.add_typer(delta_app, name="delta")
 
 _err = Console(stderr=True)
 
