@@ -59,3 +59,27 @@ def test_bad_options_are_config_errors(
     with pytest.raises(ConfigError) as e:
         build(options, RealDisk(), tmp_path)  # type: ignore[operator]
     assert message in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "cls"),
+    [
+        ("grub", {"envfile": "/boot/grub/grubenv"}, GrubBootControl),
+        ("uboot", {"config": "/etc/fw_env.config"}, UBootBootControl),
+        ("command", {"handler": "/bin/true", "cmdline": "none"}, CommandBootControl),
+    ],
+)
+def test_every_backend_is_reachable_by_name_from_a_device_config(
+    tmp_path: Path, name: str, options: dict[str, str], cls: type
+) -> None:
+    from verifier.bootctl.factory import backend_names, make_boot_control
+
+    assert set(backend_names()) == {"file", "grub", "uboot", "command"}
+    assert isinstance(make_boot_control(name, options, RealDisk(), tmp_path), cls)
+
+
+def test_an_unknown_backend_names_the_known_ones(tmp_path: Path) -> None:
+    from verifier.bootctl.factory import make_boot_control
+
+    with pytest.raises(ConfigError, match="expected one of command, file, grub, uboot"):
+        make_boot_control("lilo", {}, RealDisk(), tmp_path)

@@ -65,4 +65,26 @@ def _build_file(options: Mapping[str, str], disk: Disk, state_dir: Path) -> Boot
     return FileBootControl(file_boot_path(options, state_dir), disk)
 
 
+def _build_grub(options: Mapping[str, str], disk: Disk, state_dir: Path) -> BootControl:
+    from verifier.bootctl.grub import GrubBootControl
+
+    return GrubBootControl.from_options(options, disk, state_dir)
+
+
+def _build_uboot(options: Mapping[str, str], disk: Disk, state_dir: Path) -> BootControl:
+    from verifier.bootctl.uboot import UBootBootControl
+
+    return UBootBootControl.from_options(options, disk, state_dir)
+
+
+def _build_command(options: Mapping[str, str], disk: Disk, state_dir: Path) -> BootControl:
+    from verifier.bootctl.command import CommandBootControl
+
+    return CommandBootControl.from_options(options, disk, state_dir)
+
+
+# Backends are imported only when chosen: a device using one never loads the others.
 register("file", _build_file)
+register("grub", _build_grub)
+register("uboot", _build_uboot)
+register("command", _build_command)
