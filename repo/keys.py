@@ -3,8 +3,9 @@
 Keys are referenced, never copied (DESIGN.md "Keys and roles"): each entry pairs a public key
 with a securesystemslib signer URI (``file2:``, ``envvar:``, ``hsm:``, ``awskms:`` ...;
 ``envvar:`` is ours, see ``repo.envvar_signer``). The private key is resolved only when
-something is about to be signed, through ``Signer.from_priv_key_uri``; secrets such as a PKCS#11 PIN come from the environment or a
-prompt, never from the command line, so they do not end up in shell history or process lists.
+something is about to be signed, through ``Signer.from_priv_key_uri``; secrets such as a
+PKCS#11 PIN come from the environment or a prompt, never from the command line, so they do
+not end up in shell history or process lists.
 
 File format (``keys.json``)::
 
