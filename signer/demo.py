@@ -61,14 +61,6 @@ class DemoResult:
     rollback_reason: str
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def health_check(slot: Path) -> bool:
     """What a health-check unit would do after boot: the new system looks sane.
 
@@ -267,3 +259,8 @@ def _stored_size(repo_dir: Path, target: str) -> int:
     if len(found) != 1:
         raise DemoFailedError(f"expected one stored file for target {target}, found {len(found)}")
     return found[0].stat().st_size
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
