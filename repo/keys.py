@@ -280,23 +280,45 @@ def load_signers(
 ) -> list[Signer]:
     """Resolve every key of ``role`` to a signer; fail naming the key that cannot be loaded."""
     env = os.environ if env is None else env
+    return [_load_one(key, role, env, prompt) for key in config.role(role).keys]
+
+
+def load_available_signers(
+    config: KeyConfig,
+    role: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> tuple[list[Signer], list[str]]:
+    """The signers of ``role`` that can be loaded, and why each other one cannot.
+
+    For keys that are *nice to have*: a rotation co-signs with the old online keys when they
+    are still at hand, and must still work when one of them is lost.
+    """
+    env = os.environ if env is None else env
     signers: list[Signer] = []
+    problems: list[str] = []
     for key in config.role(role).keys:
         try:
-            signer = Signer.from_priv_key_uri(
-                key.uri, key.public, secrets_from_env(key, role, env, prompt)
-            )
-        except KeyConfigError:
-            raise
-        except Exception as e:  # every signer backend raises its own types
-            raise KeyConfigError(
-                f"cannot load {role} key {key.keyid[:12]} from {_redact(key.uri)}: "
-                f"{type(e).__name__}: {e}",
-                hint="check the URI in the key configuration and that the key matches "
-                "its public half",
-            ) from e
-        signers.append(signer)
-    return signers
+            signers.append(_load_one(key, role, env, prompt))
+        except KeyConfigError as e:
+            problems.append(e.message)
+    return signers, problems
+
+
+def _load_one(key: KeyRef, role: str, env: Mapping[str, str], prompt: PromptFn | None) -> Signer:
+    try:
+        return Signer.from_priv_key_uri(
+            key.uri, key.public, secrets_from_env(key, role, env, prompt)
+        )
+    except KeyConfigError:
+        raise
+    except Exception as e:  # every signer backend raises its own types
+        raise KeyConfigError(
+            f"cannot load {role} key {key.keyid[:12]} from {_redact(key.uri)}: "
+            f"{type(e).__name__}: {e}",
+            hint="check the URI in the key configuration and that the key matches its public half",
+        ) from e
 
 
 def _redact(uri: str) -> str:

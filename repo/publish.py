@@ -1,11 +1,13 @@
 """Crash-safe publication of a signed release.
 
 Order (DESIGN.md "Publish"): new target files, then ``N.targets.json``, then
-``N.snapshot.json``, then ``timestamp.json`` last. Every file is written to a hidden temp
-name, fsynced, renamed into place and its directory fsynced, so a reader sees either the old
-or the new bytes. Until ``timestamp.json`` is replaced nothing a client fetches points at the
-new files, so a crash at any point leaves the previous repository valid; the orphans a crash
-leaves behind are overwritten or reused by the next attempt.
+``N.snapshot.json``, then ``timestamp.json`` last. A new root (init, rotation) goes either
+first or, when the new online metadata also verifies under the old root, after
+``timestamp.json`` (``SignedRelease.root_last``, see ``repo.rotate``). Every file is written
+to a hidden temp name, fsynced, renamed into place and its directory fsynced, so a reader
+sees either the old or the new bytes. Until ``timestamp.json`` is replaced nothing a client
+fetches points at the new files, so a crash at any point leaves the previous repository
+valid; the orphans a crash leaves behind are overwritten or reused by the next attempt.
 
 ``publish`` takes only a ``SignedRelease``: there is no way to write metadata that was not
 signed to threshold (STYLE.md §6). All writes go through a ``Disk`` so tests can fail any one.
@@ -47,13 +49,16 @@ class TargetBlob:
 
 @dataclass(frozen=True)
 class SignedRelease:
-    """Everything one publication writes; built only by ``repo.repository.Transaction``."""
+    """Everything one publication writes; built only by ``repo`` (init, release, refresh,
+    rotation), always from ``SignedMetadata``."""
 
     blobs: tuple[TargetBlob, ...]
-    targets: SignedMetadata
+    targets: SignedMetadata | None  # None: a refresh re-signs only snapshot and timestamp
     snapshot: SignedMetadata
     timestamp: SignedMetadata
-    root: SignedMetadata | None = None  # only at init
+    root: SignedMetadata | None = None  # init and root rotation
+    #: write the new root after timestamp.json instead of first (a bridged rotation)
+    root_last: bool = False
 
 
 ProgressFn = Callable[[str], None]
@@ -91,19 +96,27 @@ def publish(
             say(f"storing target {blob.target.path}")
             _store_blob(disk, repo_dir, blob)
         mdir = metadata_dir(repo_dir)
-        if release.root is not None:
-            write_atomic(disk, mdir / release.root.filename, release.root.data)
-            # root.json is a convenience copy for bootstrapping; clients fetch N.root.json.
-            write_atomic(disk, mdir / "root.json", release.root.data)
+        if release.root is not None and not release.root_last:
+            _write_root(disk, mdir, release.root, say)
         for md in (release.targets, release.snapshot, release.timestamp):
-            say(f"writing {md.filename}")
-            write_atomic(disk, mdir / md.filename, md.data)
+            if md is not None:
+                say(f"writing {md.filename}")
+                write_atomic(disk, mdir / md.filename, md.data)
+        if release.root is not None and release.root_last:
+            _write_root(disk, mdir, release.root, say)
     except (OtakitError, OSError) as e:
         reason = e.message if isinstance(e, OtakitError) else f"{e.strerror or e}"
         raise PublishError(
             f"publishing into {repo_dir} failed: {reason}",
             hint="the previously published repository is intact; fix the cause and rerun",
         ) from e
+
+
+def _write_root(disk: Disk, mdir: Path, root: SignedMetadata, say: ProgressFn) -> None:
+    say(f"writing {root.filename}")
+    write_atomic(disk, mdir / root.filename, root.data)
+    # root.json is a convenience copy for bootstrapping; clients fetch N.root.json.
+    write_atomic(disk, mdir / "root.json", root.data)
 
 
 def _store_blob(disk: Disk, repo_dir: Path, blob: TargetBlob) -> None:

@@ -82,7 +82,7 @@ def build_root(keyconf: KeyConfig, now: datetime, expiries: Expiries, version: i
     return root
 
 
-def _check_now(now: datetime) -> None:
+def check_now(now: datetime) -> None:
     if now.tzinfo is None or now.utcoffset() != timedelta(0):
         raise UsageError(f"'now' must be a UTC datetime with tzinfo, found {now!r}")
 
@@ -100,7 +100,7 @@ def init(
 
     ``signers`` defaults to resolving every role's keys from ``keyconf``.
     """
-    _check_now(now)
+    check_now(now)
     expiries = expiries or Expiries()
     disk = disk or PublishDisk()
     if repo_dir.exists() and (not repo_dir.is_dir() or any(repo_dir.iterdir())):
@@ -190,7 +190,7 @@ class Transaction:
 
     def sign(self, signers: RoleSigners, now: datetime, expiries: Expiries) -> SignedRelease:
         """Bump targets, snapshot and timestamp with the staged targets and sign them."""
-        _check_now(now)
+        check_now(now)
         if not self._blobs:
             raise UsageError("nothing staged: a release needs at least one target")
         st = self.state

@@ -1,0 +1,193 @@
+"""Re-sign snapshot and timestamp before they expire, with the online keys only.
+
+Timestamp lives a day and snapshot a week, so without a periodic re-signing every device
+stops accepting the repository a day after the last release (a freeze it cannot tell from
+an attack). ``refresh`` is that periodic job: under the publisher lock it reads and verifies
+the published state (``load_state``: a refresh never launders edited metadata), signs
+snapshot N+1 (same targets entry) and timestamp N+1 with fresh expiries, and publishes them
+in the usual order (snapshot, then ``timestamp.json`` last), so a crash leaves the previous
+repository in force. Targets and root are never touched: they need the offline keys, so the
+result carries loud warnings when they are close to expiry instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Snapshot, Timestamp  # type: ignore[attr-defined]
+
+from repo.errors import UsageError
+from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
+from repo.repository import Expiries, check_now
+from repo.signing import sign_metadata
+from repo.state import RepoState, load_state
+from verifier.effects import Disk
+
+ONLINE_ROLES = ("snapshot", "timestamp")
+OFFLINE_ROLES = ("root", "targets")
+#: Offline roles expiring within this window are reported (they need a key ceremony).
+DEFAULT_WARN_WITHIN = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class ExpiryWarning:
+    """An offline-signed role that expires soon (or already has): ``refresh`` cannot fix it."""
+
+    role: str
+    version: int
+    expires: datetime
+    remaining: timedelta
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining <= timedelta(0)
+
+    def message(self) -> str:
+        when = _iso(self.expires)
+        remedy = (
+            "re-sign it with the offline root keys: otakit repo rotate-root REPO "
+            "--old-keys KEYS --new-keys KEYS"
+            if self.role == "root"
+            else "re-sign it with the offline targets keys by publishing a release"
+        )
+        if self.expired:
+            return f"{self.role} v{self.version} EXPIRED at {when}; devices refuse it; {remedy}"
+        days = self.remaining.total_seconds() / 86400
+        return f"{self.role} v{self.version} expires at {when} (in {days:.1f} days); {remedy}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "version": self.version,
+            "expires": _iso(self.expires),
+            "expired": self.expired,
+            "message": self.message(),
+        }
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh did: the roles re-signed (empty when nothing was due) and the
+    expiry of every top-level role afterwards."""
+
+    refreshed: tuple[str, ...]
+    versions: Mapping[str, int]
+    expires: Mapping[str, datetime]
+    warnings: tuple[ExpiryWarning, ...]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "refreshed": list(self.refreshed),
+            "reason": self.reason,
+            "roles": {
+                role: {"version": self.versions[role], "expires": _iso(self.expires[role])}
+                for role in ("root", "targets", "snapshot", "timestamp")
+            },
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+def offline_expiry_warnings(
+    state: RepoState, now: datetime, within: timedelta = DEFAULT_WARN_WITHIN
+) -> tuple[ExpiryWarning, ...]:
+    """Root and targets roles that expire before ``now + within``."""
+    out = []
+    for role in OFFLINE_ROLES:
+        md = _role_md(state, role)
+        if md.signed.expires <= now + within:
+            out.append(
+                ExpiryWarning(role, md.signed.version, md.signed.expires, md.signed.expires - now)
+            )
+    return tuple(out)
+
+
+def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tuple[str, ...]:
+    """The online roles expiring before ``now + within`` (all of them when ``within`` is None)."""
+    if within is None:
+        return ONLINE_ROLES
+    return tuple(r for r in ONLINE_ROLES if _role_md(state, r).signed.expires <= now + within)
+
+
+def sign_refresh(
+    state: RepoState, signers: Mapping[str, Sequence[Signer]], now: datetime, expiries: Expiries
+) -> SignedRelease:
+    """Snapshot N+1 (same meta) and timestamp N+1, each checked against the current root."""
+    root = state.root.signed
+    old = state.snapshot.signed
+    snapshot = Snapshot(
+        version=old.version + 1, expires=expiries.expires("snapshot", now), meta=dict(old.meta)
+    )
+    signed_snapshot = sign_metadata(Metadata(snapshot), signers.get("snapshot", ()), [root])
+    timestamp = Timestamp(
+        version=state.timestamp.signed.version + 1,
+        expires=expiries.expires("timestamp", now),
+        snapshot_meta=signed_snapshot.meta_file(),
+    )
+    signed_timestamp = sign_metadata(Metadata(timestamp), signers.get("timestamp", ()), [root])
+    return SignedRelease((), None, signed_snapshot, signed_timestamp)
+
+
+def refresh(
+    repo_dir: Path,
+    signers: Mapping[str, Sequence[Signer]],
+    now: datetime,
+    *,
+    within: timedelta | None = None,
+    warn_within: timedelta = DEFAULT_WARN_WITHIN,
+    expiries: Expiries | None = None,
+    disk: Disk | None = None,
+    progress: ProgressFn | None = None,
+) -> RefreshResult:
+    """Re-sign snapshot and timestamp (only if one expires within ``within``, when given).
+
+    Raises ``ThresholdError`` before writing anything if ``signers`` do not meet root's
+    threshold for snapshot or timestamp, ``UntrustedRepositoryError`` if the published
+    metadata does not verify.
+    """
+    check_now(now)
+    if within is not None and within < timedelta(0):
+        raise UsageError(f"--within: expected a non-negative duration, found {within}")
+    expiries = expiries or Expiries()
+    with publisher_lock(repo_dir):
+        state = load_state(repo_dir)
+        due = due_roles(state, now, within)
+        if not due:
+            reason = f"nothing due: snapshot and timestamp are valid for more than {within}"
+            return _result(state, (), now, warn_within, reason)
+        release = sign_refresh(state, signers, now, expiries)
+        publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
+        state = load_state(repo_dir)
+        reason = "requested" if within is None else f"{' and '.join(due)} expire(s) within {within}"
+        return _result(state, ONLINE_ROLES, now, warn_within, reason)
+
+
+def _result(
+    state: RepoState,
+    refreshed: tuple[str, ...],
+    now: datetime,
+    warn_within: timedelta,
+    reason: str,
+) -> RefreshResult:
+    roles = ("root", "targets", "snapshot", "timestamp")
+    return RefreshResult(
+        refreshed=refreshed,
+        versions={r: _role_md(state, r).signed.version for r in roles},
+        expires={r: _role_md(state, r).signed.expires for r in roles},
+        warnings=offline_expiry_warnings(state, now, warn_within),
+        reason=reason,
+    )
+
+
+def _role_md(state: RepoState, role: str) -> Metadata[Any]:
+    md: Metadata[Any] = getattr(state, role)
+    return md
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

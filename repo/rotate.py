@@ -1,0 +1,237 @@
+"""Root rotation: a new root N+1 with a new key set, and everything re-signed under it.
+
+This is how an operator replaces, adds or revokes keys of any top-level role, and renews an
+expiring root (rotate to the same key set). Revocation is rotation with the key left out.
+
+Trust (TUF §5.3.4-5.3.5): root N+1 must carry a threshold of signatures from the root keys
+of root N *and* a threshold from its own root keys; ``sign_metadata`` checks both against
+the exact bytes that get published, so a rotation signed only by the new keys (an attacker
+with repository write access) or only by the old ones (the new keys never proven) is refused
+before anything is written.
+
+Since any role's keys may change, targets, snapshot and timestamp are re-signed with the new
+keys as version+1. Publication order decides what a client sees in between:
+
+* **Bridged** (the default when the old online keys are still at hand): targets, snapshot
+  and timestamp are signed by the new keys *and* the old ones, so they verify under root N
+  and under root N+1. They are published first (timestamp last among them) and root N+1
+  after them. A client still at root N sees either the old set or the new set, both valid
+  under root N; once ``N+1.root.json`` exists, every client moves to root N+1, under which
+  the new set is valid. A crash at any write leaves a repository every client accepts.
+* **Root first** (some old online key is lost, so the new metadata cannot satisfy root N):
+  ``N+1.root.json`` first, then targets, snapshot, timestamp. Between the root and the
+  timestamp landing, a client that fetched root N+1 rejects the old timestamp/snapshot if
+  their keys changed, and its refresh fails (it retries later, nothing is trusted wrongly).
+  A crash there must be repaired by rerunning ``otakit repo refresh`` (or the rotation).
+  The result says which mode was used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Metadata,
+    Root,
+    Snapshot,
+    Targets,
+    Timestamp,
+)
+
+from repo.keys import TOP_LEVEL_ROLES, KeyConfig
+from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
+from repo.repository import Expiries, build_root, check_now
+from repo.signing import SignedMetadata, sign_metadata
+from repo.state import RepoState, load_state
+from verifier.effects import Disk
+
+RoleSigners = Mapping[str, Sequence[Signer]]
+ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+
+
+@dataclass(frozen=True)
+class RoleChange:
+    """How one role's keys differ between root N and root N+1."""
+
+    role: str
+    added: tuple[str, ...]
+    revoked: tuple[str, ...]
+    threshold: tuple[int, int]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.revoked) or self.threshold[0] != self.threshold[1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": list(self.added),
+            "revoked": list(self.revoked),
+            "threshold": {"old": self.threshold[0], "new": self.threshold[1]},
+        }
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """What a rotation published, in the order it was written."""
+
+    old_root_version: int
+    root_version: int
+    versions: Mapping[str, int]
+    changes: tuple[RoleChange, ...]
+    bridged: bool
+    written: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old_root_version": self.old_root_version,
+            "root_version": self.root_version,
+            "versions": dict(self.versions),
+            "roles": {c.role: c.to_json() for c in self.changes},
+            "bridged": self.bridged,
+            "written": list(self.written),
+            "warnings": list(self.warnings),
+        }
+
+
+def role_changes(old: Root, new: Root) -> tuple[RoleChange, ...]:
+    out = []
+    for role in TOP_LEVEL_ROLES:
+        before, after = old.roles[role], new.roles[role]
+        out.append(
+            RoleChange(
+                role=role,
+                added=tuple(sorted(set(after.keyids) - set(before.keyids))),
+                revoked=tuple(sorted(set(before.keyids) - set(after.keyids))),
+                threshold=(before.threshold, after.threshold),
+            )
+        )
+    return tuple(out)
+
+
+def sign_rotation(
+    state: RepoState,
+    new_keys: KeyConfig,
+    old_signers: RoleSigners,
+    new_signers: RoleSigners,
+    now: datetime,
+    expiries: Expiries,
+) -> tuple[SignedRelease, tuple[str, ...]]:
+    """Sign root N+1 and the re-signed online chain; returns the release and the online
+    roles that could not be bridged (empty: publish root last)."""
+    old_root = state.root.signed
+    new_root = build_root(new_keys, now, expiries, version=old_root.version + 1)
+    signed_root = sign_metadata(
+        Metadata(new_root),
+        [*old_signers.get("root", ()), *new_signers.get("root", ())],
+        [old_root, new_root],
+    )
+    unbridged: list[str] = []
+
+    def sign(md: Metadata[Any]) -> SignedMetadata:
+        role = md.signed.type
+        both = [*new_signers.get(role, ()), *old_signers.get(role, ())]
+        signed = sign_metadata(md, both, [new_root])
+        if not _verifies(old_root, signed):
+            unbridged.append(role)
+        return signed
+
+    old_targets = state.targets.signed
+    signed_targets = sign(
+        Metadata(
+            Targets(
+                version=old_targets.version + 1,
+                expires=expiries.expires("targets", now),
+                targets=dict(old_targets.targets),
+                delegations=old_targets.delegations,
+            )
+        )
+    )
+    meta = {k: v for k, v in state.snapshot.signed.meta.items() if k != "targets.json"}
+    meta["targets.json"] = signed_targets.meta_file()
+    signed_snapshot = sign(
+        Metadata(
+            Snapshot(
+                version=state.snapshot.signed.version + 1,
+                expires=expiries.expires("snapshot", now),
+                meta=meta,
+            )
+        )
+    )
+    signed_timestamp = sign(
+        Metadata(
+            Timestamp(
+                version=state.timestamp.signed.version + 1,
+                expires=expiries.expires("timestamp", now),
+                snapshot_meta=signed_snapshot.meta_file(),
+            )
+        )
+    )
+    release = SignedRelease(
+        (),
+        signed_targets,
+        signed_snapshot,
+        signed_timestamp,
+        root=signed_root,
+        root_last=not unbridged,
+    )
+    return release, tuple(unbridged)
+
+
+def rotate_root(
+    repo_dir: Path,
+    new_keys: KeyConfig,
+    now: datetime,
+    *,
+    old_signers: RoleSigners,
+    new_signers: RoleSigners,
+    expiries: Expiries | None = None,
+    disk: Disk | None = None,
+    progress: ProgressFn | None = None,
+) -> RotationResult:
+    """Publish root N+1 granting ``new_keys`` and re-sign targets, snapshot and timestamp.
+
+    ``old_signers["root"]`` must meet root N's root threshold and ``new_signers`` every
+    role's threshold in root N+1 (else ``ThresholdError``, nothing written). Old online
+    signers (``old_signers["targets"]`` ...) are optional; with them the rotation is bridged.
+    """
+    check_now(now)
+    expiries = expiries or Expiries()
+    with publisher_lock(repo_dir):
+        state = load_state(repo_dir)
+        release, unbridged = sign_rotation(state, new_keys, old_signers, new_signers, now, expiries)
+        publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
+        after = load_state(repo_dir)
+    assert release.root is not None and release.targets is not None
+    metadata = (release.targets, release.snapshot, release.timestamp)
+    roots = (release.root.filename, "root.json")
+    written = tuple(m.filename for m in metadata)
+    written = written + roots if release.root_last else roots + written
+    warnings: tuple[str, ...] = ()
+    if unbridged:
+        warnings = (
+            f"not bridged: the new {', '.join(unbridged)} metadata does not verify under root "
+            f"v{state.root.signed.version} (old keys not loaded), so root "
+            f"v{release.root.version} was published first; clients refreshing while this ran "
+            "may have failed once and will succeed on their next attempt",
+        )
+    return RotationResult(
+        old_root_version=state.root.signed.version,
+        root_version=after.root.signed.version,
+        versions={r: getattr(after, r).signed.version for r in TOP_LEVEL_ROLES},
+        changes=role_changes(state.root.signed, after.root.signed),
+        bridged=not unbridged,
+        written=written,
+        warnings=warnings,
+    )
+
+
+def _verifies(authority: Root, signed: SignedMetadata) -> bool:
+    md: Metadata[Any] = Metadata.from_bytes(signed.data)
+    result = authority.get_verification_result(signed.role, md.signed_bytes, md.signatures)
+    return bool(result.verified)
