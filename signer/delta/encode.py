@@ -68,7 +68,7 @@ class DeltaOptions:
     level: int = 3
     ref_window: int = 4 << 20
     max_op_length: int = 1 << 20
-    merge_gap_blocks: int = 0
+    merge_gap_blocks: int = 8
     workers: int = 2
     verify: bool = True
 
@@ -141,7 +141,16 @@ def encode_delta(
         params = PlanParams(
             options.block_size, options.max_op_length, options.ref_window, options.merge_gap_blocks
         )
-        specs = list(plan_ops(classes, result_length=new_len, base_length=base_len, params=params))
+        locator = _Locator(new_mm, base_mm)
+        specs = list(
+            plan_ops(
+                classes,
+                result_length=new_len,
+                base_length=base_len,
+                params=params,
+                locate=locator.locate,
+            )
+        )
         del classes
         header_ref, payload_len, stats = _emit(
             specs, new_mm, base_mm, out, base_ref, result_ref, options
@@ -260,6 +269,48 @@ def _scan_new(
             append(prev)
     thread.join()
     return sha[0], classes
+
+
+class _Locator:
+    """Finds where target bytes sit in the base at any byte alignment, by searching short
+    samples of them near where the previous sample was found (content that did not change
+    keeps its order, so the shift between the images drifts slowly)."""
+
+    SAMPLE = 128
+    SAMPLES = 6
+    AGREE = 256 << 10
+    RADII = (256 << 10, 4 << 20, 32 << 20)
+
+    def __init__(self, new_mm: mmap.mmap, base_mm: mmap.mmap) -> None:
+        self._new = new_mm
+        self._base = base_mm
+        self._shift: int | None = None
+        self._ratio = len(base_mm) / max(1, len(new_mm))
+
+    def locate(self, dst: int, length: int) -> int | None:
+        """Base offset matching target offset ``dst``: the position most samples of the
+        piece agree on (one sample may hit a duplicate such as a licence text elsewhere)."""
+        predicted = dst - self._shift if self._shift is not None else int(dst * self._ratio)
+        votes: list[int] = []
+        for k in range(self.SAMPLES):
+            t = dst + k * length // self.SAMPLES
+            sample = self._new[t : t + self.SAMPLE]
+            if len(sample) < self.SAMPLE or len(set(sample)) < 16:
+                continue  # runs of few byte values match in too many places
+            guess = predicted + (t - dst)
+            for radius in self.RADII:
+                at = self._base.find(sample, max(0, guess - radius), guess + radius)
+                if at >= 0:
+                    votes.append(at - (t - dst))
+                    break
+        if not votes:
+            return None
+        best = max(
+            votes,
+            key=lambda v: (sum(abs(v - w) <= self.AGREE for w in votes), -abs(v - predicted)),
+        )
+        self._shift = dst - best
+        return max(0, best)
 
 
 def _emit(
@@ -404,7 +455,7 @@ def reference_params(level: int, ref_length: int) -> zstandard.ZstdCompressionPa
         write_checksum=0,
         write_dict_id=0,
         hash_log=max(base.hash_log, bits - 3),
-        chain_log=max(base.chain_log, bits - 1),
+        chain_log=max(base.chain_log, bits - 2),
     )
 
 

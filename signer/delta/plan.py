@@ -10,7 +10,7 @@ images, so its old version lies between the neighbours' base positions).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from verifier.delta.format import MAX_EXTENTS_PER_OP, OpKind
@@ -39,13 +39,25 @@ class PlanParams:
     merge_gap_blocks: int
 
 
+#: ``locate(dst_offset, length)``: a base offset where the target bytes at ``dst_offset``
+#: probably came from (found by content, at any byte alignment), or None.
+Locator = Callable[[int, int], int | None]
+
+
 def plan_ops(
-    classes: Sequence[int], *, result_length: int, base_length: int, params: PlanParams
+    classes: Sequence[int],
+    *,
+    result_length: int,
+    base_length: int,
+    params: PlanParams,
+    locate: Locator | None = None,
 ) -> Iterator[OpSpec]:
     """Yield op specs for ``classes`` (one entry per block of the new image).
 
     New-data runs whose predicted base position falls inside the current reference zone
     share that zone's window, so the encoder builds one dictionary per zone, not per run.
+    Long runs (content that moved by a non-block amount, as in tar or squashfs images) are
+    cut into op-sized pieces, each placed by ``locate`` when neighbours cannot place it.
     """
     bs = params.block_size
     n = len(classes)
@@ -65,12 +77,21 @@ def plan_ops(
             yield from _copy_ops(classes, i, j, bs, result_length, params)
         else:
             j = _new_run_end(classes, i, params.merge_gap_blocks)
-            core = predicted_core(classes, i, j, base_length, result_length, bs)
-            if zone is None or not (zone[0] <= core[0] and core[1] <= zone[1]):
-                zone = _zone_for(core, base_length, params.ref_window)
-            ref = ((zone[0], zone[1] - zone[0]),) if zone[1] > zone[0] else ()
-            kind = OpKind.ZSTD_REF if ref else OpKind.ZSTD
-            yield from _split_plain(kind, i * bs, _end(j, bs, result_length), params, ref)
+            start, end = i * bs, _end(j, bs, result_length)
+            guess = predicted_core(classes, i, j, base_length, result_length, bs)
+            placed = _has_neighbour(classes, i, j) and end - start <= 2 * params.max_op_length
+            for piece in range(start, end, params.max_op_length):
+                size = min(params.max_op_length, end - piece)
+                core = (guess[0] + piece - start, guess[0] + piece - start + size)
+                if placed:
+                    core = guess
+                elif locate is not None and (found := locate(piece, size)) is not None:
+                    core = (found, found + size)
+                if zone is None or not (zone[0] <= core[0] and core[1] <= zone[1]):
+                    zone = _zone_for(core, base_length, params.ref_window)
+                ref = ((zone[0], zone[1] - zone[0]),) if zone[1] > zone[0] else ()
+                kind = OpKind.ZSTD_REF if ref else OpKind.ZSTD
+                yield OpSpec(kind, piece, size, ref)
         i = j
 
 
@@ -100,6 +121,10 @@ def predicted_core(
         return max(0, p_right - run), p_right
     p = i * bs * base_length // max(result_length, 1)
     return p, p + run
+
+
+def _has_neighbour(classes: Sequence[int], i: int, j: int) -> bool:
+    return _neighbour(classes, i - 1, -1) is not None or _neighbour(classes, j, +1) is not None
 
 
 def _zone_for(core: tuple[int, int], base_length: int, window: int) -> tuple[int, int]:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from signer.delta.encode import DeltaOptions
-from tests.delta.helpers_delta import BS, MemSink, apply_bytes, build, rand, ref_of, text_like
+from tests.delta.helpers_delta import (
+    BS,
+    SMALL,
+    MemSink,
+    apply_bytes,
+    build,
+    rand,
+    ref_of,
+    text_like,
+)
 
 Pair = Callable[[random.Random], tuple[bytes, bytes]]
 
@@ -121,9 +131,12 @@ def test_edited_data_uses_the_base_as_reference(tmp_path: Path) -> None:
     new = bytearray(base)
     for k in range(0, 64, 2):
         new[k * BS + 100] ^= 0xFF  # every other block differs by one byte
-    b = build(tmp_path, base, bytes(new))
+    b = build(tmp_path, base, bytes(new), replace(SMALL, merge_gap_blocks=0))
     assert b.result.kinds["ZSTD_REF"] >= 1
     assert b.result.new_bytes == 32 * BS
+    merged = build(tmp_path, base, bytes(new))  # default: short gaps join the zstd run
+    assert merged.result.kinds["ZSTD_REF"] < b.result.kinds["ZSTD_REF"]
+    assert len(merged.delta) < 32 * BS // 10
     assert len(b.delta) < 32 * BS // 10
 
 
@@ -165,3 +178,14 @@ def test_options_out_of_bounds_are_refused() -> None:
         DeltaOptions(ref_window=64 << 20)
     with pytest.raises(ValueError, match="max_op_length"):
         DeltaOptions(max_op_length=64 << 20)
+
+
+def test_content_shifted_by_a_non_block_amount_is_found(tmp_path: Path) -> None:
+    """tar and squashfs images move files by arbitrary byte amounts: no 4 KiB block matches,
+    so the locator must place the reference by content for the delta to stay small."""
+    r = random.Random(8)
+    base = rand(r, 200 * BS)  # incompressible: only a well-placed reference helps
+    new = rand(r, 1000) + base[: 90 * BS] + rand(r, 333) + base[90 * BS :]
+    b = build(tmp_path, base, new)
+    assert b.result.copy_bytes == 0
+    assert len(b.delta) < len(new) // 20
