@@ -26,10 +26,20 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
 from repo.errors import PublisherError
-from repo.keys import TOP_LEVEL_ROLES, load_key_config, tty_prompt
+from repo.keys import (
+    TOP_LEVEL_ROLES,
+    KeyConfig,
+    PromptFn,
+    load_available_signers,
+    load_key_config,
+    tty_prompt,
+)
+from repo.refresh import ONLINE_ROLES, refresh
 from repo.repository import Expiries, init, load_role_signers
+from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
@@ -45,7 +55,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-repo_app = typer.Typer(help="Create and serve TUF repositories.", no_args_is_help=True)
+repo_app = typer.Typer(
+    help="Create, serve, refresh and re-key TUF repositories.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
@@ -141,6 +153,114 @@ def repo_list(
         return
     for a in arts:
         print(f"{a.info.product}\t{a.info.version}\t{a.info.kind}\t{a.length}\t{a.target_path}")
+
+
+@repo_app.command("refresh")
+def repo_refresh(
+    repo: RepoArg,
+    keys: KeysOpt,
+    within: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="HOURS",
+            help="Do nothing unless snapshot or timestamp expire within HOURS (for a timer).",
+        ),
+    ] = None,
+    warn_days: Annotated[
+        float, typer.Option(min=0, help="Warn when root or targets expire within DAYS.")
+    ] = 14,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Re-sign snapshot and timestamp with the online keys (targets and root untouched)."""
+    keyconf = load_key_config(keys)
+    signers = load_role_signers(keyconf, ONLINE_ROLES, prompt=tty_prompt())
+    result = refresh(
+        repo,
+        signers,
+        _now(),
+        within=None if within is None else timedelta(hours=within),
+        warn_within=timedelta(days=warn_days),
+        expiries=_expiries(None, None, snapshot_expiry_days, timestamp_expiry_days),
+    )
+    for w in result.warnings:
+        _err.print(f"WARNING: {w.message()}", style="bold red", markup=False, highlight=False)
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    if not result.refreshed:
+        _err.print(result.reason, markup=False)
+        return
+    for role in result.refreshed:
+        when = result.to_json()["roles"][role]["expires"]
+        print(f"{role} v{result.versions[role]} expires {when}")
+    _err.print(f"refreshed {' and '.join(result.refreshed)} ({result.reason})", markup=False)
+
+
+@repo_app.command("rotate-root")
+def repo_rotate_root(
+    repo: RepoArg,
+    old_keys: Annotated[
+        Path,
+        typer.Option("--old-keys", help="Key configuration matching the current root."),
+    ],
+    new_keys: Annotated[
+        Path,
+        typer.Option("--new-keys", help="Key configuration the new root will grant."),
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    root_expiry_days: DaysOpt = None,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """New root N+1 with NEW keys, signed by old and new root keys; re-sign the rest.
+
+    Revoke a key by leaving it out of the new configuration; renew an expiring root by
+    passing the same configuration twice.
+    """
+    old_conf, new_conf = load_key_config(old_keys), load_key_config(new_keys)
+    prompt = tty_prompt()
+    old_signers = _available(old_conf, TOP_LEVEL_ROLES, "old", prompt)
+    new_signers = _available(new_conf, TOP_LEVEL_ROLES, "new", prompt)
+    exp = _expiries(
+        root_expiry_days, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days
+    )
+    result = rotate_root(
+        repo, new_conf, _now(), old_signers=old_signers, new_signers=new_signers, expiries=exp
+    )
+    for w in result.warnings:
+        _err.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False)
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    for c in result.changes:
+        if c.changed:
+            print(
+                f"{c.role}: added {[k[:12] for k in c.added]}, revoked "
+                f"{[k[:12] for k in c.revoked]}, threshold {c.threshold[0]} -> {c.threshold[1]}"
+            )
+    print("written in order: " + " ".join(result.written))
+    mode = "bridged" if result.bridged else "root first"
+    _err.print(
+        f"rotated root v{result.old_root_version} -> v{result.root_version} ({mode})",
+        markup=False,
+    )
+
+
+def _available(
+    conf: KeyConfig, roles: tuple[str, ...], which: str, prompt: PromptFn | None
+) -> dict[str, list[Signer]]:
+    """Every loadable key; the threshold checks decide whether that is enough."""
+    out: dict[str, list[Signer]] = {}
+    for role in roles:
+        signers, problems = load_available_signers(conf, role, prompt=prompt)
+        for p in problems:
+            _err.print(f"note: {which} {p}", markup=False, highlight=False)
+        out[role] = signers
+    return out
 
 
 @keys_app.command("generate-demo")
