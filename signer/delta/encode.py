@@ -17,6 +17,7 @@ Stages, each timed in the result:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -131,12 +132,18 @@ def encode_delta(
             raise DeltaBuildError(f"empty image: base {base_len} bytes, new {new_len} bytes")
         base_mm = stack.enter_context(mmap.mmap(base_f.fileno(), 0, access=mmap.ACCESS_READ))
         new_mm = stack.enter_context(mmap.mmap(new_f.fileno(), 0, access=mmap.ACCESS_READ))
-        base_sha, index = _index_base(base_mm, options.block_size)
+        # both whole-image hashes run on their own threads while the main thread indexes
+        base_hashing, base_sha = _sha_thread(base_mm)
+        new_hashing, new_sha = _sha_thread(new_mm)
+        index = _index_base(base_mm, options.block_size)
         t1 = time.perf_counter()
-        result_sha, classes = _scan_new(new_mm, base_mm, index, options.block_size)
+        classes = _scan_new(new_mm, base_mm, index, options.block_size)
         del index
+        base_hashing.join()
+        new_hashing.join()
+        base_sha_hex, result_sha = base_sha[0], new_sha[0]
         t2 = time.perf_counter()
-        base_ref = ImageRef(base_len, base_sha)
+        base_ref = ImageRef(base_len, base_sha_hex)
         result_ref = ImageRef(new_len, result_sha)
         params = PlanParams(
             options.block_size, options.max_op_length, options.ref_window, options.merge_gap_blocks
@@ -224,8 +231,7 @@ def _sha_thread(mm: mmap.mmap) -> tuple[threading.Thread, list[str]]:
     return t, out
 
 
-def _index_base(base_mm: mmap.mmap, bs: int) -> tuple[str, dict[int, int]]:
-    thread, sha = _sha_thread(base_mm)
+def _index_base(base_mm: mmap.mmap, bs: int) -> dict[int, int]:
     zero = bytes(bs)
     index: dict[int, int] = {}
     setdefault = index.setdefault
@@ -236,14 +242,10 @@ def _index_base(base_mm: mmap.mmap, bs: int) -> tuple[str, dict[int, int]]:
             block = chunk[k : k + bs]
             if block != zero:
                 setdefault(hash(block), chunk_off + k)
-    thread.join()
-    return sha[0], index
+    return index
 
 
-def _scan_new(
-    new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: int
-) -> tuple[str, array[int]]:
-    thread, sha = _sha_thread(new_mm)
+def _scan_new(new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: int) -> array[int]:
     zero = bytes(bs)
     base_len = len(base_mm)
     classes: array[int] = array("q")
@@ -267,8 +269,7 @@ def _scan_new(
                     hit = get(hash(block))
                     prev = hit if hit is not None and base_mm[hit : hit + bs] == block else NEW
             append(prev)
-    thread.join()
-    return sha[0], classes
+    return classes
 
 
 class _Locator:
@@ -417,7 +418,10 @@ def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level:
     results: _Result = []
     for spec in group:
         data = new_mm[spec.dst_offset : spec.dst_offset + spec.dst_length]
-        digest = hashlib.sha256(data).digest()
+        if spec.kind is OpKind.ZERO:
+            digest = _zero_digest(spec.dst_length)
+        else:
+            digest = hashlib.sha256(data).digest()
         frame = b""
         if spec.kind in (OpKind.ZSTD, OpKind.ZSTD_REF):
             key = (spec.kind, spec.src)
@@ -426,6 +430,11 @@ def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level:
             frame = compressors[key](data)
         results.append((digest, frame))
     return results
+
+
+@functools.lru_cache(maxsize=16)
+def _zero_digest(length: int) -> bytes:
+    return hashlib.sha256(bytes(length)).digest()
 
 
 def _compressor(spec: OpSpec, base_mm: mmap.mmap, level: int) -> Callable[[bytes], bytes]:

@@ -76,7 +76,7 @@ def apply_delta(
             data = _read_exact(delta, op.data_length, f"data of the op at {op.dst_offset}")
             output = decoder.produce(op, data)
             del data
-            if hashlib.sha256(output).digest() != op.sha256:
+            if decoder.digest(op, output) != op.sha256:
                 raise ImageHashMismatchError(
                     f"delta op at result offset {op.dst_offset} ({op.kind.name}, "
                     f"{op.dst_length} bytes): output does not match its signed sha256",
@@ -226,7 +226,19 @@ class _OpDecoder:
         self._max_window = 1 << header.limits.max_window_log
         self._plain = zstandard.ZstdDecompressor(max_window_size=self._max_window)
         self._ref_src: tuple[tuple[int, int], ...] = ()
+        self._zero_digests: dict[int, bytes] = {}
         self._ref_dctx = self._plain
+
+    def digest(self, op: Op, output: bytes) -> bytes:
+        """sha256 of an op's output; zero fills of a length seen before are not rehashed."""
+        if op.kind is not OpKind.ZERO:
+            return hashlib.sha256(output).digest()
+        known = self._zero_digests.get(op.dst_length)
+        if known is None:
+            known = hashlib.sha256(output).digest()
+            if len(self._zero_digests) < 64:
+                self._zero_digests[op.dst_length] = known
+        return known
 
     def produce(self, op: Op, data: bytes) -> bytes:
         if op.kind is OpKind.ZERO:
