@@ -189,3 +189,43 @@ def test_content_shifted_by_a_non_block_amount_is_found(tmp_path: Path) -> None:
     b = build(tmp_path, base, new)
     assert b.result.copy_bytes == 0
     assert len(b.delta) < len(new) // 20
+
+
+class _NetworkStream:
+    """Read-only, forward-only, short reads: what an HTTP body looks like to the decoder."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = min(n if n >= 0 else len(self._data), 1000)
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def seek(self, *_: object) -> int:
+        raise AssertionError("the decoder must not seek the delta stream")
+
+    def tell(self) -> int:
+        raise AssertionError("the decoder must not need the stream position")
+
+
+def test_decodes_from_a_forward_only_stream_with_short_reads(tmp_path: Path) -> None:
+    from typing import BinaryIO, cast
+
+    from verifier.delta.decode import apply_delta
+
+    base, new = _edited(random.Random(9))
+    b = build(tmp_path, base, new)
+    sink = MemSink()
+    with (tmp_path / "base.img").open("rb") as slot:
+        apply_delta(
+            cast(BinaryIO, _NetworkStream(b.delta)),
+            slot,
+            sink,
+            base_ref=b.result.base,
+            result_ref=b.result.result,
+            header_ref=b.result.header,
+        )
+    assert bytes(sink.data) == new
