@@ -22,8 +22,9 @@ keys as version+1. Publication order decides what a client sees in between:
   ``N+1.root.json`` first, then targets, snapshot, timestamp. Between the root and the
   timestamp landing, a client that fetched root N+1 rejects the old timestamp/snapshot if
   their keys changed, and its refresh fails (it retries later, nothing is trusted wrongly).
-  A crash there must be repaired by rerunning ``otakit repo refresh`` (or the rotation).
-  The result says which mode was used.
+  A crash there leaves a repository no client accepts until the rotation is rerun: the
+  rerun finds root N+1 published and the online chain valid only under root N, and resumes
+  (re-signs the online chain under root N+1). The result says which mode was used.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.errors import PublisherError, RepositoryStateError, UntrustedRepositoryError
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig
+from repo.layout import metadata_dir, metadata_filename
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
 from repo.repository import Expiries, build_root, check_now
 from repo.signing import SignedMetadata, sign_metadata
@@ -131,56 +134,81 @@ def sign_rotation(
         [*old_signers.get("root", ()), *new_signers.get("root", ())],
         [old_root, new_root],
     )
+    chain, unbridged = _sign_online(
+        state, new_root, old_root, old_signers, new_signers, now, expiries
+    )
+    release = SignedRelease((), *chain, root=signed_root, root_last=not unbridged)
+    return release, unbridged
+
+
+def sign_resume(
+    state: RepoState,
+    new_keys: KeyConfig,
+    new_signers: RoleSigners,
+    now: datetime,
+    expiries: Expiries,
+) -> SignedRelease:
+    """Finish a root-first rotation that crashed after publishing root N+1: re-sign the
+    online chain (verified under root N by ``load_state``) with the keys root N+1 grants."""
+    root = state.root.signed
+    wanted = build_root(new_keys, now, expiries, version=root.version)
+    for role in TOP_LEVEL_ROLES:
+        have, want = root.roles[role], wanted.roles[role]
+        if set(have.keyids) != set(want.keyids) or have.threshold != want.threshold:
+            raise RepositoryStateError(
+                f"root v{root.version} was published by an interrupted rotation whose {role} "
+                f"keys differ from {new_keys.source}",
+                hint="rerun 'otakit repo rotate-root' with the --new-keys configuration of the "
+                "interrupted run",
+            )
+    chain, _ = _sign_online(state, root, None, {}, new_signers, now, expiries)
+    return SignedRelease((), *chain)
+
+
+def _sign_online(
+    state: RepoState,
+    new_root: Root,
+    old_root: Root | None,
+    old_signers: RoleSigners,
+    new_signers: RoleSigners,
+    now: datetime,
+    expiries: Expiries,
+) -> tuple[tuple[SignedMetadata, SignedMetadata, SignedMetadata], tuple[str, ...]]:
+    """Targets, snapshot and timestamp version+1 under ``new_root``, co-signed by the old
+    keys when given; also returns the roles that do not verify under ``old_root``."""
     unbridged: list[str] = []
 
     def sign(md: Metadata[Any]) -> SignedMetadata:
         role = md.signed.type
         both = [*new_signers.get(role, ()), *old_signers.get(role, ())]
         signed = sign_metadata(md, both, [new_root])
-        if not _verifies(old_root, signed):
+        if old_root is not None and not _verifies(old_root, signed):
             unbridged.append(role)
         return signed
 
     old_targets = state.targets.signed
-    signed_targets = sign(
-        Metadata(
-            Targets(
-                version=old_targets.version + 1,
-                expires=expiries.expires("targets", now),
-                targets=dict(old_targets.targets),
-                delegations=old_targets.delegations,
-            )
-        )
+    targets = Targets(
+        version=old_targets.version + 1,
+        expires=expiries.expires("targets", now),
+        targets=dict(old_targets.targets),
+        delegations=old_targets.delegations,
     )
+    signed_targets = sign(Metadata(targets))
     meta = {k: v for k, v in state.snapshot.signed.meta.items() if k != "targets.json"}
     meta["targets.json"] = signed_targets.meta_file()
-    signed_snapshot = sign(
-        Metadata(
-            Snapshot(
-                version=state.snapshot.signed.version + 1,
-                expires=expiries.expires("snapshot", now),
-                meta=meta,
-            )
-        )
+    snapshot = Snapshot(
+        version=state.snapshot.signed.version + 1,
+        expires=expiries.expires("snapshot", now),
+        meta=meta,
     )
-    signed_timestamp = sign(
-        Metadata(
-            Timestamp(
-                version=state.timestamp.signed.version + 1,
-                expires=expiries.expires("timestamp", now),
-                snapshot_meta=signed_snapshot.meta_file(),
-            )
-        )
+    signed_snapshot = sign(Metadata(snapshot))
+    timestamp = Timestamp(
+        version=state.timestamp.signed.version + 1,
+        expires=expiries.expires("timestamp", now),
+        snapshot_meta=signed_snapshot.meta_file(),
     )
-    release = SignedRelease(
-        (),
-        signed_targets,
-        signed_snapshot,
-        signed_timestamp,
-        root=signed_root,
-        root_last=not unbridged,
-    )
-    return release, tuple(unbridged)
+    signed_timestamp = sign(Metadata(timestamp))
+    return (signed_targets, signed_snapshot, signed_timestamp), tuple(unbridged)
 
 
 def rotate_root(
@@ -199,32 +227,59 @@ def rotate_root(
     ``old_signers["root"]`` must meet root N's root threshold and ``new_signers`` every
     role's threshold in root N+1 (else ``ThresholdError``, nothing written). Old online
     signers (``old_signers["targets"]`` ...) are optional; with them the rotation is bridged.
+    Rerunning after a crash is always safe: a bridged rotation simply rotates again; a
+    root-first one that died after publishing root N+1 is resumed (online chain only).
     """
     check_now(now)
     expiries = expiries or Expiries()
     with publisher_lock(repo_dir):
-        state = load_state(repo_dir)
-        release, unbridged = sign_rotation(state, new_keys, old_signers, new_signers, now, expiries)
+        try:
+            state = load_state(repo_dir)
+            resuming = False
+        except UntrustedRepositoryError as refused:
+            try:
+                state = load_state(repo_dir, online_under_previous_root=True)
+            except PublisherError:
+                raise refused from None
+            resuming = True
+        if resuming:
+            release = sign_resume(state, new_keys, new_signers, now, expiries)
+            unbridged: tuple[str, ...] = ONLINE_ROLES
+        else:
+            release, unbridged = sign_rotation(
+                state, new_keys, old_signers, new_signers, now, expiries
+            )
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         after = load_state(repo_dir)
-    assert release.root is not None and release.targets is not None
-    metadata = (release.targets, release.snapshot, release.timestamp)
-    roots = (release.root.filename, "root.json")
-    written = tuple(m.filename for m in metadata)
-    written = written + roots if release.root_last else roots + written
+    assert release.targets is not None
+    written = tuple(m.filename for m in (release.targets, release.snapshot, release.timestamp))
+    if release.root is not None:
+        roots = (release.root.filename, "root.json")
+        written = written + roots if release.root_last else roots + written
     warnings: tuple[str, ...] = ()
-    if unbridged:
+    if resuming:
+        warnings = (
+            f"resumed an interrupted rotation: root v{after.root.signed.version} was already "
+            "published; re-signed targets, snapshot and timestamp under it",
+        )
+    elif unbridged:
         warnings = (
             f"not bridged: the new {', '.join(unbridged)} metadata does not verify under root "
             f"v{state.root.signed.version} (old keys not loaded), so root "
-            f"v{release.root.version} was published first; clients refreshing while this ran "
-            "may have failed once and will succeed on their next attempt",
+            f"v{after.root.signed.version} was published first; clients refreshing while this "
+            "ran may have failed once and will succeed on their next attempt",
+        )
+    old_version = state.online_root_version
+    old_root: Metadata[Root] = state.root
+    if resuming:
+        old_root = Metadata.from_bytes(
+            (metadata_dir(repo_dir) / metadata_filename("root", old_version)).read_bytes()
         )
     return RotationResult(
-        old_root_version=state.root.signed.version,
+        old_root_version=old_version,
         root_version=after.root.signed.version,
         versions={r: getattr(after, r).signed.version for r in TOP_LEVEL_ROLES},
-        changes=role_changes(state.root.signed, after.root.signed),
+        changes=role_changes(old_root.signed, after.root.signed),
         bridged=not unbridged,
         written=written,
         warnings=warnings,

@@ -7,6 +7,13 @@ current targets list, so it must never build on files someone edited on the serv
 would turn write access to the repository directory into a signature from the targets key.
 Expiry is deliberately not checked: re-signing expired metadata is how a publisher recovers.
 A crash mid-publish leaves orphan files that this reader simply does not reach.
+
+One crash needs more: a root rotation that had to publish root N+1 *before* the online
+metadata (its old online keys were lost, see ``repo.rotate``) and died in between leaves
+timestamp/snapshot/targets that verify only under root N. ``load_state`` refuses that like
+any other mismatch; ``load_state(..., online_under_previous_root=True)`` (used only by the
+rotation's resume) verifies the online chain against root N instead, still reached through
+the verified root chain.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ class RepoState:
     targets: Metadata[Targets]
     snapshot: Metadata[Snapshot]
     timestamp: Metadata[Timestamp]
+    #: the root version the online metadata verified under (``root``'s unless resuming)
+    online_root_version: int = 0
 
 
-def load_state(repo_dir: Path) -> RepoState:
+def load_state(repo_dir: Path, *, online_under_previous_root: bool = False) -> RepoState:
+    """The published state, every signature verified (see the module docstring)."""
     mdir = metadata_dir(repo_dir)
     if not (mdir / "1.root.json").is_file():
         raise RepositoryStateError(
@@ -48,6 +58,7 @@ def load_state(repo_dir: Path) -> RepoState:
     root_bytes = _read(mdir / metadata_filename("root", 1))
     root = _parse(root_bytes, Root, "root", 1)
     _verify(root.signed, root, "root")
+    previous = root
     while (mdir / metadata_filename("root", root.signed.version + 1)).is_file():
         if root.signed.version >= _MAX_ROOTS:
             raise RepositoryStateError(f"{mdir}: more than {_MAX_ROOTS} root versions")
@@ -56,14 +67,20 @@ def load_state(repo_dir: Path) -> RepoState:
         next_root = _parse(next_bytes, Root, "root", version)
         _verify(root.signed, next_root, "root")
         _verify(next_root.signed, next_root, "root")
+        previous = root
         root, root_bytes = next_root, next_bytes
+    authority = root.signed
+    if online_under_previous_root:
+        if previous is root:
+            raise RepositoryStateError(f"{mdir}: only root v1, no previous root to verify under")
+        authority = previous.signed
     timestamp = _parse(_read(mdir / "timestamp.json"), Timestamp, "timestamp", None)
-    _verify(root.signed, timestamp, "timestamp")
+    _verify(authority, timestamp, "timestamp")
     snap_meta = timestamp.signed.snapshot_meta
     snapshot_bytes = _read(mdir / metadata_filename("snapshot", snap_meta.version))
     _check_meta(snap_meta, snapshot_bytes, "snapshot", "timestamp.json")
     snapshot = _parse(snapshot_bytes, Snapshot, "snapshot", snap_meta.version)
-    _verify(root.signed, snapshot, "snapshot")
+    _verify(authority, snapshot, "snapshot")
     targets_meta = snapshot.signed.meta.get("targets.json")
     if targets_meta is None:
         raise RepositoryStateError(
@@ -72,8 +89,8 @@ def load_state(repo_dir: Path) -> RepoState:
     targets_bytes = _read(mdir / metadata_filename("targets", targets_meta.version))
     _check_meta(targets_meta, targets_bytes, "targets", f"{snap_meta.version}.snapshot.json")
     targets = _parse(targets_bytes, Targets, "targets", targets_meta.version)
-    _verify(root.signed, targets, "targets")
-    return RepoState(repo_dir, root, root_bytes, targets, snapshot, timestamp)
+    _verify(authority, targets, "targets")
+    return RepoState(repo_dir, root, root_bytes, targets, snapshot, timestamp, authority.version)
 
 
 def _verify(authority: Root, md: Metadata[Any], role: str) -> None:
@@ -83,7 +100,13 @@ def _verify(authority: Root, md: Metadata[Any], role: str) -> None:
             f"published {role} v{md.signed.version}: expected {result.threshold} valid "
             f"signature(s) from keys in root v{authority.version}, found {len(result.signed)}",
             hint="the repository directory was modified outside otakit; restore it from a "
-            "trusted copy before releasing (a release would re-sign what it lists)",
+            "trusted copy before releasing (a release would re-sign what it lists)"
+            + (
+                "; or, if an 'otakit repo rotate-root' was interrupted, rerun it with the same "
+                "key configurations"
+                if role != "root"
+                else ""
+            ),
         )
 
 
