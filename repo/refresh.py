@@ -6,8 +6,9 @@ an attack). ``refresh`` is that periodic job: under the publisher lock it reads 
 the published state (``load_state``: a refresh never launders edited metadata), signs
 snapshot N+1 (same targets entry) and timestamp N+1 with fresh expiries, and publishes them
 in the usual order (snapshot, then ``timestamp.json`` last), so a crash leaves the previous
-repository in force. Targets and root are never touched: they need the offline keys, so the
-result carries loud warnings when they are close to expiry instead.
+repository in force. Root is never touched and targets only on request (``targets=True``,
+for an operator holding the offline targets keys who has no release to publish): both need
+offline keys, so the result carries loud warnings when they are close to expiry instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, Snapshot, Timestamp  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
 from repo.errors import UsageError
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
@@ -53,7 +54,8 @@ class ExpiryWarning:
             "re-sign it with the offline root keys: otakit repo rotate-root REPO "
             "--old-keys KEYS --new-keys KEYS"
             if self.role == "root"
-            else "re-sign it with the offline targets keys by publishing a release"
+            else "re-sign it with the offline targets keys: otakit repo refresh REPO "
+            "--keys KEYS --targets (or publish a release)"
         )
         if self.expired:
             return f"{self.role} v{self.version} EXPIRED at {when}; devices refuse it; {remedy}"
@@ -115,13 +117,31 @@ def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tupl
 
 
 def sign_refresh(
-    state: RepoState, signers: Mapping[str, Sequence[Signer]], now: datetime, expiries: Expiries
+    state: RepoState,
+    signers: Mapping[str, Sequence[Signer]],
+    now: datetime,
+    expiries: Expiries,
+    *,
+    targets: bool = False,
 ) -> SignedRelease:
-    """Snapshot N+1 (same meta) and timestamp N+1, each checked against the current root."""
+    """Snapshot N+1 (same meta) and timestamp N+1, each checked against the current root;
+    with ``targets``, also targets N+1 listing exactly the same targets."""
     root = state.root.signed
     old = state.snapshot.signed
+    meta = dict(old.meta)
+    signed_targets = None
+    if targets:
+        cur = state.targets.signed
+        new_targets = Targets(
+            version=cur.version + 1,
+            expires=expiries.expires("targets", now),
+            targets=dict(cur.targets),
+            delegations=cur.delegations,
+        )
+        signed_targets = sign_metadata(Metadata(new_targets), signers.get("targets", ()), [root])
+        meta["targets.json"] = signed_targets.meta_file()
     snapshot = Snapshot(
-        version=old.version + 1, expires=expiries.expires("snapshot", now), meta=dict(old.meta)
+        version=old.version + 1, expires=expiries.expires("snapshot", now), meta=meta
     )
     signed_snapshot = sign_metadata(Metadata(snapshot), signers.get("snapshot", ()), [root])
     timestamp = Timestamp(
@@ -130,7 +150,7 @@ def sign_refresh(
         snapshot_meta=signed_snapshot.meta_file(),
     )
     signed_timestamp = sign_metadata(Metadata(timestamp), signers.get("timestamp", ()), [root])
-    return SignedRelease((), None, signed_snapshot, signed_timestamp)
+    return SignedRelease((), signed_targets, signed_snapshot, signed_timestamp)
 
 
 def refresh(
@@ -139,12 +159,16 @@ def refresh(
     now: datetime,
     *,
     within: timedelta | None = None,
+    targets: bool = False,
     warn_within: timedelta = DEFAULT_WARN_WITHIN,
     expiries: Expiries | None = None,
     disk: Disk | None = None,
     progress: ProgressFn | None = None,
 ) -> RefreshResult:
     """Re-sign snapshot and timestamp (only if one expires within ``within``, when given).
+
+    ``targets=True`` re-signs targets as well (needs ``signers["targets"]``); it is then
+    done regardless of ``within``.
 
     Raises ``ThresholdError`` before writing anything if ``signers`` do not meet root's
     threshold for snapshot or timestamp, ``UntrustedRepositoryError`` if the published
@@ -156,15 +180,19 @@ def refresh(
     expiries = expiries or Expiries()
     with publisher_lock(repo_dir):
         state = load_state(repo_dir)
-        due = due_roles(state, now, within)
+        due = due_roles(state, now, None if targets else within)
         if not due:
             reason = f"nothing due: snapshot and timestamp are valid for more than {within}"
             return _result(state, (), now, warn_within, reason)
-        release = sign_refresh(state, signers, now, expiries)
+        release = sign_refresh(state, signers, now, expiries, targets=targets)
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         state = load_state(repo_dir)
-        reason = "requested" if within is None else f"{' and '.join(due)} expire(s) within {within}"
-        return _result(state, ONLINE_ROLES, now, warn_within, reason)
+        if within is None or targets:
+            reason = "requested"
+        else:
+            reason = f"{' and '.join(due)} expire(s) within {within}"
+        roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
+        return _result(state, roles, now, warn_within, reason)
 
 
 def _result(

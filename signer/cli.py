@@ -170,20 +170,28 @@ def repo_refresh(
     warn_days: Annotated[
         float, typer.Option(min=0, help="Warn when root or targets expire within DAYS.")
     ] = 14,
+    targets: Annotated[
+        bool,
+        typer.Option("--targets", help="Also re-sign targets (needs the offline targets keys)."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """Re-sign snapshot and timestamp with the online keys (targets and root untouched)."""
+    """Re-sign snapshot and timestamp with the online keys (root untouched; targets only
+    with --targets)."""
     keyconf = load_key_config(keys)
-    signers = load_role_signers(keyconf, ONLINE_ROLES, prompt=tty_prompt())
+    roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
+    signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
     result = refresh(
         repo,
         signers,
         _now(),
         within=None if within is None else timedelta(hours=within),
+        targets=targets,
         warn_within=timedelta(days=warn_days),
-        expiries=_expiries(None, None, snapshot_expiry_days, timestamp_expiry_days),
+        expiries=_expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days),
     )
     for w in result.warnings:
         _err.print(f"WARNING: {w.message()}", style="bold red", markup=False, highlight=False)

@@ -175,12 +175,33 @@ def test_a_crash_at_any_write_leaves_the_previous_repository_valid(
         assert load_state(work).timestamp.signed.version == want_ts + 1
 
 
+def test_targets_are_resigned_only_on_request_and_only_with_the_targets_key(
+    live: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    before = load_state(live)
+    online = dict(load_role_signers(keys, ("snapshot", "timestamp")))
+    files = _files(live)
+    with pytest.raises(ThresholdError, match="targets v3: expected 1"):
+        refresh(live, online, T0, targets=True)  # no targets key loaded
+    assert _files(live) == files
+    later = T0 + timedelta(days=85)
+    signers = dict(load_role_signers(keys, ("targets", "snapshot", "timestamp")))
+    result = refresh(live, signers, later, within=timedelta(hours=1), targets=True)
+    assert result.refreshed == ("targets", "snapshot", "timestamp")
+    after = load_state(live)
+    assert after.targets.signed.version == before.targets.signed.version + 1
+    assert after.targets.signed.targets == before.targets.signed.targets
+    assert after.targets.signed.expires == later + timedelta(days=91)
+    assert result.warnings == ()  # the refreshed targets are far from expiry again
+    assert client_view(live, tmp_path / "fresh", root_bytes(live)) == {"prod/1/a.img": A}
+
+
 def test_offline_roles_close_to_expiry_are_reported(live: Path, keys: KeyConfig) -> None:
     signers = load_role_signers(keys, ("snapshot", "timestamp"))
     soon = refresh(live, signers, T0 + timedelta(days=80))  # targets: 91 days
     assert [w.role for w in soon.warnings] == ["targets"]
     assert "in 11.0 days" in soon.warnings[0].message()
-    assert "publishing a release" in soon.warnings[0].message()
+    assert "refresh REPO --keys KEYS --targets" in soon.warnings[0].message()
     late = refresh(live, signers, T0 + timedelta(days=360))  # root: 365 days
     assert [(w.role, w.expired) for w in late.warnings] == [("root", False), ("targets", True)]
     assert "EXPIRED" in late.warnings[1].message()
@@ -220,7 +241,9 @@ def test_cli_refresh_json_and_within(
     assert doc["roles"]["timestamp"]["version"] == 3 and doc["warnings"] == []
     assert doc["roles"]["timestamp"]["expires"].endswith("Z")
     code, out, err = _run(capsys, "repo", "refresh", str(live), "--keys", conf)
-    assert code == 0 and "timestamp v4" in out
+    assert code == 0 and "timestamp v4" in out and "targets" not in out
+    code, out, err = _run(capsys, "repo", "refresh", str(live), "--keys", conf, "--targets")
+    assert code == 0 and "targets v3" in out and "timestamp v5" in out
 
 
 def test_cli_refresh_warns_loudly_but_exits_zero(
