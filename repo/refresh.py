@@ -13,6 +13,7 @@ offline keys, so the result carries loud warnings when they are close to expiry 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +55,8 @@ class ExpiryWarning:
             "re-sign it with the offline root keys: otakit repo rotate-root REPO "
             "--old-keys KEYS --new-keys KEYS"
             if self.role == "root"
+            else "run otakit repo refresh REPO --keys KEYS (is its timer running?)"
+            if self.role in ONLINE_ROLES
             else "re-sign it with the offline targets keys: otakit repo refresh REPO "
             "--keys KEYS --targets (or publish a release)"
         )
@@ -107,6 +110,23 @@ def offline_expiry_warnings(
                 ExpiryWarning(role, md.signed.version, md.signed.expires, md.signed.expires - now)
             )
     return tuple(out)
+
+
+def repository_status(
+    repo_dir: Path, now: datetime, *, warn_within: timedelta = DEFAULT_WARN_WITHIN
+) -> RefreshResult:
+    """Read-only: every role's version and expiry, with the warnings a refresh would print
+    plus one for an online role that has already expired (the refresh timer is not running).
+    Needs no keys, so a monitoring job can run it anywhere the repository is readable."""
+    check_now(now)
+    state = load_state(repo_dir)
+    result = _result(state, (), now, warn_within, "status")
+    stale = tuple(
+        ExpiryWarning(r, md.signed.version, md.signed.expires, md.signed.expires - now)
+        for r in ONLINE_ROLES
+        if (md := _role_md(state, r)).signed.expires <= now
+    )
+    return dataclasses.replace(result, warnings=result.warnings + stale)
 
 
 def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from repo.keys import (
     load_key_config,
     tty_prompt,
 )
-from repo.refresh import ONLINE_ROLES, refresh
+from repo.refresh import ONLINE_ROLES, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
@@ -205,6 +205,27 @@ def repo_refresh(
         when = result.to_json()["roles"][role]["expires"]
         print(f"{role} v{result.versions[role]} expires {when}")
     _err.print(f"refreshed {' and '.join(result.refreshed)} ({result.reason})", markup=False)
+
+
+@repo_app.command("status")
+def repo_status(
+    repo: RepoArg,
+    warn_days: Annotated[
+        float, typer.Option(min=0, help="Warn when root or targets expire within DAYS.")
+    ] = 14,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Version and expiry of every role (verified; needs no keys), with expiry warnings."""
+    result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
+    for w in result.warnings:
+        _err.print(f"WARNING: {w.message()}", style="bold red", markup=False, highlight=False)
+    if json_out:
+        doc = result.to_json()
+        del doc["refreshed"], doc["reason"]
+        print(json.dumps(doc, indent=2))
+        return
+    for role, info in result.to_json()["roles"].items():
+        print(f"{role}\tv{info['version']}\texpires {info['expires']}")
 
 
 @repo_app.command("rotate-root")

@@ -23,7 +23,7 @@ from repo.errors import (
     UsageError,
 )
 from repo.keys import KeyConfig
-from repo.refresh import refresh
+from repo.refresh import refresh, repository_status
 from repo.repository import init, load_role_signers, open_transaction
 from repo.state import load_state
 from signer.cli import main
@@ -272,3 +272,24 @@ def test_cli_refresh_with_a_wrong_key_exits_3(
     assert code == 3 and out == ""
     assert "security error" in err and "timestamp v3" in err
     assert "Traceback" not in err
+
+
+def test_status_reports_expiries_and_a_stalled_refresh_timer(live: Path) -> None:
+    files = _files(live)
+    fine = repository_status(live, T0 + timedelta(hours=1))
+    assert fine.warnings == () and fine.versions["timestamp"] == 2
+    assert fine.expires["timestamp"] == T0 + timedelta(days=1)
+    stalled = repository_status(live, T0 + timedelta(days=2))
+    assert [(w.role, w.expired) for w in stalled.warnings] == [("timestamp", True)]
+    assert "is its timer running?" in stalled.warnings[0].message()
+    assert _files(live) == files
+
+
+def test_cli_status_needs_no_keys(live: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "repo", "status", str(live), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["roles"]["targets"]["version"] == 2 and doc["warnings"] == []
+    code, out, err = _run(capsys, "repo", "status", str(live), "--warn-days", "400")
+    assert code == 0 and "WARNING: root v1 expires" in err
+    assert out.splitlines()[0].startswith("root\tv1\texpires ")
