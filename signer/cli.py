@@ -179,8 +179,7 @@ def repo_refresh(
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """Re-sign snapshot and timestamp with the online keys (root untouched; targets only
-    with --targets)."""
+    """Re-sign snapshot and timestamp with the online keys (targets too with --targets)."""
     keyconf = load_key_config(keys)
     roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
     signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
@@ -247,8 +246,7 @@ def repo_rotate_root(
 ) -> None:
     """New root N+1 with NEW keys, signed by old and new root keys; re-sign the rest.
 
-    Revoke a key by leaving it out of the new configuration; renew an expiring root by
-    passing the same configuration twice.
+    Revoke a key by leaving it out of NEW; renew an expiring root with OLD = NEW.
     """
     old_conf, new_conf = load_key_config(old_keys), load_key_config(new_keys)
     prompt = tty_prompt()
