@@ -22,9 +22,12 @@ keys as version+1. Publication order decides what a client sees in between:
   ``N+1.root.json`` first, then targets, snapshot, timestamp. Between the root and the
   timestamp landing, a client that fetched root N+1 rejects the old timestamp/snapshot if
   their keys changed, and its refresh fails (it retries later, nothing is trusted wrongly).
-  A crash there leaves a repository no client accepts until the rotation is rerun: the
-  rerun finds root N+1 published and the online chain valid only under root N, and resumes
-  (re-signs the online chain under root N+1). The result says which mode was used.
+  A crash there leaves a repository no client accepts until the rotation is rerun with
+  ``resume=True`` (``--resume``): it finds root N+1 published and the online chain valid
+  only under root N, and re-signs that chain under root N+1. Resuming is an explicit
+  choice because the same on-disk picture is what an attacker holding a *revoked* key
+  could fake (pointing timestamp at an older, still root-N-valid snapshot); the operator
+  checks the listed targets first. The result says which mode was used.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
-from repo.errors import PublisherError, RepositoryStateError, UntrustedRepositoryError
+from repo.errors import (
+    PublisherError,
+    RepositoryStateError,
+    UntrustedRepositoryError,
+    UsageError,
+)
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig
 from repo.layout import metadata_dir, metadata_filename
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
@@ -221,6 +229,7 @@ def rotate_root(
     expiries: Expiries | None = None,
     disk: Disk | None = None,
     progress: ProgressFn | None = None,
+    resume: bool = False,
 ) -> RotationResult:
     """Publish root N+1 granting ``new_keys`` and re-sign targets, snapshot and timestamp.
 
@@ -228,7 +237,8 @@ def rotate_root(
     role's threshold in root N+1 (else ``ThresholdError``, nothing written). Old online
     signers (``old_signers["targets"]`` ...) are optional; with them the rotation is bridged.
     Rerunning after a crash is always safe: a bridged rotation simply rotates again; a
-    root-first one that died after publishing root N+1 is resumed (online chain only).
+    root-first one that died after publishing root N+1 is finished with ``resume=True``
+    (online chain only).
     """
     check_now(now)
     expiries = expiries or Expiries()
@@ -241,7 +251,21 @@ def rotate_root(
                 state = load_state(repo_dir, online_under_previous_root=True)
             except PublisherError:
                 raise refused from None
+            if not resume:
+                raise UntrustedRepositoryError(
+                    f"{refused.message}; it verifies under root v{state.online_root_version}: "
+                    f"a rotation to root v{state.root.signed.version} was interrupted after "
+                    "publishing that root (or someone holding a revoked key changed timestamp)",
+                    hint="check 'otakit repo list REPO' shows the expected targets, then rerun "
+                    "the same rotate-root command with --resume",
+                ) from None
             resuming = True
+        if resume and not resuming:
+            raise UsageError(
+                f"nothing to resume: the repository verifies under its newest root "
+                f"v{state.root.signed.version}",
+                hint="run rotate-root without --resume to rotate",
+            )
         if resuming:
             release = sign_resume(state, new_keys, new_signers, now, expiries)
             unbridged: tuple[str, ...] = ONLINE_ROLES

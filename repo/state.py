@@ -103,7 +103,7 @@ def _verify(authority: Root, md: Metadata[Any], role: str) -> None:
             "trusted copy before releasing (a release would re-sign what it lists)"
             + (
                 "; or, if an 'otakit repo rotate-root' was interrupted, rerun it with the same "
-                "key configurations"
+                "key configurations and --resume"
                 if role != "root"
                 else ""
             ),

@@ -238,6 +238,12 @@ def repo_rotate_root(
         Path,
         typer.Option("--new-keys", help="Key configuration the new root will grant."),
     ],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Finish a rotation interrupted after publishing its new root."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     root_expiry_days: DaysOpt = None,
     targets_expiry_days: DaysOpt = None,
@@ -256,7 +262,13 @@ def repo_rotate_root(
         root_expiry_days, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days
     )
     result = rotate_root(
-        repo, new_conf, _now(), old_signers=old_signers, new_signers=new_signers, expiries=exp
+        repo,
+        new_conf,
+        _now(),
+        old_signers=old_signers,
+        new_signers=new_signers,
+        expiries=exp,
+        resume=resume,
     )
     for w in result.warnings:
         _err.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False)

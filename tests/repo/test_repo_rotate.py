@@ -26,6 +26,7 @@ from repo.errors import (
     RepositoryStateError,
     ThresholdError,
     UntrustedRepositoryError,
+    UsageError,
 )
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig, parse_key_config
 from repo.refresh import refresh
@@ -252,10 +253,16 @@ def test_rotation_when_an_old_online_key_is_lost_publishes_root_first_and_resume
         client_view(work, tmp_path / "c1", pinned)
     with pytest.raises(UntrustedRepositoryError) as refused:
         load_state(work)
-    assert "rerun it with the same key" in refused.value.diagnostic()
+    assert "rerun it with the same key configurations and --resume" in refused.value.diagnostic()
+    with pytest.raises(UntrustedRepositoryError) as refused:  # resuming is a decision
+        rotate_root(
+            work, other_keys, T0, old_signers=old_root_only, new_signers=all_signers(other_keys)
+        )
+    assert "interrupted" in refused.value.message and "--resume" in refused.value.diagnostic()
     resumed = rotate_root(
-        work, other_keys, T0, old_signers=old_root_only, new_signers=all_signers(other_keys)
-    )
+        work, other_keys, T0, old_signers=old_root_only,
+        new_signers=all_signers(other_keys), resume=True,
+    )  # fmt: skip
     assert (resumed.old_root_version, resumed.root_version) == (1, 2)
     assert "resumed" in resumed.warnings[0]
     assert resumed.written == ("3.targets.json", "3.snapshot.json", "timestamp.json")
@@ -269,7 +276,15 @@ def test_rotation_when_an_old_online_key_is_lost_publishes_root_first_and_resume
             new_signers=all_signers(other_keys), disk=FailingDisk(root_done + 1),
         )  # fmt: skip
     with pytest.raises(RepositoryStateError, match="keys differ from"):
-        rotate_root(w2, keys, T0, old_signers=all_signers(keys), new_signers=all_signers(keys))
+        rotate_root(
+            w2, keys, T0, old_signers=all_signers(keys), new_signers=all_signers(keys),
+            resume=True,
+        )  # fmt: skip
+    with pytest.raises(UsageError, match="nothing to resume"):
+        rotate_root(
+            live, other_keys, T0, old_signers=all_signers(keys),
+            new_signers=all_signers(other_keys), resume=True,
+        )  # fmt: skip
 
 
 def test_a_lost_root_key_is_survivable_while_the_threshold_holds(
