@@ -193,7 +193,13 @@ def repo_refresh(
         expiries=_expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days),
     )
     for w in result.warnings:
-        _err.print(f"WARNING: {w.message()}", style="bold red", markup=False, highlight=False)
+        _err.print(
+            f"WARNING: {w.message()}",
+            style="bold red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -217,7 +223,13 @@ def repo_status(
     """Version and expiry of every role (verified; needs no keys), with expiry warnings."""
     result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
     for w in result.warnings:
-        _err.print(f"WARNING: {w.message()}", style="bold red", markup=False, highlight=False)
+        _err.print(
+            f"WARNING: {w.message()}",
+            style="bold red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if json_out:
         doc = result.to_json()
         del doc["refreshed"], doc["reason"]
@@ -271,7 +283,7 @@ def repo_rotate_root(
         resume=resume,
     )
     for w in result.warnings:
-        _err.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False)
+        _err.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False, soft_wrap=True)
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
         return
