@@ -20,7 +20,8 @@ from repo.keys import KeyConfig
 from repo.repository import init
 from signer.keygen import generate_demo_keys
 
-NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+# python-tuf checks expiry against the real clock: test metadata must be signed near real time
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 class DirFetcher(FetcherInterface):

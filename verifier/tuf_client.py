@@ -398,11 +398,16 @@ def target_url(targets_url: str, c: Candidate, consistent_snapshot: bool) -> str
 
 
 def candidate(tf: TargetFile) -> Candidate | None:
-    """A plan candidate from a verified target; None for targets that are not otakit's."""
-    if CUSTOM_KEY not in tf.custom:
+    """A plan candidate from a verified target; None for targets that are not otakit's.
+
+    A repository may sign other files too (no ``custom``, or ``custom`` without our key):
+    they are not candidates, and must not break the refresh.
+    """
+    custom = tf.unrecognized_fields.get("custom")
+    if not isinstance(custom, dict) or CUSTOM_KEY not in custom:
         return None
     try:
-        info = ArtifactInfo.from_custom(tf.custom)
+        info = ArtifactInfo.from_custom(custom)
     except ArtifactSchemaError as e:
         log.warning("ignoring target %s: %s", tf.path, e.message)
         return None

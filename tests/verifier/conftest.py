@@ -19,7 +19,8 @@ from verifier.effects import Disk, RealDisk
 from verifier.state import DeviceConfig
 from verifier.update import UpdateOptions, UpdateResult, update
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+# python-tuf checks expiry against the real clock: test metadata must be signed near real time
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def make_image(seed: int, size: int = 192 * 1024) -> bytes:

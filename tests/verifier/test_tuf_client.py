@@ -196,3 +196,18 @@ def test_http_fetcher_resumes_with_range_or_restarts(server: str, honour: bool) 
 def test_http_fetcher_reports_http_errors(server: str) -> None:
     with pytest.raises(tuf_exc.DownloadHTTPError):
         list(HttpFetcher(socket_timeout=5).fetch(f"{server}/missing"))
+
+
+@pytest.mark.parametrize(
+    "custom",
+    [None, {}, {"vendor": {"x": 1}}, {"otakit": {"schema": "9.0"}}],
+    ids=["no-custom", "empty-custom", "foreign-custom", "otakit-schema-from-the-future"],
+)
+def test_targets_that_are_not_ours_are_skipped_not_fatal(custom: object) -> None:
+    from tuf.api.metadata import TargetFile
+
+    from verifier.tuf_client import candidate
+
+    fields = {} if custom is None else {"custom": custom}
+    tf = TargetFile(4, {"sha256": "ab" * 32}, "docs/readme.txt", unrecognized_fields=fields)
+    assert candidate(tf) is None
