@@ -21,11 +21,12 @@ import functools
 import hashlib
 import mmap
 import os
+import shutil
 import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -149,38 +150,35 @@ def encode_delta(
             options.block_size, options.max_op_length, options.ref_window, options.merge_gap_blocks
         )
         locator = _Locator(new_mm, base_mm)
-        specs = list(
-            plan_ops(
-                classes,
-                result_length=new_len,
-                base_length=base_len,
-                params=params,
-                locate=locator.locate,
-            )
+        specs = plan_ops(
+            classes,
+            result_length=new_len,
+            base_length=base_len,
+            params=params,
+            locate=locator.locate,
         )
+        emitted = _emit(specs, new_mm, base_mm, out, base_ref, result_ref, options)
         del classes
-        header_ref, payload_len, stats = _emit(
-            specs, new_mm, base_mm, out, base_ref, result_ref, options
-        )
         t3 = time.perf_counter()
     verified = False
     if options.verify:
-        verify_delta(base, out, base_ref=base_ref, result_ref=result_ref, header_ref=header_ref)
+        verify_delta(base, out, base_ref=base_ref, result_ref=result_ref, header_ref=emitted.header)
         verified = True
     t4 = time.perf_counter()
+    stats = emitted.bytes_by_kind
     return DeltaResult(
-        delta_length=header_ref.length + payload_len,
-        header=header_ref,
+        delta_length=emitted.header.length + emitted.payload_length,
+        header=emitted.header,
         base=base_ref,
         result=result_ref,
-        op_count=len(specs),
+        op_count=emitted.op_count,
         copy_bytes=stats[OpKind.COPY],
         zero_bytes=stats[OpKind.ZERO],
         new_bytes=stats[OpKind.ZSTD] + stats[OpKind.ZSTD_REF],
-        payload_bytes=payload_len,
+        payload_bytes=emitted.payload_length,
         timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
         verified=verified,
-        kinds={k.name: sum(1 for s in specs if s.kind is k) for k in OpKind},
+        kinds={k.name: n for k, n in emitted.ops_by_kind.items()},
     )
 
 
@@ -280,7 +278,7 @@ class _Locator:
     SAMPLE = 128
     SAMPLES = 6
     AGREE = 256 << 10
-    RADII = (256 << 10, 4 << 20, 32 << 20)
+    RADII = (256 << 10, 2 << 20, 16 << 20)
 
     def __init__(self, new_mm: mmap.mmap, base_mm: mmap.mmap) -> None:
         self._new = new_mm
@@ -293,7 +291,10 @@ class _Locator:
         piece agree on (one sample may hit a duplicate such as a licence text elsewhere)."""
         predicted = dst - self._shift if self._shift is not None else int(dst * self._ratio)
         votes: list[int] = []
+        misses = 0
         for k in range(self.SAMPLES):
+            if misses >= 2 and not votes:
+                break  # new content: stop before paying for more wide searches
             t = dst + k * length // self.SAMPLES
             sample = self._new[t : t + self.SAMPLE]
             if len(sample) < self.SAMPLE or len(set(sample)) < 16:
@@ -304,6 +305,8 @@ class _Locator:
                 if at >= 0:
                     votes.append(at - (t - dst))
                     break
+            else:
+                misses += 1
         if not votes:
             return None
         best = max(
@@ -314,63 +317,93 @@ class _Locator:
         return max(0, best)
 
 
+@dataclass(frozen=True)
+class _Emitted:
+    header: ImageRef
+    payload_length: int
+    op_count: int
+    bytes_by_kind: dict[OpKind, int]
+    ops_by_kind: dict[OpKind, int]
+
+
 def _emit(
-    specs: Sequence[OpSpec],
+    specs: Iterable[OpSpec],
     new_mm: mmap.mmap,
     base_mm: mmap.mmap,
     out: Path,
     base_ref: ImageRef,
     result_ref: ImageRef,
     options: DeltaOptions,
-) -> tuple[ImageRef, int, dict[OpKind, int]]:
-    extent_count = sum(len(s.src) for s in specs)
-    header_length = PREFIX.size + len(specs) * OP.size + extent_count * EXTENT.size
-    if header_length > MAX_HEADER_LENGTH:
-        raise DeltaBuildError(
-            f"delta header would be {header_length} bytes, limit {MAX_HEADER_LENGTH}: "
-            "the images differ too much or too finely; publish the full image"
-        )
-    max_ref = max((sum(n for _, n in s.src) for s in specs if s.kind is OpKind.ZSTD_REF), default=0)
+) -> _Emitted:
+    """Compress and hash ops while the planner still produces them (its content searches
+    hold the GIL; zstd and sha256 on the workers do not), payload to a side file, then write
+    header + payload."""
     window_log = max(10, (options.max_op_length - 1).bit_length())
     if window_log > MAX_WINDOW_LOG:
         raise DecodeLimitError(f"window log {window_log} above {MAX_WINDOW_LOG}")
-    stats = dict.fromkeys(OpKind, 0)
+    bytes_by_kind = dict.fromkeys(OpKind, 0)
+    ops_by_kind = dict.fromkeys(OpKind, 0)
     records: list[bytes] = []
     data_cursor = 0
-    with out.open("wb") as f:
-        f.seek(header_length)
-        with ThreadPoolExecutor(max_workers=options.workers) as pool:
-            for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
-                for spec, (digest, frame) in zip(group, results, strict=True):
-                    if frame:
-                        f.write(frame)
-                    op = Op(
-                        spec.kind,
-                        spec.dst_offset,
-                        spec.dst_length,
-                        data_cursor,
-                        len(frame),
-                        digest,
-                        spec.src,
-                    )
-                    data_cursor += len(frame)
-                    stats[spec.kind] += spec.dst_length
-                    records.append(pack_op(op))
-        header = Header(
-            block_size=options.block_size,
-            op_count=len(specs),
-            extent_count=extent_count,
-            header_length=header_length,
-            payload_length=data_cursor,
-            base=base_ref,
-            result=result_ref,
-            limits=Limits(options.max_op_length, max_ref, window_log),
-        )
-        blob = pack_prefix(header) + b"".join(records)
-        assert len(blob) == header_length
-        f.seek(0)
-        f.write(blob)
-    return ImageRef(header_length, hashlib.sha256(blob).hexdigest()), data_cursor, stats
+    extent_count = 0
+    max_ref = 0
+    payload_path = out.with_name(f".{out.name}.payload.tmp")
+    try:
+        with payload_path.open("w+b") as payload:
+            with ThreadPoolExecutor(max_workers=options.workers) as pool:
+                for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
+                    for spec, (digest, frame) in zip(group, results, strict=True):
+                        payload.write(frame)
+                        records.append(
+                            pack_op(
+                                Op(
+                                    spec.kind,
+                                    spec.dst_offset,
+                                    spec.dst_length,
+                                    data_cursor,
+                                    len(frame),
+                                    digest,
+                                    spec.src,
+                                )
+                            )
+                        )
+                        data_cursor += len(frame)
+                        extent_count += len(spec.src)
+                        bytes_by_kind[spec.kind] += spec.dst_length
+                        ops_by_kind[spec.kind] += 1
+                        if spec.kind is OpKind.ZSTD_REF:
+                            max_ref = max(max_ref, sum(n for _, n in spec.src))
+            header_length = PREFIX.size + len(records) * OP.size + extent_count * EXTENT.size
+            if header_length > MAX_HEADER_LENGTH:
+                raise DeltaBuildError(
+                    f"delta header would be {header_length} bytes, limit {MAX_HEADER_LENGTH}: "
+                    "the images differ too much or too finely; publish the full image"
+                )
+            header = Header(
+                block_size=options.block_size,
+                op_count=len(records),
+                extent_count=extent_count,
+                header_length=header_length,
+                payload_length=data_cursor,
+                base=base_ref,
+                result=result_ref,
+                limits=Limits(options.max_op_length, max_ref, window_log),
+            )
+            blob = pack_prefix(header) + b"".join(records)
+            assert len(blob) == header_length
+            payload.seek(0)
+            with out.open("wb") as f:
+                f.write(blob)
+                shutil.copyfileobj(payload, f, _CHUNK)
+    finally:
+        payload_path.unlink(missing_ok=True)
+    return _Emitted(
+        ImageRef(header_length, hashlib.sha256(blob).hexdigest()),
+        data_cursor,
+        len(records),
+        bytes_by_kind,
+        ops_by_kind,
+    )
 
 
 _Result = list[tuple[bytes, bytes]]
@@ -378,7 +411,7 @@ _Result = list[tuple[bytes, bytes]]
 
 def _run_groups(
     pool: ThreadPoolExecutor,
-    specs: Sequence[OpSpec],
+    specs: Iterable[OpSpec],
     new_mm: mmap.mmap,
     base_mm: mmap.mmap,
     options: DeltaOptions,
@@ -396,21 +429,24 @@ def _run_groups(
         yield g, fut.result()
 
 
-def _groups(specs: Sequence[OpSpec]) -> Iterator[Sequence[OpSpec]]:
-    """Split the op list into jobs: a job ends where a zstd op needs another reference, so
+def _groups(specs: Iterable[OpSpec]) -> Iterator[list[OpSpec]]:
+    """Split the op stream into jobs: a job ends where a zstd op needs another reference, so
     each reference zone is indexed once; jobs without a reference hold at most 64 ops."""
-    start = 0
+    group: list[OpSpec] = []
     ref: tuple[tuple[int, int], ...] | None = None
-    for k, spec in enumerate(specs):
+    for spec in specs:
         is_ref = spec.kind is OpKind.ZSTD_REF
-        if (is_ref and ref is not None and spec.src != ref) or (ref is None and k - start >= 64):
-            yield specs[start:k]
-            start = k
+        if group and (
+            (is_ref and ref is not None and spec.src != ref) or (ref is None and len(group) >= 64)
+        ):
+            yield group
+            group = []
             ref = None
+        group.append(spec)
         if is_ref:
             ref = spec.src
-    if start < len(specs):
-        yield specs[start:]
+    if group:
+        yield group
 
 
 def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level: int) -> _Result:
