@@ -259,18 +259,28 @@ class TrustedStore:
         for role, p in self.current()[1].items():
             shutil.copyfile(p, scratch / f"{parse.quote(role, '')}.json")
 
-    def commit(self, scratch: Path) -> bool:
-        """Persist what ngclient left in ``scratch``; returns whether anything changed."""
+    def commit_roots(self, scratch: Path) -> bool:
+        """Persist the roots ngclient verified into ``scratch``; returns whether any were new."""
         self.disk.mkdir(self._roots)
         known = dict(self.root_versions())
         hist = scratch / "root_history"
         new_roots = []
         for p in hist.iterdir() if hist.is_dir() else []:
             m = _ROOT_FILE_RE.match(p.name)
-            if m and int(m.group(1)) not in known:
-                new_roots.append((int(m.group(1)), p))
+            if not m:
+                continue
+            version = int(m.group(1))
+            # ngclient verified everything it left here; a stored copy that differs (damaged
+            # or tampered, hence skipped by newest_verified_root) is replaced, not kept.
+            if version not in known or known[version].read_bytes() != p.read_bytes():
+                new_roots.append((version, p))
         for version, p in sorted(new_roots):
             write_atomic(self.disk, self._roots / f"{version}.root.json", p.read_bytes())
+        return bool(new_roots)
+
+    def commit(self, scratch: Path) -> bool:
+        """Persist what ngclient left in ``scratch``; returns whether anything changed."""
+        new_roots = self.commit_roots(scratch)
 
         gen, files = self.current()
         scratch_roles: dict[str, bytes] = {}
@@ -334,10 +344,18 @@ class TufClient:
         self._scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))
         try:
             self.store.materialize(self._scratch)
-            bootstrap = paths.pinned_root.read_bytes()
+            # Bootstrap from the newest root whose chain from the pinned root verifies, as
+            # ngclient does from its cache: python-tuf walks at most max_root_rotations
+            # versions *from the bootstrap root*, so bootstrapping from the pinned root
+            # would strand every device once a repository has had that many roots.
+            with tuf_errors("loading the trusted root"):
+                bootstrap = newest_verified_root(paths, self.store)
         except OSError as e:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise ConfigError(f"cannot load trusted metadata from {paths.root}: {e}") from e
+        except OtakitError:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         with tuf_errors("loading the trusted root"):
             self._updater = Updater(
                 str(self._scratch),
@@ -360,8 +378,14 @@ class TufClient:
 
     def refresh(self) -> list[Candidate]:
         """TUF §5 top-level refresh, committed durably; returns the verified otakit targets."""
-        with tuf_errors("repository metadata"):
-            self._updater.refresh()
+        try:
+            with tuf_errors("repository metadata"):
+                self._updater.refresh()
+        except OtakitError:
+            # Roots ngclient verified (each against its predecessor) are progress even when a
+            # later step failed: keep them, so a device far behind advances on every attempt.
+            self.store.commit_roots(self._scratch)
+            raise
         self.store.commit(self._scratch)
         with tuf_errors("reading verified targets"):
             md = Metadata[Targets].from_bytes((self._scratch / "targets.json").read_bytes())
@@ -417,6 +441,36 @@ def candidate(tf: TargetFile) -> Candidate | None:
     return Candidate(tf.path, tf.length, tuple(tf.hashes.items()), info)
 
 
+def newest_verified_root(paths: StatePaths, store: TrustedStore) -> bytes:
+    """The newest stored root whose chain from the pinned root verifies, as bytes.
+
+    Each step must be signed by a threshold of the previous root and of itself (TUF 5.3.4-5).
+    A gap or a bad link ends the walk: what follows it is ignored, never trusted. Expiry is
+    not checked here (intermediate roots may have expired; the refresh checks the final one).
+    """
+    data = paths.pinned_root.read_bytes()
+    root = Metadata[Root].from_bytes(data)
+    for version, p in store.root_versions():
+        if version <= root.signed.version:
+            continue
+        if version != root.signed.version + 1:
+            break
+        new_data = p.read_bytes()
+        new = Metadata[Root].from_bytes(new_data)
+        if new.signed.version != version:
+            break
+        try:
+            root.signed.verify_delegate(Root.type, new.signed_bytes, new.signatures)
+            new.signed.verify_delegate(Root.type, new.signed_bytes, new.signatures)
+        except tuf_exc.UnsignedMetadataError as e:
+            log.warning(
+                "stored root %d does not verify (%s); ignoring it and later ones", version, e
+            )
+            break
+        root, data = new, new_data
+    return data
+
+
 def trusted_candidates(paths: StatePaths) -> list[Candidate]:
     """The otakit targets of the trusted metadata, offline (for verify-installed and status).
 
@@ -426,16 +480,7 @@ def trusted_candidates(paths: StatePaths) -> list[Candidate]:
     """
     store = TrustedStore(paths.metadata, _NoDisk())
     with tuf_errors("trusted metadata"):
-        root = Metadata[Root].from_bytes(paths.pinned_root.read_bytes())
-        for version, p in store.root_versions():
-            if version <= root.signed.version:
-                continue
-            new = Metadata[Root].from_bytes(p.read_bytes())
-            if new.signed.version != root.signed.version + 1:
-                break
-            root.signed.verify_delegate(Root.type, new.signed_bytes, new.signatures)
-            new.signed.verify_delegate(Root.type, new.signed_bytes, new.signatures)
-            root = new
+        root = Metadata[Root].from_bytes(newest_verified_root(paths, store))
         files = store.current()[1]
         if "targets" not in files or "snapshot" not in files:
             raise MetadataError(

@@ -211,3 +211,37 @@ def test_targets_that_are_not_ours_are_skipped_not_fatal(custom: object) -> None
     fields = {} if custom is None else {"custom": custom}
     tf = TargetFile(4, {"sha256": "ab" * 32}, "docs/readme.txt", unrecognized_fields=fields)
     assert candidate(tf) is None
+
+
+def test_a_device_far_behind_follows_more_rotations_than_one_refresh_may_walk(
+    tmp_path: Path,
+) -> None:
+    # python-tuf walks at most max_root_rotations (32) roots per refresh, counted from the
+    # bootstrap root. Each rotation here also replaces the timestamp key, so the first refresh
+    # cannot finish; it must keep the roots it verified and the next one must get there.
+    w = _primed(tmp_path)
+    for _ in range(40):
+        w.sim.rotate_root()
+    w.sim.publish()
+    with _client(w) as c, pytest.raises(MetadataError):
+        c.refresh()
+    roots = StatePaths(w.state).metadata / "root"
+    assert (roots / "33.root.json").exists(), "verified roots were not kept"
+    with _client(w) as c:
+        assert {str(x.info.version) for x in c.refresh()} == {"1.0"}
+    assert (roots / "41.root.json").exists()
+
+
+def test_a_damaged_stored_root_is_never_trusted_and_is_replaced(tmp_path: Path) -> None:
+    w = _primed(tmp_path)
+    w.sim.rotate_root()
+    w.sim.publish()
+    with _client(w) as c:
+        c.refresh()
+    stored = StatePaths(w.state).metadata / "root" / "2.root.json"
+    doc = json.loads(stored.read_bytes())
+    doc["signed"]["expires"] = "2099-01-01T00:00:00Z"  # signatures no longer match
+    stored.write_bytes(json.dumps(doc).encode())
+    with _client(w) as c:
+        c.refresh()  # re-fetches root 2 from the repository and verifies it
+    assert stored.read_bytes() == w.sim.files["metadata/2.root.json"]
