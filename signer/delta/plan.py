@@ -62,6 +62,10 @@ def plan_ops(
     bs = params.block_size
     n = len(classes)
     zone: tuple[int, int] | None = None
+    # Most non-zero blocks matched at block granularity (ext4-like): the matched neighbours
+    # of a new run are meaningful. Otherwise (tar, squashfs) they are coincidences.
+    matched = sum(1 for c in classes if c >= 0)
+    aligned = matched >= (n - sum(1 for c in classes if c == ZERO)) // 2
     i = 0
     while i < n:
         c = classes[i]
@@ -79,7 +83,15 @@ def plan_ops(
             j = _new_run_end(classes, i, params.merge_gap_blocks)
             start, end = i * bs, _end(j, bs, result_length)
             guess = predicted_core(classes, i, j, base_length, result_length, bs)
-            placed = _has_neighbour(classes, i, j) and end - start <= 2 * params.max_op_length
+            # Both neighbours matched and the base holds at most one zone between them: the
+            # old version (if any) is there. A content search would only cost time.
+            between = (
+                aligned
+                and 0 <= guess[1] - guess[0] <= params.ref_window
+                and _both_neighbours(classes, i, j)
+            )
+            short = end - start <= 2 * params.max_op_length and _has_neighbour(classes, i, j)
+            placed = between or short
             for piece in range(start, end, params.max_op_length):
                 size = min(params.max_op_length, end - piece)
                 core = (guess[0] + piece - start, guess[0] + piece - start + size)
@@ -121,6 +133,10 @@ def predicted_core(
         return max(0, p_right - run), p_right
     p = i * bs * base_length // max(result_length, 1)
     return p, p + run
+
+
+def _both_neighbours(classes: Sequence[int], i: int, j: int) -> bool:
+    return _neighbour(classes, i - 1, -1) is not None and _neighbour(classes, j, +1) is not None
 
 
 def _has_neighbour(classes: Sequence[int], i: int, j: int) -> bool:
