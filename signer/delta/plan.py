@@ -91,7 +91,7 @@ def plan_ops(
                 and _both_neighbours(classes, i, j)
             )
             short = end - start <= 2 * params.max_op_length and _has_neighbour(classes, i, j)
-            placed = between or short
+            placed = between or (short and aligned)
             for piece in range(start, end, params.max_op_length):
                 size = min(params.max_op_length, end - piece)
                 core = (guess[0] + piece - start, guess[0] + piece - start + size)
