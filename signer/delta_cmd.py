@@ -14,10 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from repo.errors import SelfCheckError
 from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
 from verifier.delta.decode import apply_delta
 from verifier.delta.format import parse_prefix
 from verifier.effects import RealDisk
+from verifier.errors import OtakitError
 
 delta_app = typer.Typer(
     help="Build and apply delta images (debugging).",
@@ -78,10 +80,13 @@ def apply(
 ) -> None:
     """Rebuild the new image into OUT from BASE and DELTA (refs taken from the container)."""
     t0 = time.perf_counter()
-    with delta.open("rb") as f:
-        header_ref = read_header_ref(f)
-        f.seek(0)
-        header = parse_prefix(f.read(header_ref.length))
+    try:
+        with delta.open("rb") as f:
+            header_ref = read_header_ref(f)
+            f.seek(0)
+            header = parse_prefix(f.read(header_ref.length))
+    except OtakitError as e:
+        raise SelfCheckError(f"{delta} is not a delta container: {e.message}") from e
     handle = RealDisk().open_write(out, truncate=True)
     try:
         with delta.open("rb") as d, base.open("rb") as b:
@@ -93,6 +98,9 @@ def apply(
                 result_ref=header.result,
                 header_ref=header_ref,
             )
+    except OtakitError as e:
+        # rendered by signer.cli.main like every publisher error; OUT is not a valid image
+        raise SelfCheckError(f"{delta} does not apply to {base}: {e.message}", hint=e.hint) from e
     finally:
         handle.close()
     seconds = time.perf_counter() - t0

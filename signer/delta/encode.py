@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from repo.errors import LocalError, SelfCheckError
 from signer.delta.plan import NEW, ZERO, OpSpec, PlanParams, plan_ops
 from verifier.artifact import ImageRef
 from verifier.delta.decode import apply_delta
@@ -53,12 +54,12 @@ from verifier.delta.format import (
     pack_op,
     pack_prefix,
 )
-from verifier.errors import DecodeLimitError
+from verifier.errors import DecodeLimitError, OtakitError
 
 _CHUNK = 8 << 20
 
 
-class DeltaBuildError(Exception):
+class DeltaBuildError(LocalError):
     """The inputs cannot be turned into a container within the format's limits."""
 
 
@@ -187,15 +188,21 @@ def verify_delta(
 ) -> None:
     """Decode ``delta`` with the device decoder into a sink that only checks; raise on error."""
     with base.open("rb") as b, delta.open("rb") as d:
-        apply_delta(
-            d,
-            b,
-            _DiscardSink(),
-            base_ref=base_ref,
-            result_ref=result_ref,
-            header_ref=header_ref,
-            check_base=False,
-        )
+        try:
+            apply_delta(
+                d,
+                b,
+                _DiscardSink(),
+                base_ref=base_ref,
+                result_ref=result_ref,
+                header_ref=header_ref,
+                check_base=False,
+            )
+        except OtakitError as e:
+            raise SelfCheckError(
+                f"delta {delta} does not decode with the device decoder: {e.message}",
+                hint="this is an encoder bug; publish the full image and report it",
+            ) from e
 
 
 class _DiscardSink:

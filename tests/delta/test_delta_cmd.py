@@ -59,6 +59,9 @@ def test_apply_refuses_a_wrong_base(tmp_path: Path) -> None:
         delta_app, ["apply", str(tmp_path / "b"), str(tmp_path / "d"), str(tmp_path / "out")]
     )
     assert res.exit_code != 0
+    from repo.errors import SelfCheckError
     from verifier.errors import ImageHashMismatchError
 
-    assert isinstance(res.exception, ImageHashMismatchError)
+    assert isinstance(res.exception, SelfCheckError)
+    assert isinstance(res.exception.__cause__, ImageHashMismatchError)
+    assert not (tmp_path / "out").exists() or (tmp_path / "out").read_bytes() != base
