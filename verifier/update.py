@@ -33,9 +33,7 @@ from verifier.device import Device, hash_slot, reconcile
 from verifier.download import VerifyingReader, download_staged, staging_name
 from verifier.effects import WriteHandle
 from verifier.errors import (
-    BootControlError,
     ConfigError,
-    DeltaFormatError,
     ImageHashMismatchError,
     NothingToDoError,
     OtakitError,
@@ -351,10 +349,8 @@ def _apply_delta(
     out: WriteHandle,
     report: Callable[[int], None] | None,
 ) -> None:
-    try:
-        from verifier.delta.decode import apply_delta  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as e:
-        raise DeltaFormatError(f"this device has no delta decoder ({e})") from e
+    from verifier.delta.decode import apply_delta  # only devices taking a delta load it
+
     info = c.info
     assert info.base is not None and info.delta_header is not None
     with dev.config.slot_path(booted).open("rb") as base:
@@ -390,10 +386,7 @@ def stage_arm(dev: Device, journal: Journal, target: Slot, record: SlotRecord, t
     with stage("arm"):
         written = replace(journal.with_slot(target, record), pending=Pending(target, record, False))
         dev.save(written)
-        try:
-            dev.boot.set_trial(target, tries)
-        except BootControlError:
-            raise
+        dev.boot.set_trial(target, tries)
         dev.save(replace(written, pending=Pending(target, record, True)))
     log.info("arm: next boot tries slot %s (version %s, %d tries)", target, record.version, tries)
 
