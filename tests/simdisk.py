@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from verifier.effects import _storage_error
+from verifier.effects import storage_error
 from verifier.errors import StorageError
 
 Op = Literal["open_write", "pwrite", "fsync", "close", "rename", "unlink", "fsync_dir", "mkdir"]
@@ -189,7 +189,7 @@ class SimDisk:
 
     def _error(self, fault: Fault, op: Op, path: Path) -> StorageError:
         code = _ERRNO[fault.kind]
-        return _storage_error(_WHAT[op], path, OSError(code, os.strerror(code)))
+        return storage_error(_WHAT[op], path, OSError(code, os.strerror(code)))
 
     # --- the Disk protocol ----------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class SimDisk:
         try:
             fd = os.open(p, flags, 0o600)
         except OSError as e:
-            raise _storage_error(_WHAT["open_write"], p, e) from e
+            raise storage_error(_WHAT["open_write"], p, e) from e
         self._open.add(fd)
         if p not in self._names:
             # new, or created behind the Disk's back (a tool's output): a new, volatile entry
@@ -214,13 +214,13 @@ class SimDisk:
         s, d = self._inside(src), self._inside(dst)
         fault = self._effect("rename", d)
         if fault is not None:
-            raise _storage_error(
+            raise storage_error(
                 f"{_WHAT['rename']} {s} to", d, OSError(_ERRNO[fault.kind], "injected")
             )
         try:
             s.replace(d)
         except OSError as e:
-            raise _storage_error(f"{_WHAT['rename']} {s} to", d, e) from e
+            raise storage_error(f"{_WHAT['rename']} {s} to", d, e) from e
         ino = self._names.pop(s, None)
         if ino is None:  # renaming a file the Disk never saw: adopt it as volatile
             ino = self._new_inode()
@@ -235,7 +235,7 @@ class SimDisk:
         try:
             p.unlink(missing_ok=True)
         except OSError as e:
-            raise _storage_error(_WHAT["unlink"], p, e) from e
+            raise storage_error(_WHAT["unlink"], p, e) from e
         self._names.pop(p, None)
 
     def fsync_dir(self, path: Path) -> None:
@@ -244,7 +244,7 @@ class SimDisk:
         if fault is not None:
             raise self._error(fault, "fsync_dir", d)
         if not d.is_dir():
-            raise _storage_error(_WHAT["fsync_dir"], d, OSError(errno.ENOENT, "no directory"))
+            raise storage_error(_WHAT["fsync_dir"], d, OSError(errno.ENOENT, "no directory"))
         for p in [p for p in self._durable_names if p.parent == d]:
             del self._durable_names[p]
         for p, ino in self._names.items():
@@ -261,7 +261,7 @@ class SimDisk:
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _storage_error(_WHAT["mkdir"], p, e) from e
+            raise storage_error(_WHAT["mkdir"], p, e) from e
         while p != self.root and p not in self._dirs:
             self._dirs.add(p)
             p = p.parent

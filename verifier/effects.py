@@ -36,7 +36,8 @@ class Disk(Protocol):
     def mkdir(self, path: Path) -> None: ...
 
 
-def _storage_error(what: str, path: Path, exc: OSError) -> StorageError:
+def storage_error(what: str, path: Path, exc: OSError) -> StorageError:
+    """The one diagnostic for a failed storage primitive (also what a simulated disk raises)."""
     reason = errno.errorcode.get(exc.errno or 0, "error") + f" ({exc.strerror})"
     hint = None
     if exc.errno == errno.ENOSPC:
@@ -59,13 +60,13 @@ class _RealHandle:
                 view = view[n:]
                 offset += n
         except OSError as e:
-            raise _storage_error("cannot write", self._path, e) from e
+            raise storage_error("cannot write", self._path, e) from e
 
     def fsync(self) -> None:
         try:
             os.fsync(self._fd)
         except OSError as e:
-            raise _storage_error("cannot sync", self._path, e) from e
+            raise storage_error("cannot sync", self._path, e) from e
 
     def close(self) -> None:
         os.close(self._fd)
@@ -81,20 +82,20 @@ class RealDisk:
         try:
             fd = os.open(path, flags, 0o600)
         except OSError as e:
-            raise _storage_error("cannot open for writing", path, e) from e
+            raise storage_error("cannot open for writing", path, e) from e
         return _RealHandle(path, fd)
 
     def rename(self, src: Path, dst: Path) -> None:
         try:
             src.replace(dst)
         except OSError as e:
-            raise _storage_error(f"cannot rename {src} to", dst, e) from e
+            raise storage_error(f"cannot rename {src} to", dst, e) from e
 
     def unlink(self, path: Path) -> None:
         try:
             path.unlink(missing_ok=True)
         except OSError as e:
-            raise _storage_error("cannot remove", path, e) from e
+            raise storage_error("cannot remove", path, e) from e
 
     def fsync_dir(self, path: Path) -> None:
         try:
@@ -104,13 +105,13 @@ class RealDisk:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise _storage_error("cannot sync directory", path, e) from e
+            raise storage_error("cannot sync directory", path, e) from e
 
     def mkdir(self, path: Path) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _storage_error("cannot create directory", path, e) from e
+            raise storage_error("cannot create directory", path, e) from e
 
 
 def write_atomic(disk: Disk, path: Path, data: bytes) -> None:
