@@ -72,6 +72,7 @@ class DeltaOptions:
     ref_window: int = 4 << 20
     max_op_length: int = 1 << 20
     merge_gap_blocks: int = 8
+    shifted_merge_gap_blocks: int = 32
     workers: int = 2
     verify: bool = True
 
@@ -148,7 +149,11 @@ def encode_delta(
         base_ref = ImageRef(base_len, base_sha_hex)
         result_ref = ImageRef(new_len, result_sha)
         params = PlanParams(
-            options.block_size, options.max_op_length, options.ref_window, options.merge_gap_blocks
+            options.block_size,
+            options.max_op_length,
+            options.ref_window,
+            options.merge_gap_blocks,
+            options.shifted_merge_gap_blocks,
         )
         locator = _Locator(new_mm, base_mm)
         specs = plan_ops(
@@ -251,11 +256,19 @@ def _index_base(base_mm: mmap.mmap, bs: int) -> dict[int, int]:
 
 
 def _scan_new(new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: int) -> array[int]:
+    """Classify every block of the new image (see the module docstring).
+
+    A block that neither continues the previous match nor sits at a block-aligned base
+    offset is hunted for at other alignments (``_ShiftHunter``): in tar and squashfs images
+    unchanged content moves by arbitrary amounts, and once the new shift is found the
+    continuation check finds the rest of the run one memcmp per block.
+    """
     zero = bytes(bs)
     base_len = len(base_mm)
     classes: array[int] = array("q")
     append = classes.append
     get = index.get
+    hunter = _ShiftHunter(new_mm, base_mm, index, bs)
     prev = NEW
     for chunk_off in range(0, len(new_mm), _CHUNK):
         chunk = new_mm[chunk_off : chunk_off + _CHUNK]
@@ -272,9 +285,96 @@ def _scan_new(new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: 
                     prev = cand
                 else:
                     hit = get(hash(block))
-                    prev = hit if hit is not None and base_mm[hit : hit + bs] == block else NEW
+                    if hit is not None and base_mm[hit : hit + bs] == block:
+                        prev = hit
+                    else:
+                        prev = hunter.hunt(chunk_off + k, block)
             append(prev)
     return classes
+
+
+class _ShiftHunter:
+    """Finds a block of the new image in the base at any alignment, cheaply enough to run
+    on every unmatched block.
+
+    Tries, in order: the last few shifts that worked (content after an inserted file keeps
+    the shift of the content before it); the block's 512-byte sub-offsets in the block index
+    (tar moves content in 512-byte steps); one short sample searched with ``bytes.find``
+    near the last shift (squashfs moves content by any byte amount). A failed hunt backs
+    off (1, 2, 4 ... 32 blocks) so new data costs little: the blocks skipped at the start
+    of a moved run are still compressed against the base by the planner.
+    """
+
+    STEP = 512
+    SAMPLE = 64
+    RADIUS = 1 << 20
+    RECENT = 4
+    MAX_BACKOFF = 32
+
+    def __init__(
+        self, new_mm: mmap.mmap, base_mm: mmap.mmap, index: dict[int, int], bs: int
+    ) -> None:
+        self._new = new_mm
+        self._base = base_mm
+        self._index = index
+        self._bs = bs
+        self._recent: deque[int] = deque(maxlen=self.RECENT)
+        self._skip = 0
+        self._backoff = 1
+
+    def hunt(self, at: int, block: bytes) -> int:
+        for shift in self._recent:
+            if self._matches(at - shift, block):
+                return at - shift
+        if self._skip > 0:
+            self._skip -= 1
+            return NEW
+        found = self._search(at, block)
+        if found is None:
+            self._skip = self._backoff
+            self._backoff = min(2 * self._backoff, self.MAX_BACKOFF)
+            return NEW
+        self._backoff = 1
+        return found if self._matches(found, block) else NEW
+
+    def _remember(self, shift: int) -> None:
+        if shift in self._recent:
+            self._recent.remove(shift)
+        self._recent.appendleft(shift)
+
+    def _matches(self, cand: int, block: bytes) -> bool:
+        bs = self._bs
+        return 0 <= cand <= len(self._base) - bs and self._base[cand : cand + bs] == block
+
+    def _search(self, at: int, block: bytes) -> int | None:
+        """Base offset aligned with ``at`` by a verified piece of the target near ``at``
+        (the block itself may straddle a change, e.g. an updated tar header, and still
+        not match; the shift found is remembered so the next block matches)."""
+        bs = self._bs
+        get = self._index.get
+        new = self._new
+        for sub in range(self.STEP, bs, self.STEP):
+            piece = new[at + sub : at + sub + bs]
+            hit = get(hash(piece))
+            if hit is not None and self._base[hit : hit + bs] == piece:
+                self._remember(at + sub - hit)
+                return hit - sub
+        sample = block[bs - self.SAMPLE :]
+        if len(set(sample)) < 16:
+            return None  # runs of few byte values match in too many places
+        guess = at - (self._recent[0] if self._recent else 0)
+        end = guess + self.RADIUS
+        pos = self._base.find(sample, max(0, guess - self.RADIUS), end)
+        tail = bs // 4
+        for _ in range(4):  # a sample repeated all over the window is not worth chasing
+            if pos < 0:
+                break
+            cand = pos - (bs - self.SAMPLE)
+            if cand + bs - tail >= 0 and self._base[cand + bs - tail : cand + bs] == block[-tail:]:
+                self._remember(at - cand)
+                return cand
+            pos = self._base.find(sample, pos + 1, end)
+        return None
 
 
 class _Locator:

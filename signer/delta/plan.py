@@ -37,6 +37,10 @@ class PlanParams:
     max_op_length: int
     ref_window: int
     merge_gap_blocks: int
+    #: Gap absorbed on images whose matches sit at unaligned base offsets (tar, squashfs):
+    #: there, short copies between edits cost more in op records and in frames cut apart
+    #: (new data loses its own history) than compressing them against the base does.
+    shifted_merge_gap_blocks: int = 32
 
 
 #: ``locate(dst_offset, length)``: a base offset where the target bytes at ``dst_offset``
@@ -66,6 +70,8 @@ def plan_ops(
     # of a new run are meaningful. Otherwise (tar, squashfs) they are coincidences.
     matched = sum(1 for c in classes if c >= 0)
     aligned = matched >= (n - sum(1 for c in classes if c == ZERO)) // 2
+    shifted = sum(1 for c in classes if c >= 0 and c % bs) > matched // 2
+    gap = params.shifted_merge_gap_blocks if shifted else params.merge_gap_blocks
     i = 0
     while i < n:
         c = classes[i]
@@ -80,7 +86,7 @@ def plan_ops(
                 j += 1
             yield from _copy_ops(classes, i, j, bs, result_length, params)
         else:
-            j = _new_run_end(classes, i, params.merge_gap_blocks)
+            j = _new_run_end(classes, i, gap)
             start, end = i * bs, _end(j, bs, result_length)
             guess = predicted_core(classes, i, j, base_length, result_length, bs)
             # Both neighbours matched and the base holds at most one zone between them: the

@@ -180,12 +180,49 @@ def test_options_out_of_bounds_are_refused() -> None:
         DeltaOptions(max_op_length=64 << 20)
 
 
-def test_content_shifted_by_a_non_block_amount_is_found(tmp_path: Path) -> None:
-    """tar and squashfs images move files by arbitrary byte amounts: no 4 KiB block matches,
-    so the locator must place the reference by content for the delta to stay small."""
+def test_content_shifted_by_a_non_block_amount_is_copied(tmp_path: Path) -> None:
+    """tar and squashfs images move files by arbitrary byte amounts, so no 4 KiB block sits
+    at a block-aligned base offset: the scan must find the shift and copy, not compress."""
     r = random.Random(8)
-    base = rand(r, 200 * BS)  # incompressible: only a well-placed reference helps
+    base = rand(r, 200 * BS)
     new = rand(r, 1000) + base[: 90 * BS] + rand(r, 333) + base[90 * BS :]
+    b = build(tmp_path, base, new)
+    assert b.result.copy_bytes >= 190 * BS
+    assert len(b.delta) < len(new) // 20
+
+
+@pytest.mark.parametrize("step", [512, 1536, 3584])
+def test_content_shifted_by_tar_records_is_copied(tmp_path: Path, step: int) -> None:
+    """tar moves content in 512-byte records: found through the block index at sub-block
+    offsets (no byte search needed)."""
+    r = random.Random(step)
+    base = rand(r, 100 * BS)
+    new = rand(r, step) + base[: 50 * BS] + rand(r, 2 * step) + base[50 * BS :]
+    b = build(tmp_path, base, new, replace(SMALL, shifted_merge_gap_blocks=0))
+    assert b.result.copy_bytes >= 96 * BS
+    assert (
+        bytes(
+            apply_bytes(
+                b.delta,
+                base,
+                base_ref=b.result.base,
+                result_ref=b.result.result,
+                header_ref=b.result.header,
+            ).data
+        )
+        == new
+    )
+
+
+def test_shifted_and_edited_content_is_placed_by_content(tmp_path: Path) -> None:
+    """Content that moved and changed a little everywhere matches no block at any shift:
+    the locator must still place each piece's reference where its old version is."""
+    r = random.Random(9)
+    base = rand(r, 200 * BS)  # incompressible: only a well-placed reference helps
+    edited = bytearray(base)
+    for k in range(100, len(edited), 2048):
+        edited[k] ^= 0x5A
+    new = rand(r, 1000) + bytes(edited[: 90 * BS]) + rand(r, 333) + bytes(edited[90 * BS :])
     b = build(tmp_path, base, new)
     assert b.result.copy_bytes == 0
     assert len(b.delta) < len(new) // 20
