@@ -266,3 +266,32 @@ def test_decodes_from_a_forward_only_stream_with_short_reads(tmp_path: Path) -> 
             header_ref=b.result.header,
         )
     assert bytes(sink.data) == new
+
+
+def test_worker_processes_and_threads_write_the_same_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zones are compressed in forked worker processes when nothing else runs in this
+    process, else on threads; both must produce the same bytes."""
+    import concurrent.futures
+    import threading
+
+    import signer.delta.encode as encode
+
+    base, new = _edited(random.Random(10))
+    used: list[str] = []
+    original = encode._compression_pool
+
+    def recording(workers: int, paths: tuple[Path, Path]) -> concurrent.futures.Executor:
+        pool = original(workers, paths)
+        used.append(type(pool).__name__)
+        return pool
+
+    monkeypatch.setattr(encode, "_compression_pool", recording)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    forked = build(tmp_path, base, new)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    threaded = build(tmp_path, base, new)
+    assert used == ["ProcessPoolExecutor", "ThreadPoolExecutor"]
+    assert forked.delta == threaded.delta
+    assert forked.result.verified
