@@ -386,7 +386,7 @@ class _Locator:
     SAMPLE = 128
     SAMPLES = 6
     AGREE = 256 << 10
-    RADII = (256 << 10, 4 << 20, 32 << 20)
+    RADII = (256 << 10, 4 << 20)
 
     def __init__(self, new_mm: mmap.mmap, base_mm: mmap.mmap) -> None:
         self._new = new_mm
@@ -401,7 +401,7 @@ class _Locator:
         votes: list[int] = []
         misses = 0
         for k in range(self.SAMPLES):
-            if misses >= 3 and not votes:
+            if misses >= 2 and not votes:
                 break  # new content: stop before paying for more wide searches
             t = dst + k * length // self.SAMPLES
             sample = self._new[t : t + self.SAMPLE]
