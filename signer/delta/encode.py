@@ -600,21 +600,25 @@ def _groups(specs: Iterable[OpSpec]) -> Iterator[list[OpSpec]]:
 
 
 def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level: int) -> _Result:
-    compressors: dict[tuple[OpKind, tuple[tuple[int, int], ...]], Callable[[bytes], bytes]] = {}
+    """Hash and compress ``group`` reading the new image through a view (no copies: most
+    bytes are COPY or ZERO ops that are only hashed, or not even read)."""
+    compressors: dict[tuple[OpKind, tuple[tuple[int, int], ...]], Callable[[memoryview], bytes]]
+    compressors = {}
     results: _Result = []
-    for spec in group:
-        data = new_mm[spec.dst_offset : spec.dst_offset + spec.dst_length]
-        if spec.kind is OpKind.ZERO:
-            digest = _zero_digest(spec.dst_length)
-        else:
-            digest = hashlib.sha256(data).digest()
-        frame = b""
-        if spec.kind in (OpKind.ZSTD, OpKind.ZSTD_REF):
-            key = (spec.kind, spec.src)
-            if key not in compressors:
-                compressors[key] = _compressor(spec, base_mm, level)
-            frame = compressors[key](data)
-        results.append((digest, frame))
+    with memoryview(new_mm) as view:
+        for spec in group:
+            if spec.kind is OpKind.ZERO:
+                results.append((_zero_digest(spec.dst_length), b""))
+                continue
+            with view[spec.dst_offset : spec.dst_offset + spec.dst_length] as data:
+                digest = hashlib.sha256(data).digest()
+                frame = b""
+                if spec.kind in (OpKind.ZSTD, OpKind.ZSTD_REF):
+                    key = (spec.kind, spec.src)
+                    if key not in compressors:
+                        compressors[key] = _compressor(spec, base_mm, level)
+                    frame = compressors[key](data)
+            results.append((digest, frame))
     return results
 
 
@@ -623,7 +627,7 @@ def _zero_digest(length: int) -> bytes:
     return hashlib.sha256(bytes(length)).digest()
 
 
-def _compressor(spec: OpSpec, base_mm: mmap.mmap, level: int) -> Callable[[bytes], bytes]:
+def _compressor(spec: OpSpec, base_mm: mmap.mmap, level: int) -> Callable[[memoryview], bytes]:
     if spec.kind is OpKind.ZSTD:
         cctx = zstandard.ZstdCompressor(level=level, write_checksum=False)
     else:
