@@ -29,7 +29,8 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -458,7 +459,7 @@ def _emit(
     max_ref = 0
     payload_path = out.with_name(f".{out.name}.payload.tmp")
     try:
-        with payload_path.open("w+b") as payload:
+        with payload_path.open("w+b") as payload, _worker_deaths_as_build_errors():
             with _compression_pool(options.workers, paths) as pool:
                 for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
                     for spec, (digest, frame) in zip(group, results, strict=True):
@@ -516,6 +517,16 @@ def _emit(
 
 
 _Result = list[tuple[bytes, bytes]]
+
+
+@contextmanager
+def _worker_deaths_as_build_errors() -> Iterator[None]:
+    """A killed worker process (OOM killer, signal) fails this delta, not the release: the
+    caller skips a delta it cannot build and publishes the full image."""
+    try:
+        yield
+    except BrokenProcessPool as e:
+        raise DeltaBuildError(f"a delta compression worker process died: {e}") from e
 
 
 def _compression_pool(workers: int, paths: tuple[Path, Path]) -> Executor:

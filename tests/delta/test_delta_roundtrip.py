@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -295,3 +296,23 @@ def test_worker_processes_and_threads_write_the_same_container(
     assert used == ["ProcessPoolExecutor", "ThreadPoolExecutor"]
     assert forked.delta == threaded.delta
     assert forked.result.verified
+
+
+def _die(*_: object) -> object:
+    os._exit(3)
+
+
+def test_a_dead_worker_process_fails_the_delta_not_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release skips a delta that raises DeltaBuildError and publishes the full image."""
+    import threading
+
+    import signer.delta.encode as encode
+
+    base, new = _edited(random.Random(11))
+    monkeypatch.setattr(encode, "_work_in_worker", _die)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    with pytest.raises(encode.DeltaBuildError, match="worker process died"):
+        build(tmp_path, base, new)
+    assert not list(tmp_path.glob(".*.payload.tmp"))
