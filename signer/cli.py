@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from repo.keys import (
     load_key_config,
     tty_prompt,
 )
-from repo.refresh import ONLINE_ROLES, refresh, repository_status
+from repo.refresh import ONLINE_ROLES, ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
@@ -192,14 +193,7 @@ def repo_refresh(
         warn_within=timedelta(days=warn_days),
         expiries=_expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days),
     )
-    for w in result.warnings:
-        _err.print(
-            f"WARNING: {w.message()}",
-            style="bold red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+    _print_warnings(result.warnings)
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -212,6 +206,17 @@ def repo_refresh(
     _err.print(f"refreshed {' and '.join(result.refreshed)} ({result.reason})", markup=False)
 
 
+def _print_warnings(warnings: Sequence[ExpiryWarning]) -> None:
+    for w in warnings:
+        _err.print(
+            f"WARNING: {w.message()}",
+            style="bold red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @repo_app.command("status")
 def repo_status(
     repo: RepoArg,
@@ -222,14 +227,7 @@ def repo_status(
 ) -> None:
     """Version and expiry of every role (verified; needs no keys), with expiry warnings."""
     result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
-    for w in result.warnings:
-        _err.print(
-            f"WARNING: {w.message()}",
-            style="bold red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+    _print_warnings(result.warnings)
     if json_out:
         doc = result.to_json()
         del doc["refreshed"], doc["reason"]

@@ -28,6 +28,7 @@ import zstandard
 from repo.errors import ImageReadError, SelfCheckError, UsageError
 from verifier.artifact import MAX_IMAGE_LENGTH, ImageRef
 from verifier.decode_full import MAX_WINDOW_LOG, decode_full
+from verifier.effects import DiscardHandle
 from verifier.errors import OtakitError
 
 CHUNK = 1 << 20
@@ -154,19 +155,6 @@ def compress_image(
     )
 
 
-class _DiscardHandle:
-    """A ``WriteHandle`` that keeps nothing: the self-check only needs the decoder's hash."""
-
-    def pwrite(self, data: bytes, offset: int) -> None:
-        pass
-
-    def fsync(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def self_check_full(artifact: Path, expected: CompressResult) -> None:
     """Decode ``artifact`` with the device's own decoder and demand the signed image back."""
     digest = hashlib.sha256()
@@ -182,7 +170,7 @@ def self_check_full(artifact: Path, expected: CompressResult) -> None:
                     f"{expected.artifact.sha256}, found {n} bytes with {digest.hexdigest()}"
                 )
             f.seek(0)
-            decode_full(f, _DiscardHandle(), expected.image)
+            decode_full(f, DiscardHandle(), expected.image)
     except OtakitError as e:
         raise SelfCheckError(
             f"artifact {artifact} failed the device decoder's check: {e.message}"

@@ -114,6 +114,20 @@ class RealDisk:
             raise storage_error("cannot create directory", path, e) from e
 
 
+class DiscardHandle:
+    """A ``WriteHandle`` that keeps nothing: for decoding only to check (the decoders hash
+    every byte they write), as the publisher's self-checks do."""
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        pass
+
+    def fsync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def write_atomic(disk: Disk, path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that after a crash it holds the old or the new bytes.
 

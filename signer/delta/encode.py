@@ -56,6 +56,7 @@ from verifier.delta.format import (
     pack_op,
     pack_prefix,
 )
+from verifier.effects import DiscardHandle
 from verifier.errors import DecodeLimitError, OtakitError
 
 _CHUNK = 8 << 20
@@ -199,7 +200,7 @@ def verify_delta(
             apply_delta(
                 d,
                 b,
-                _DiscardSink(),
+                DiscardHandle(),
                 base_ref=base_ref,
                 result_ref=result_ref,
                 header_ref=header_ref,
@@ -210,19 +211,6 @@ def verify_delta(
                 f"delta {delta} does not decode with the device decoder: {e.message}",
                 hint="this is an encoder bug; publish the full image and report it",
             ) from e
-
-
-class _DiscardSink:
-    """A WriteHandle that drops bytes: the decoder already hashes everything it writes."""
-
-    def pwrite(self, data: bytes, offset: int) -> None:
-        pass
-
-    def fsync(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _sha_thread(mm: mmap.mmap) -> tuple[threading.Thread, list[str]]:
