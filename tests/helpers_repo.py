@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.metadata import TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
 from repo.keys import KeyConfig
-from repo.repository import init
+from repo.repository import init, load_role_signers, open_transaction
 from signer.keygen import generate_demo_keys
 
 # python-tuf checks expiry against the real clock: test metadata must be signed near real time
@@ -99,6 +100,24 @@ def repo(tmp_path: Path, session_repo: Path) -> Path:
     dest = tmp_path / "repo"
     shutil.copytree(session_repo, dest)
     return dest
+
+
+#: the one target of the ``live`` repository (a plain target: no otakit ``custom`` metadata)
+LIVE_PATH = "prod/1/a.img"
+LIVE_CONTENT = b"release A " * 500
+
+
+@pytest.fixture
+def live(tmp_path: Path, keys: KeyConfig) -> Path:
+    """A repository created at ``NOW`` with one released target (``LIVE_PATH``)."""
+    repo = tmp_path / "repo"
+    init(repo, keys, NOW)
+    src = tmp_path / "a.src"
+    src.write_bytes(LIVE_CONTENT)
+    with open_transaction(repo) as tx:
+        tx.add_target(TargetFile.from_data(LIVE_PATH, LIVE_CONTENT, ["sha256"]), src)
+        tx.commit(load_role_signers(keys, ("targets", "snapshot", "timestamp")), NOW)
+    return repo
 
 
 def root_bytes(repo_dir: Path) -> bytes:

@@ -1,3 +1,3 @@
-from tests.helpers_repo import keys, repo, session_keys, session_repo
+from tests.helpers_repo import keys, live, repo, session_keys, session_repo
 
-__all__ = ["keys", "repo", "session_keys", "session_repo"]
+__all__ = ["keys", "live", "repo", "session_keys", "session_repo"]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import TargetFile
 
 from repo.errors import (
     PublishError,
@@ -24,27 +23,13 @@ from repo.errors import (
 )
 from repo.keys import KeyConfig
 from repo.refresh import refresh, repository_status
-from repo.repository import init, load_role_signers, open_transaction
+from repo.repository import load_role_signers
 from repo.state import load_state
 from signer.cli import main
+from tests.helpers_repo import LIVE_CONTENT as A
+from tests.helpers_repo import NOW as T0
 from tests.helpers_repo import client_view, make_updater, root_bytes
 from tests.repo.test_repo_publish import FailingDisk
-
-T0 = datetime.now(UTC).replace(microsecond=0)
-A = b"release A " * 500
-
-
-@pytest.fixture
-def live(tmp_path: Path, keys: KeyConfig) -> Path:
-    """A repository created now with one released target."""
-    repo = tmp_path / "repo"
-    init(repo, keys, T0)
-    src = tmp_path / "a.src"
-    src.write_bytes(A)
-    with open_transaction(repo) as tx:
-        tx.add_target(TargetFile.from_data("prod/1/a.img", A, ["sha256"]), src)
-        tx.commit(load_role_signers(keys, ("targets", "snapshot", "timestamp")), T0)
-    return repo
 
 
 def _online(keys: KeyConfig) -> dict[str, list[object]]:

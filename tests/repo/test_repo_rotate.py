@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from securesystemslib.signer import Signer
 from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import Metadata, TargetFile, Timestamp
+from tuf.api.metadata import Metadata, Timestamp
 
 from repo.errors import (
     PublishError,
@@ -30,42 +30,27 @@ from repo.errors import (
 )
 from repo.keys import TOP_LEVEL_ROLES, KeyConfig, parse_key_config
 from repo.refresh import refresh
-from repo.repository import init, load_role_signers, open_transaction
+from repo.repository import load_role_signers
 from repo.rotate import rotate_root
 from repo.state import load_state
 from signer.cli import main
 from signer.keygen import generate_demo_keys
-from tests.helpers_repo import DirFetcher, client_view, make_updater, root_bytes
+from tests.helpers_repo import LIVE_CONTENT as A
+from tests.helpers_repo import LIVE_PATH, DirFetcher, client_view, make_updater, root_bytes
+from tests.helpers_repo import NOW as T0
 from tests.repo.test_repo_publish import FailingDisk
 from verifier.effects import RealDisk
 from verifier.errors import MetadataError
 from verifier.state import StatePaths
 from verifier.tuf_client import TrustedStore, TufClient
 
-T0 = datetime.now(UTC).replace(microsecond=0)
-A = b"release A " * 500
-EXPECTED = {"prod/1/a.img": A}
+EXPECTED = {LIVE_PATH: A}
 
 
 @pytest.fixture(scope="session")
 def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyConfig:
     """A second, complete set of demo keys (the 'new' keys of a rotation)."""
     return generate_demo_keys(tmp_path_factory.mktemp("newkeys"))
-
-
-@pytest.fixture
-def live(tmp_path: Path, keys: KeyConfig) -> Path:
-    repo = tmp_path / "repo"
-    init(repo, keys, T0)
-    src = tmp_path / "a.src"
-    src.write_bytes(A)
-    target = TargetFile.from_data("prod/1/a.img", A, ["sha256"])
-    # custom metadata of some kind: the device client reads it from every target
-    target.unrecognized_fields["custom"] = {"note": "not an otakit artifact"}
-    with open_transaction(repo) as tx:
-        tx.add_target(target, src)
-        tx.commit(load_role_signers(keys, ("targets", "snapshot", "timestamp")), T0)
-    return repo
 
 
 def _doc(conf: KeyConfig, role: str) -> dict[str, Any]:
