@@ -30,7 +30,15 @@ from repo.repository import (
 )
 from repo.state import RepoState, load_state
 from signer.compress import CompressSettings, Progress, compress_image, self_check_full
-from verifier.artifact import CUSTOM_KEY, SCHEMA_VERSION, ArtifactInfo, ImageVersion, target_path
+from verifier.artifact import (
+    CUSTOM_KEY,
+    SCHEMA_VERSION,
+    ArtifactInfo,
+    BaseRef,
+    ImageRef,
+    ImageVersion,
+    target_path,
+)
 from verifier.effects import Disk
 from verifier.errors import ArtifactSchemaError
 
@@ -139,6 +147,25 @@ def make_info(
         return ArtifactInfo.from_custom({CUSTOM_KEY: data})
     except ArtifactSchemaError as e:
         raise UsageError(e.message, hint=e.hint) from e
+
+
+def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) -> ArtifactInfo:
+    """The signed description of a delta turning ``base``'s image into ``full``'s image.
+
+    Product, hardware, version, result image and downgrade permission are the full
+    artifact's: a delta is only another way to deliver exactly that image.
+    """
+    return ArtifactInfo(
+        product=full.product,
+        hardware=full.hardware,
+        version=full.version,
+        kind="delta",
+        compression="otakit-delta",
+        image=full.image,
+        base=BaseRef(base.version, base.image),
+        delta_header=header,
+        allow_downgrade=full.allow_downgrade,
+    )
 
 
 def build_full_artifact(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from repo.errors import SelfCheckError
 from signer.delta.encode import DeltaBuildError, DeltaOptions, encode_delta
-from signer.release import BuiltArtifact, ExtraBuilder, PublishedArtifact
-from verifier.artifact import ArtifactInfo, BaseRef
+from signer.release import BuiltArtifact, ExtraBuilder, PublishedArtifact, make_delta_info
+from verifier.artifact import ArtifactInfo
 from verifier.decode_full import decode_full
 from verifier.effects import RealDisk
 from verifier.errors import OtakitError
@@ -86,17 +86,7 @@ def delta_builder(
                     f"delta from {base.info.version}: encoder saw base {res.base} and result "
                     f"{res.result}, signed metadata says {base.info.image} and {full.info.image}"
                 )
-            info = ArtifactInfo(
-                product=full.info.product,
-                hardware=full.info.hardware,
-                version=full.info.version,
-                kind="delta",
-                compression="otakit-delta",
-                image=full.info.image,
-                base=BaseRef(base.info.version, base.info.image),
-                delta_header=res.header,
-                allow_downgrade=full.info.allow_downgrade,
-            )
+            info = make_delta_info(full.info, base.info, res.header)
             if res.delta_length >= full.length:
                 log(
                     f"delta from {base.info.version} ({res.delta_length} bytes) is not smaller "

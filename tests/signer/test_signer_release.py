@@ -18,10 +18,11 @@ from signer.release import (
     BuiltArtifact,
     PublishedArtifact,
     list_published,
+    make_delta_info,
     release,
 )
 from tests.helpers_repo import NOW, client_view, root_bytes
-from verifier.artifact import ArtifactInfo, BaseRef, ImageRef, ImageVersion
+from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
 
 
 def _img(tmp_path: Path, name: str, size: int = 256 * 1024) -> Path:
@@ -140,16 +141,7 @@ def test_extra_artifacts_are_published_in_the_same_transaction(
         blob.write_bytes(b"not really a delta")
         import hashlib
 
-        info = ArtifactInfo(
-            product=full.info.product,
-            hardware=full.info.hardware,
-            version=full.info.version,
-            kind="delta",
-            compression="otakit-delta",
-            image=full.info.image,
-            base=BaseRef(base.info.version, base.info.image),
-            delta_header=ImageRef(1, "1" * 64),
-        )
+        info = make_delta_info(full.info, base.info, ImageRef(1, "1" * 64))
         data = blob.read_bytes()
         return [BuiltArtifact(info, blob, len(data), hashlib.sha256(data).hexdigest())]
 
