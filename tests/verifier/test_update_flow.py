@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_crash import publish_delta
 from tests.verifier.conftest import NOW, World, evolve, make_world
 from tests.verifier.repo_sim import full_info
 from verifier.artifact import ArtifactInfo, BaseRef, ImageVersion
@@ -297,32 +298,18 @@ def test_artifact_not_zstd_is_rejected_before_arming(world: World) -> None:
     assert world.boot_control().read().trial is None
 
 
+def _publish_real_delta_and_full(w: World, tmp_path: Path) -> bytes:
+    """Publish 2.0 as a delta from the booted 1.0 (real encoder) and as a full image."""
+    v2 = evolve(w.v1, 2)
+    publish_delta(w.sim, w.v1, v2, tmp_path)
+    w.sim.publish()
+    return v2
+
+
 @pytest.mark.parametrize("mode", ["staged", "stream"])
 def test_real_delta_is_applied_from_the_booted_slot(tmp_path: Path, mode: str) -> None:
-    encode = pytest.importorskip("signer.delta.encode")
     w = make_world(tmp_path)
-    v2 = evolve(w.v1, 2)
-    (tmp_path / "v1.img").write_bytes(w.v1)
-    (tmp_path / "v2.img").write_bytes(v2)
-    res = encode.encode_delta(
-        tmp_path / "v1.img",
-        tmp_path / "v2.img",
-        tmp_path / "d.otd",
-        options=encode.DeltaOptions(workers=1),
-    )
-    info = ArtifactInfo(
-        "edge-gw",
-        ("rpi4",),
-        ImageVersion.parse("2.0"),
-        "delta",
-        "otakit-delta",
-        res.result,
-        BaseRef(ImageVersion.parse("1.0"), res.base),
-        res.header,
-    )
-    w.sim.add_artifact(info, (tmp_path / "d.otd").read_bytes())
-    w.sim.add_full(v2, "2.0")
-    w.sim.publish()
+    v2 = _publish_real_delta_and_full(w, tmp_path)
     result = w.update(mode=mode)
     assert (result.kind, result.fell_back) == ("delta", False)
     assert [k.rsplit(".", 1)[-1] for k, _ in w.sim.target_requests()] == ["otd"]
@@ -331,30 +318,8 @@ def test_real_delta_is_applied_from_the_booted_slot(tmp_path: Path, mode: str) -
 
 
 def test_delta_with_a_drifted_base_falls_back_to_full(tmp_path: Path) -> None:
-    encode = pytest.importorskip("signer.delta.encode")
     w = make_world(tmp_path)
-    v2 = evolve(w.v1, 2)
-    (tmp_path / "v1.img").write_bytes(w.v1)
-    (tmp_path / "v2.img").write_bytes(v2)
-    res = encode.encode_delta(
-        tmp_path / "v1.img",
-        tmp_path / "v2.img",
-        tmp_path / "d.otd",
-        options=encode.DeltaOptions(workers=1),
-    )
-    info = ArtifactInfo(
-        "edge-gw",
-        ("rpi4",),
-        ImageVersion.parse("2.0"),
-        "delta",
-        "otakit-delta",
-        res.result,
-        BaseRef(ImageVersion.parse("1.0"), res.base),
-        res.header,
-    )
-    w.sim.add_artifact(info, (tmp_path / "d.otd").read_bytes())
-    w.sim.add_full(v2, "2.0")
-    w.sim.publish()
+    v2 = _publish_real_delta_and_full(w, tmp_path)
     with w.slot_a.open("r+b") as f:  # the running image drifted from what was signed
         f.write(b"drift")
     result = w.update()
