@@ -27,6 +27,7 @@ from repo.errors import LocalError
 from repo.keys import KeyConfig
 from repo.repository import init as repo_init
 from repo.serve import serve_in_thread
+from signer.delta.release import delta_builder
 from signer.demo_image import DemoImageSpec, build_image
 from signer.keygen import generate_demo_keys
 from signer.release import ExtraBuilder, release
@@ -93,14 +94,6 @@ def _broken(image: bytes) -> bytes:
     return raw + bytes(size - len(raw))
 
 
-def _delta_builder() -> ExtraBuilder | None:
-    try:
-        from signer.delta.release import delta_builder
-    except ImportError:  # pragma: no cover - the delta encoder is part of the distribution
-        return None
-    return delta_builder(max_bases=3)
-
-
 def run_demo(workdir: Path | None = None, say: Say = print) -> DemoResult:
     """Run the demo in ``workdir`` (a new temporary directory when None)."""
     if workdir is None:
@@ -125,7 +118,7 @@ def run_demo(workdir: Path | None = None, say: Say = print) -> DemoResult:
     (images / "v3.img").write_bytes(_broken(v2))
     say(f"[publisher] built demo root filesystem images ({len(v1) >> 20} MiB slot size)")
 
-    builder = _delta_builder()
+    builder = delta_builder(max_bases=3)
     for version, image in (("1.0", "v1.img"), ("2.0", "v2.img")):
         r = release(
             repo_dir, keyconf, PRODUCT, version, images / image, [HARDWARE], now,
@@ -149,7 +142,7 @@ def _device_part(
     repo_dir: Path,
     images: Path,
     keyconf: KeyConfig,
-    builder: ExtraBuilder | None,
+    builder: ExtraBuilder,
     now: datetime,
     disk: RealDisk,
     say: Say,
