@@ -40,7 +40,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return build(tmp_path_factory.mktemp("fuzz"), base, bytes(new))
 
 
-def _apply_mutant(b: Built, delta: bytes, header_length: int) -> None:
+def _apply_mutant(b: Built, delta: bytes, header_length: int) -> str:
+    """Apply a mutant; return the error class that rejected it, or "ok"."""
     header_ref = ImageRef(header_length, ref_of(delta[:header_length]).sha256)
     sink = MemSink()
     try:
@@ -52,10 +53,11 @@ def _apply_mutant(b: Built, delta: bytes, header_length: int) -> None:
             header_ref=header_ref,
             sink=sink,
         )
-    except OtakitError:
+    except OtakitError as e:
         assert not sink.synced
-        return
+        return type(e).__name__
     assert bytes(sink.data[: len(b.new)]) == b.new  # success only with the signed image
+    return "ok"
 
 
 def _mutate(r: random.Random, delta: bytes, header_length: int) -> tuple[bytes, int]:
@@ -85,9 +87,12 @@ def _mutate(r: random.Random, delta: bytes, header_length: int) -> tuple[bytes, 
 def test_seeded_fuzz_loop(built: Built) -> None:
     r = random.Random(20261129)
     n = built.result.header.length
+    outcomes = set()
     for _ in range(2000):
         mutant, hl = _mutate(r, built.delta, n)
-        _apply_mutant(built, mutant, hl)
+        outcomes.add(_apply_mutant(built, mutant, hl))
+    # the mutants must get past the first check: structure, limits and per-op hashes all fire
+    assert {"DeltaFormatError", "DecodeLimitError", "ImageHashMismatchError"} <= outcomes
 
 
 @settings(
