@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from verifier.bootctl.base import BootControl
+from verifier.bootctl.external import check_options
 from verifier.effects import Disk
 from verifier.errors import ConfigError
 
@@ -44,18 +45,9 @@ def make_boot_control(
     return builder(options, disk, state_dir)
 
 
-def _only(options: Mapping[str, str], allowed: set[str], backend: str) -> None:
-    extra = set(options) - allowed
-    if extra:
-        raise ConfigError(
-            f"boot backend {backend!r}: unknown options {sorted(extra)}; "
-            f"expected a subset of {sorted(allowed)}"
-        )
-
-
 def file_boot_path(options: Mapping[str, str], state_dir: Path) -> Path:
     """Where the ``file`` backend keeps its JSON boot state."""
-    _only(options, {"path"}, "file")
+    check_options(options, {"path"}, "file")
     return Path(options["path"]) if "path" in options else state_dir / "boot.json"
 
 
