@@ -1,41 +1,44 @@
-"""The publisher's one error hierarchy (shared by ``repo`` and ``signer``).
+"""The publisher's error classes (``repo`` and ``signer``), in the device's families.
 
-Same three families as the device (security, transport, local) plus usage, so both CLIs
-speak the same language and map families to the same stable exit codes.
+There is one error tree (``verifier.errors``): the families — usage, security, transport,
+local — are the device's classes, so both CLIs render every error with one function and a
+family means the same exit code on both sides (docs/CLI.md). Only what is particular to
+publishing is defined here; the families are imported from the device side, the strictest
+reader, which imports nothing from us.
 """
 
 from __future__ import annotations
 
+from verifier.errors import LocalError, OtakitError, SecurityError, TransportError, UsageError
 
-class PublisherError(Exception):
-    """Base of every error the publisher raises on purpose."""
-
-    exit_code = 1
-    family = "error"
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def diagnostic(self) -> str:
-        if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
-
-
-class UsageError(PublisherError):
-    """Arguments or inputs are wrong (bad version string, unknown product, ...)."""
-
-    exit_code = 2
-    family = "usage"
+__all__ = [
+    "DeltaBuildError",
+    "DemoFailedError",
+    "ImageReadError",
+    "KeyConfigError",
+    "LocalError",
+    "OtakitError",
+    "PublishError",
+    "PublisherBusyError",
+    "RepositoryStateError",
+    "SecurityError",
+    "SelfCheckError",
+    "ThresholdError",
+    "TransportError",
+    "UntrustedRepositoryError",
+    "UsageError",
+    "VersionNotNewerError",
+]
 
 
-class SecurityError(PublisherError):
-    """A trust problem: missing or wrong key, threshold not met, self-check failed."""
+# --- usage ----------------------------------------------------------------------------------
 
-    exit_code = 3
-    family = "security"
+
+class VersionNotNewerError(UsageError):
+    """A release's version is not newer than the newest one already published."""
+
+
+# --- security -------------------------------------------------------------------------------
 
 
 class KeyConfigError(SecurityError):
@@ -50,18 +53,11 @@ class SelfCheckError(SecurityError):
     """An artifact did not round-trip through the device's own decoder."""
 
 
-class TransportError(PublisherError):
-    """A remote key service or storage backend failed; retrying may help."""
-
-    exit_code = 4
-    family = "transport"
+class UntrustedRepositoryError(SecurityError):
+    """Published metadata on disk does not verify against its root: it was tampered with."""
 
 
-class LocalError(PublisherError):
-    """Repository directory, image file or local configuration problem."""
-
-    exit_code = 5
-    family = "local"
+# --- local ----------------------------------------------------------------------------------
 
 
 class RepositoryStateError(LocalError):
@@ -72,10 +68,6 @@ class ImageReadError(LocalError):
     """The input image cannot be read."""
 
 
-class VersionNotNewerError(UsageError):
-    """A release's version is not newer than the newest one already published."""
-
-
 class PublisherBusyError(LocalError):
     """Another publisher holds the repository lock."""
 
@@ -84,5 +76,9 @@ class PublishError(LocalError):
     """Writing the repository failed part-way; the previously published state is intact."""
 
 
-class UntrustedRepositoryError(SecurityError):
-    """Published metadata on disk does not verify against its root: it was tampered with."""
+class DeltaBuildError(LocalError):
+    """The inputs cannot be turned into a delta container within the format's limits."""
+
+
+class DemoFailedError(LocalError):
+    """The demo ran but its end state is not the one promised."""

@@ -104,6 +104,8 @@ def publish(
                 write_atomic(disk, mdir / md.filename, md.data)
         if release.root is not None and release.root_last:
             _write_root(disk, mdir, release.root, say)
+    except SecurityError:
+        raise  # a changed source is not a disk problem: keep its family (exit 3)
     except (OtakitError, OSError) as e:
         reason = e.message if isinstance(e, OtakitError) else f"{e.strerror or e}"
         raise PublishError(

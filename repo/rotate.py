@@ -48,7 +48,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 
 from repo.errors import (
-    PublisherError,
+    OtakitError,
     RepositoryStateError,
     UntrustedRepositoryError,
     UsageError,
@@ -249,7 +249,7 @@ def rotate_root(
         except UntrustedRepositoryError as refused:
             try:
                 state = load_state(repo_dir, online_under_previous_root=True)
-            except PublisherError:
+            except OtakitError:
                 raise refused from None
             if not resume:
                 raise UntrustedRepositoryError(

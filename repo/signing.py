@@ -17,7 +17,7 @@ from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
 from tuf.api.serialization.json import JSONSerializer
 
-from repo.errors import PublisherError, SecurityError, ThresholdError
+from repo.errors import OtakitError, SecurityError, ThresholdError
 from repo.layout import metadata_filename
 
 
@@ -61,7 +61,7 @@ def sign_metadata(
         try:
             md.sign(signer, append=True)
         except Exception as e:  # any signer backend failure (HSM, KMS, file)
-            if isinstance(e.__cause__, PublisherError):
+            if isinstance(e.__cause__, OtakitError):
                 # e.g. a missing PIN, already explained by our secrets handler
                 raise e.__cause__ from None
             raise SecurityError(

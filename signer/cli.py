@@ -1,19 +1,15 @@
 """The publisher's command line: ``otakit``.
 
-Each command parses its options, calls one library function and renders the result. Errors
-are rendered in exactly one place (``main``): a ``PublisherError`` prints its diagnostic and
-exits with its family's stable code; a traceback appears only with ``-v``. Data goes to
-stdout (``--json`` for machines), progress and diagnostics to stderr. Typer's
-``pretty_exceptions_show_locals`` is off because locals can hold key material.
+Each command parses its options, calls one library function and renders the result through
+the contract both CLIs share (``verifier.cli_contract``): errors rendered in one place with
+stable exit codes, a JSON document (or JSON error) on stdout with ``--json``, progress and
+warnings on stderr, a traceback only with ``-v``. Typer's locals display and pretty
+tracebacks are off because locals can hold key material.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +25,7 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
-from repo.errors import PublisherError
+from repo.errors import OtakitError
 from repo.keys import (
     TOP_LEVEL_ROLES,
     KeyConfig,
@@ -48,45 +44,48 @@ from signer.delta_cmd import delta_app
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
+from verifier import __version__
+from verifier.cli_contract import EPILOG, RunState, exit_with, new_app, run_app, run_state
 
-app = typer.Typer(
-    name="otakit",
-    help="Publish signed OS updates: TUF repository, releases, keys.",
-    pretty_exceptions_show_locals=False,
-    no_args_is_help=True,
-    add_completion=False,
-)
-repo_app = typer.Typer(
-    help="Create, serve, refresh and re-key TUF repositories.", no_args_is_help=True
-)
-keys_app = typer.Typer(help="Key management.", no_args_is_help=True)
+app = new_app("Publish signed OS updates: TUF repository, releases, keys.", "otakit")
+repo_app = new_app("Create, serve, refresh and re-key TUF repositories.")
+keys_app = new_app("Key management.")
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
 
 _err = Console(stderr=True)
 
-
-@dataclass
-class _Options:
-    verbose: bool = False
-
-
-_opts = _Options()
-
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 KeysOpt = Annotated[
     Path,
     typer.Option("--keys", help="Key configuration (keys.json) naming each role's keys."),
 ]
-RepoArg = Annotated[Path, typer.Argument(help="Repository directory.")]
+RepoArg = Annotated[Path, typer.Argument(metavar="REPO", help="Repository directory.")]
 DaysOpt = Annotated[int | None, typer.Option(min=1, help="Override the default expiry (days).")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"otakit {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _global(
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks on errors.")] = False,
+    ctx: typer.Context,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="Tracebacks on errors.")
+    ] = 0,
+    json_out: JsonOpt = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
-    _opts.verbose = verbose
+    run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit")
+    ctx.obj = run
+    run.verbose, run.json = verbose, json_out
 
 
 def _expiries(root: int | None, targets: int | None, snap: int | None, ts: int | None) -> Expiries:
@@ -103,61 +102,74 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@repo_app.command("init")
+@repo_app.command("init", epilog=EPILOG)
 def repo_init(
+    ctx: typer.Context,
     repo: RepoArg,
     keys: KeysOpt,
     root_expiry_days: DaysOpt = None,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Create a new TUF repository (version 1 of every role, consistent snapshots)."""
+    """Create a new TUF repository (version 1 of every role)."""
+    run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     signers = load_role_signers(keyconf, TOP_LEVEL_ROLES, prompt=tty_prompt())
     exp = _expiries(
         root_expiry_days, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days
     )
     state = init(repo, keyconf, _now(), signers=signers, expiries=exp)
-    _err.print(f"created repository {repo}")
-    print(state.repo_dir / "metadata" / "1.root.json")
+    root_file = state.repo_dir / "metadata" / "1.root.json"
+    run.note(f"created repository {repo}")
+    run.result({"repository": str(state.repo_dir), "root": str(root_file)}, str(root_file))
 
 
-@repo_app.command("serve")
+@repo_app.command("serve", epilog=EPILOG)
 def repo_serve(
+    ctx: typer.Context,
     repo: RepoArg,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8080,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Serve REPO read-only over HTTP (metadata/ and targets/ only) until interrupted."""
+    """Serve REPO read-only over HTTP until interrupted.
+
+    Only metadata/ and targets/ are served, with Range support.
+    """
+    run = run_state(ctx, json_out)
     server = make_server(repo, host, port)
-    print(server_url(server), flush=True)
-    _err.print(f"serving {repo}; press Ctrl-C to stop")
+    run.result({"url": server_url(server), "repository": str(repo)}, server_url(server))
+    run.note(f"serving {repo}; press Ctrl-C to stop")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        run.note("stopped")
     finally:
         server.server_close()
 
 
-@repo_app.command("list")
+@repo_app.command("list", epilog=EPILOG)
 def repo_list(
+    ctx: typer.Context,
     repo: RepoArg,
     product: Annotated[str | None, typer.Option(help="Only this product.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """List published artifacts (verified against the repository's root), oldest first."""
+    """List published artifacts, oldest first (verified against the root)."""
+    run = run_state(ctx, json_out)
     arts = list_published(repo, product)
-    if json_out:
-        print(json.dumps([a.to_json() for a in arts], indent=2))
+    if run.json:
+        run.emit([a.to_json() for a in arts])
         return
     for a in arts:
         print(f"{a.info.product}\t{a.info.version}\t{a.info.kind}\t{a.length}\t{a.target_path}")
 
 
-@repo_app.command("refresh")
+@repo_app.command("refresh", epilog=EPILOG)
 def repo_refresh(
+    ctx: typer.Context,
     repo: RepoArg,
     keys: KeysOpt,
     within: Annotated[
@@ -175,12 +187,16 @@ def repo_refresh(
         bool,
         typer.Option("--targets", help="Also re-sign targets (needs the offline targets keys)."),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """Re-sign snapshot and timestamp with the online keys (targets too with --targets)."""
+    """Re-sign snapshot and timestamp with the online keys.
+
+    With --targets, targets too (needs its offline keys).
+    """
+    run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
     signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
@@ -193,52 +209,49 @@ def repo_refresh(
         warn_within=timedelta(days=warn_days),
         expiries=_expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days),
     )
-    _print_warnings(result.warnings)
-    if json_out:
-        print(json.dumps(result.to_json(), indent=2))
-        return
-    if not result.refreshed:
-        _err.print(result.reason, markup=False)
-        return
-    for role in result.refreshed:
-        when = result.to_json()["roles"][role]["expires"]
-        print(f"{role} v{result.versions[role]} expires {when}")
-    _err.print(f"refreshed {' and '.join(result.refreshed)} ({result.reason})", markup=False)
+    _warn_expiry(run, result.warnings)
+    doc = result.to_json()
+    lines = [
+        f"{role} v{result.versions[role]} expires {doc['roles'][role]['expires']}"
+        for role in result.refreshed
+    ]
+    run.result(doc, "\n".join(lines))
+    if result.refreshed:
+        run.note(f"refreshed {' and '.join(result.refreshed)} ({result.reason})")
+    else:
+        run.note(result.reason)
 
 
-def _print_warnings(warnings: Sequence[ExpiryWarning]) -> None:
+def _warn_expiry(run: RunState, warnings: Sequence[ExpiryWarning]) -> None:
     for w in warnings:
-        _err.print(
-            f"WARNING: {w.message()}",
-            style="bold red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        run.warn(w.message())
 
 
-@repo_app.command("status")
+@repo_app.command("status", epilog=EPILOG)
 def repo_status(
+    ctx: typer.Context,
     repo: RepoArg,
     warn_days: Annotated[
         float, typer.Option(min=0, help="Warn when root or targets expire within DAYS.")
     ] = 14,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Version and expiry of every role (verified; needs no keys), with expiry warnings."""
+    """Version and expiry of every role (verified; needs no keys)."""
+    run = run_state(ctx, json_out)
     result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
-    _print_warnings(result.warnings)
-    if json_out:
-        doc = result.to_json()
-        del doc["refreshed"], doc["reason"]
-        print(json.dumps(doc, indent=2))
-        return
-    for role, info in result.to_json()["roles"].items():
-        print(f"{role}\tv{info['version']}\texpires {info['expires']}")
+    _warn_expiry(run, result.warnings)
+    doc = result.to_json()
+    del doc["refreshed"], doc["reason"]
+    lines = [
+        f"{role}\tv{info['version']}\texpires {info['expires']}"
+        for role, info in doc["roles"].items()
+    ]
+    run.result(doc, "\n".join(lines))
 
 
-@repo_app.command("rotate-root")
+@repo_app.command("rotate-root", epilog=EPILOG)
 def repo_rotate_root(
+    ctx: typer.Context,
     repo: RepoArg,
     old_keys: Annotated[
         Path,
@@ -254,20 +267,22 @@ def repo_rotate_root(
             "--resume", help="Finish a rotation interrupted after publishing its new root."
         ),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
     root_expiry_days: DaysOpt = None,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """New root N+1 with NEW keys, signed by old and new root keys; re-sign the rest.
+    """New root N+1 granting NEW keys; re-sign the rest.
 
-    Revoke a key by leaving it out of NEW; renew an expiring root with OLD = NEW.
+    Signed by the old and the new root keys. Revoke a key by leaving it out of NEW; renew an
+    expiring root with OLD = NEW.
     """
+    run = run_state(ctx, json_out)
     old_conf, new_conf = load_key_config(old_keys), load_key_config(new_keys)
     prompt = tty_prompt()
-    old_signers = _available(old_conf, TOP_LEVEL_ROLES, "old", prompt)
-    new_signers = _available(new_conf, TOP_LEVEL_ROLES, "new", prompt)
+    old_signers = _available(run, old_conf, TOP_LEVEL_ROLES, "old", prompt)
+    new_signers = _available(run, new_conf, TOP_LEVEL_ROLES, "new", prompt)
     exp = _expiries(
         root_expiry_days, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days
     )
@@ -281,60 +296,65 @@ def repo_rotate_root(
         resume=resume,
     )
     for w in result.warnings:
-        _err.print(f"WARNING: {w}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-    if json_out:
-        print(json.dumps(result.to_json(), indent=2))
-        return
-    for c in result.changes:
-        if c.changed:
-            print(
-                f"{c.role}: added {[k[:12] for k in c.added]}, revoked "
-                f"{[k[:12] for k in c.revoked]}, threshold {c.threshold[0]} -> {c.threshold[1]}"
-            )
-    print("written in order: " + " ".join(result.written))
+        run.warn(w)
+    lines = [
+        f"{c.role}: added {[k[:12] for k in c.added]}, revoked "
+        f"{[k[:12] for k in c.revoked]}, threshold {c.threshold[0]} -> {c.threshold[1]}"
+        for c in result.changes
+        if c.changed
+    ]
+    lines.append("written in order: " + " ".join(result.written))
+    run.result(result.to_json(), "\n".join(lines))
     mode = "bridged" if result.bridged else "root first"
-    _err.print(
-        f"rotated root v{result.old_root_version} -> v{result.root_version} ({mode})",
-        markup=False,
-    )
+    run.note(f"rotated root v{result.old_root_version} -> v{result.root_version} ({mode})")
 
 
 def _available(
-    conf: KeyConfig, roles: tuple[str, ...], which: str, prompt: PromptFn | None
+    run: RunState, conf: KeyConfig, roles: tuple[str, ...], which: str, prompt: PromptFn | None
 ) -> dict[str, list[Signer]]:
     """Every loadable key; the threshold checks decide whether that is enough."""
     out: dict[str, list[Signer]] = {}
     for role in roles:
         signers, problems = load_available_signers(conf, role, prompt=prompt)
         for p in problems:
-            _err.print(f"note: {which} {p}", markup=False, highlight=False)
+            run.note(f"note: {which} {p}")
         out[role] = signers
     return out
 
 
-@keys_app.command("generate-demo")
+@keys_app.command("generate-demo", epilog=EPILOG)
 def keys_generate_demo(
-    directory: Annotated[Path, typer.Argument(help="Directory for the demo keys.")],
-    force: Annotated[bool, typer.Option(help="Replace existing demo keys.")] = False,
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Directory for the demo keys.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace existing demo keys.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Generate PUBLIC, throwaway ed25519 keys for demos and tests (never for production)."""
+    """Write the PUBLIC demo keys (for demos and tests, never production)."""
+    run = run_state(ctx, json_out)
     conf = generate_demo_keys(directory, overwrite=force)
-    _err.print("[yellow]demo keys are for demos and tests only; never use them in production")
-    print(conf.source)
+    run.warn("demo keys are for demos and tests only; never use them in production")
+    run.result({"keys": str(conf.source)}, str(conf.source))
 
 
-@app.command("release")
+@app.command("release", epilog=EPILOG)
 def release_cmd(
+    ctx: typer.Context,
     repo: RepoArg,
-    image: Annotated[Path, typer.Argument(help="Image file or block device to release.")],
+    image: Annotated[
+        Path, typer.Argument(metavar="IMAGE", help="Image file or block device to release.")
+    ],
     keys: KeysOpt,
     product: Annotated[str, typer.Option(help="Product name, e.g. edge-gw.")],
     version: Annotated[str, typer.Option(help="Image version, e.g. 2.4.1.")],
     hardware: Annotated[
-        list[str] | None, typer.Option(help="Compatible hardware id (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="ID", help="Compatible hardware id (repeatable)."),
     ] = None,
     allow_downgrade: Annotated[
-        bool, typer.Option(help="Permit a version older than the newest published (signed).")
+        bool,
+        typer.Option(
+            "--allow-downgrade", help="Permit a version older than the newest published (signed)."
+        ),
     ] = False,
     level: Annotated[int, typer.Option(min=1, max=22, help="zstd level.")] = 10,
     threads: Annotated[int, typer.Option(min=0, help="zstd worker threads (0: none).")] = 0,
@@ -348,12 +368,17 @@ def release_cmd(
         int,
         typer.Option(min=0, max=16, help="Build deltas from the last N published versions."),
     ] = 3,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """Compress IMAGE, add it as a signed target of PRODUCT VERSION, and publish."""
+    """Compress IMAGE, sign it as PRODUCT VERSION, and publish.
+
+    Deltas from the last N published versions are built and checked with the device's own
+    decoder before anything is signed.
+    """
+    run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     total = _image_size(image)
@@ -387,51 +412,47 @@ def release_cmd(
             log=say,
             extra_builder=delta_builder(deltas, say=say) if deltas else None,
         )
-    if json_out:
-        print(json.dumps(result.to_json(), indent=2))
-        return
-    for a in result.artifacts:
-        print(f"{a.target_path}\t{a.length}\t{a.sha256}")
-    _err.print(
+    run.result(
+        result.to_json(),
+        "\n".join(f"{a.target_path}\t{a.length}\t{a.sha256}" for a in result.artifacts),
+    )
+    run.note(
         f"published {result.product} {result.version} "
-        f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})",
-        markup=False,
+        f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})"
     )
 
 
-@app.command("demo")
+@app.command("demo", epilog=EPILOG)
 def demo_cmd(
+    ctx: typer.Context,
     workdir: Annotated[
         Path | None,
         typer.Option(help="Directory for the demo (default: a new temporary directory)."),
     ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Run the whole path on localhost: keys, repository, releases, HTTP, a device updating."""
-    result = run_demo(workdir, say=lambda line: print(line, flush=True))
-    print(f"demo ok: device on {result.final_version}; files in {result.workdir}")
+    """Run the whole path on localhost, from keys to a device updating."""
+    run = run_state(ctx, json_out)
+    say = run.note if run.json else (lambda line: print(line, flush=True))
+    result = run_demo(workdir, say=say)
+    run.result(
+        {"ok": True, "final_version": result.final_version, "workdir": str(result.workdir)},
+        f"demo ok: device on {result.final_version}; files in {result.workdir}",
+    )
 
 
 def _image_size(image: Path) -> int | None:
     try:
         with image.open("rb") as f:
             return image_length(f, image)
-    except (OSError, PublisherError):
+    except (OSError, OtakitError):
         return None  # release() reports the real problem with a proper diagnostic
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``otakit``: the one place errors are rendered.
+    """Run ``otakit`` under the CLI contract (see ``verifier.cli_contract``)."""
+    exit_with(run_app(app, "otakit", argv))
 
-    Typer (standalone mode) renders usage errors itself and exits 2; every error the
-    publisher raises on purpose reaches this handler.
-    """
-    try:
-        app(args=argv)
-    except PublisherError as e:
-        if _opts.verbose:
-            traceback.print_exc()
-        sys.stderr.write(f"otakit: {e.family} error: {e.diagnostic()}\n")
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("otakit: interrupted\n")
-        sys.exit(130)
+
+if __name__ == "__main__":
+    main()

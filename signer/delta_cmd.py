@@ -7,7 +7,6 @@ from signed metadata instead. Errors propagate to ``signer.cli.main`` (the one r
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,22 +15,20 @@ import typer
 
 from repo.errors import SelfCheckError
 from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
+from verifier.cli_contract import EPILOG, new_app, run_state
 from verifier.delta.decode import apply_delta
 from verifier.delta.format import parse_prefix
 from verifier.effects import RealDisk
 from verifier.errors import OtakitError
 
-delta_app = typer.Typer(
-    help="Build and apply delta images (debugging).",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-)
+delta_app = new_app("Build and apply delta images (debugging).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
-@delta_app.command("create")
+@delta_app.command("create", epilog=EPILOG)
 def create(
+    ctx: typer.Context,
     base: Annotated[Path, typer.Argument(help="Base image (what the device runs).")],
     new: Annotated[Path, typer.Argument(help="New image.")],
     out: Annotated[Path, typer.Argument(help="Delta container to write.")],
@@ -42,7 +39,8 @@ def create(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write OUT, a delta turning BASE into NEW, and check it with the device decoder."""
+    """Write OUT, a delta turning BASE into NEW, checked by the device decoder."""
+    run = run_state(ctx, json_out)
     options = DeltaOptions(level=level, ref_window=ref_window << 20, workers=workers)
     r = encode_delta(base, new, out, options=options)
     doc: dict[str, Any] = {
@@ -62,23 +60,26 @@ def create(
             "total": round(r.timings.total_s, 3),
         },
     }
-    if json_out:
-        print(json.dumps(doc, indent=2))
-        return
-    print(
+    run.result(
+        doc,
         f"{out}: {r.delta_length} bytes ({r.delta_length / r.result.length:.2%} of the image), "
-        f"{sum(r.kinds.values())} ops, {r.timings.total_s:.2f} s, verified={r.verified}"
+        f"{sum(r.kinds.values())} ops, {r.timings.total_s:.2f} s, verified={r.verified}",
     )
 
 
-@delta_app.command("apply")
+@delta_app.command("apply", epilog=EPILOG)
 def apply(
+    ctx: typer.Context,
     base: Annotated[Path, typer.Argument(help="Base image.")],
     delta: Annotated[Path, typer.Argument(help="Delta container.")],
     out: Annotated[Path, typer.Argument(help="Result image to write.")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Rebuild the new image into OUT from BASE and DELTA (refs taken from the container)."""
+    """Rebuild the new image into OUT from BASE and DELTA.
+
+    The expected lengths and hashes are taken from the container itself.
+    """
+    run = run_state(ctx, json_out)
     t0 = time.perf_counter()
     try:
         with delta.open("rb") as f:
@@ -111,7 +112,6 @@ def apply(
         "delta_header": header_ref.to_dict(),
         "seconds": round(seconds, 3),
     }
-    if json_out:
-        print(json.dumps(doc, indent=2))
-        return
-    print(f"{out}: {header.result.length} bytes, sha256 {header.result.sha256}, {seconds:.2f} s")
+    run.result(
+        doc, f"{out}: {header.result.length} bytes, sha256 {header.result.sha256}, {seconds:.2f} s"
+    )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from repo.errors import LocalError
+from repo.errors import DemoFailedError
 from repo.keys import KeyConfig
 from repo.repository import init as repo_init
 from repo.serve import serve_in_thread
@@ -44,10 +44,6 @@ HARDWARE = "demo-board"
 BROKEN_MARKER = "etc/otakit-demo/health-check-fails"
 
 Say = Callable[[str], None]
-
-
-class DemoFailedError(LocalError):
-    """The demo ran but its end state is not the one promised."""
 
 
 @dataclass(frozen=True)

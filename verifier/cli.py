@@ -1,52 +1,61 @@
 """``otakit-device``: the device CLI. Thin — parse, call one library function, render.
 
-Errors are rendered in one place (``main``): an ``OtakitError`` becomes its diagnostic on
-stderr and its family's exit code; ``NothingToDoError`` exits 0 with its message; tracebacks
-appear only with ``-v``. typer's locals display is off (locals may hold key material).
+How outcomes reach the user (errors, exit codes, ``--json``, Ctrl-C) is decided once, in
+``verifier.cli_contract``, for both CLIs. typer's locals display is off (locals may hold key
+material) and so are its pretty tracebacks: a traceback appears only with ``-v``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from verifier import __version__
 from verifier.artifact import ImageVersion
-from verifier.bootctl.base import DEFAULT_TRIES, parse_slot
+from verifier.bootctl.base import DEFAULT_TRIES, MAX_TRIES, parse_slot
+from verifier.bootctl.factory import backend_names
+from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state
 from verifier.effects import RealDisk
-from verifier.errors import ImageHashMismatchError, NothingToDoError, OtakitError, UsageError
+from verifier.errors import ArtifactSchemaError, ImageHashMismatchError, UsageError
 
-app = typer.Typer(
-    name="otakit-device",
-    help="Verify signed OS updates with TUF and apply them to an A/B slot pair.",
-    pretty_exceptions_show_locals=False,
-    no_args_is_help=True,
-    add_completion=False,
+app = new_app(
+    "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
 )
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+Backend = Enum("Backend", {n: n for n in backend_names()}, type=str)  # type: ignore[misc]
+
+
+class SlotName(StrEnum):
+    a = "a"
+    b = "b"
+
+
+class Mode(StrEnum):
+    staged = "staged"
+    stream = "stream"
 
 
 @dataclass(frozen=True)
 class Ctx:
     state: Path
-    verbose: int
-    json: bool
+    run: RunState
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ctx(ctx: typer.Context) -> Ctx:
-    obj = ctx.obj
-    assert isinstance(obj, Ctx)
-    return obj
+def _ctx(ctx: typer.Context, json_out: bool = False) -> Ctx:
+    return Ctx(ctx.meta["otakit.state"], run_state(ctx, json_out))
 
 
 def _device(c: Ctx) -> Any:
@@ -55,77 +64,111 @@ def _device(c: Ctx) -> Any:
     return Device.open(c.state, RealDisk())
 
 
-def _emit(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
-    sys.stdout.flush()
+def _version(text: str, option: str) -> ImageVersion:
+    try:
+        return ImageVersion.parse(text)
+    except ArtifactSchemaError as e:
+        raise UsageError(f"{option}: {e.message}") from e
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"otakit-device {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _global(
     ctx: typer.Context,
     state: Annotated[
-        Path, typer.Option("--state", help="Device state directory.", envvar="OTAKIT_STATE")
+        Path,
+        typer.Option("--state", help="Device state directory (absolute).", envvar="OTAKIT_STATE"),
     ] = Path("/var/lib/otakit"),
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True)] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="Log more; tracebacks on errors.")
+    ] = 0,
+    json_out: JsonOpt = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
+    run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit-device")
+    ctx.obj = run
+    run.verbose, run.json = verbose, json_out
     logging.basicConfig(
         level=logging.DEBUG if verbose > 1 else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
-    ctx.obj = Ctx(state, verbose, json_out)
+    ctx.meta["otakit.state"] = state
+    if ctx.resilient_parsing:  # shell completion: touch nothing
+        return
     from verifier.device import device_lock
 
     ctx.with_resource(device_lock(state))
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def init(
     ctx: typer.Context,
     repo_url: Annotated[str, typer.Option(help="Base URL of the TUF repository.")],
     root: Annotated[Path, typer.Option(help="Trusted root metadata to pin.")],
-    product: Annotated[str, typer.Option()],
-    slot_a: Annotated[Path, typer.Option(help="Slot a (booted, holds the installed image).")],
-    slot_b: Annotated[Path, typer.Option(help="Slot b.")],
+    product: Annotated[str, typer.Option(help="Product name, e.g. edge-gw.")],
+    slot_a: Annotated[Path, typer.Option(help="Slot a, absolute (booted, installed image).")],
+    slot_b: Annotated[Path, typer.Option(help="Slot b, absolute.")],
     installed_version: Annotated[str, typer.Option(help="Version of the image in slot a.")],
     hardware: Annotated[str, typer.Option(help="This device's hardware id.")] = "generic",
-    boot_backend: Annotated[str, typer.Option(help="file, grub, uboot or command.")] = "file",
+    boot_backend: Annotated[Backend, typer.Option(help="Boot control backend.")] = "file",  # type: ignore[assignment]
     boot_option: Annotated[
         list[str] | None, typer.Option(help="Backend option KEY=VALUE (repeatable).")
     ] = None,
-    tries: Annotated[int, typer.Option(help="Trial boot attempts.")] = DEFAULT_TRIES,
+    tries: Annotated[
+        int, typer.Option(min=1, max=MAX_TRIES, help="Trial boot attempts.")
+    ] = DEFAULT_TRIES,
+    json_out: JsonOpt = False,
 ) -> None:
     """Pin the trusted root and describe this device's two slots."""
     from verifier.device import init_device, status
     from verifier.state import DeviceConfig
     from verifier.tuf_client import load_root_bytes
 
-    c = _ctx(ctx)
+    c = _ctx(ctx, json_out)
     options = []
     for item in boot_option or []:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise UsageError(f"--boot-option: expected KEY=VALUE, found {item!r}")
         options.append((key, value))
     config = DeviceConfig(
-        repo_url, product, hardware, slot_a, slot_b, boot_backend, tuple(sorted(options)), tries
+        repo_url,
+        product,
+        hardware,
+        slot_a,
+        slot_b,
+        str(getattr(boot_backend, "value", boot_backend)),
+        tuple(sorted(options)),
+        tries,
     )
     dev = init_device(
         c.state,
         RealDisk(),
         config,
         root=load_root_bytes(root),
-        installed_version=ImageVersion.parse(installed_version),
+        installed_version=_version(installed_version, "--installed-version"),
     )
     _render_status(c, status(dev, _now()).to_dict())
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def update(
     ctx: typer.Context,
-    mode: Annotated[str, typer.Option(help="staged (download, then write) or stream.")] = "staged",
-    tries: Annotated[int | None, typer.Option(help="Trial boot attempts.")] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="staged (download, then write) or stream.")
+    ] = Mode.staged,
+    tries: Annotated[
+        int | None, typer.Option(min=1, max=MAX_TRIES, help="Trial boot attempts.")
+    ] = None,
     version: Annotated[str | None, typer.Option(help="Install exactly this version.")] = None,
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Always use full images.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON-lines progress.")] = False,
@@ -134,86 +177,99 @@ def update(
     from verifier.update import UpdateOptions
     from verifier.update import update as run_update
 
-    c = _ctx(ctx)
-    as_json = c.json or json_out
-    if mode not in ("staged", "stream"):
-        raise UsageError(f"--mode: expected 'staged' or 'stream', found {mode!r}")
+    c = _ctx(ctx, json_out)
     options = UpdateOptions(
-        mode="stream" if mode == "stream" else "staged",
+        mode="stream" if mode is Mode.stream else "staged",
         tries=tries,
-        version=None if version is None else ImageVersion.parse(version),
+        version=None if version is None else _version(version, "--version"),
         allow_delta=not no_delta,
     )
-    with _ProgressView(as_json) as view:
+    with _ProgressView(c.run) as view:
         result = run_update(_device(c), _now(), options=options, progress=view.report)
-    if as_json:
-        _emit(
-            {
-                "event": "done",
-                "version": str(result.version),
-                "slot": result.slot,
-                "artifact": result.artifact,
-                "kind": result.kind,
-                "fell_back": result.fell_back,
-            }
-        )
-    else:
-        typer.echo(result.message())
+    c.run.result(
+        {
+            "event": "done",
+            "version": str(result.version),
+            "slot": result.slot,
+            "artifact": result.artifact,
+            "kind": result.kind,
+            "fell_back": result.fell_back,
+            "tries": result.tries,
+        },
+        result.message(),
+    )
 
 
-@app.command()
-def status(
-    ctx: typer.Context,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+@app.command(epilog=EPILOG)
+def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Which slot is active, what each holds, what is pending, the last failure."""
     from verifier.device import status as get_status
 
-    c = _ctx(ctx)
-    _render_status(
-        Ctx(c.state, c.verbose, c.json or json_out), get_status(_device(c), _now()).to_dict()
+    c = _ctx(ctx, json_out)
+    _render_status(c, get_status(_device(c), _now()).to_dict())
+
+
+def _action(c: Ctx, name: str, message: str, dev: Any) -> None:
+    """A state-changing command's outcome: its message, and the status it leaves."""
+    from verifier.device import status as get_status
+
+    c.run.result(
+        {"action": name, "message": message, "status": get_status(dev, _now()).to_dict()},
+        message,
     )
 
 
-@app.command("mark-good")
-def mark_good(ctx: typer.Context) -> None:
+@app.command("mark-good", epilog=EPILOG)
+def mark_good(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Commit the running trial slot (for a health-check unit)."""
     from verifier.device import mark_good as run
 
-    typer.echo(run(_device(_ctx(ctx)), _now()))
+    c = _ctx(ctx, json_out)
+    dev = _device(c)
+    _action(c, "mark-good", run(dev, _now()), dev)
 
 
-@app.command("mark-bad")
-def mark_bad(ctx: typer.Context, slot: Annotated[str, typer.Argument(help="a or b")]) -> None:
+@app.command("mark-bad", epilog=EPILOG)
+def mark_bad(
+    ctx: typer.Context,
+    slot: Annotated[SlotName, typer.Argument(metavar="SLOT", help="a or b")],
+    json_out: JsonOpt = False,
+) -> None:
     """Make SLOT unbootable; a pending or running trial on it is recorded as failed."""
     from verifier.device import mark_bad as run
 
-    typer.echo(run(_device(_ctx(ctx)), parse_slot(slot), _now()))
+    c = _ctx(ctx, json_out)
+    dev = _device(c)
+    _action(c, "mark-bad", run(dev, parse_slot(slot.value), _now()), dev)
 
 
-@app.command()
-def rollback(ctx: typer.Context) -> None:
+@app.command(epilog=EPILOG)
+def rollback(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Abandon the running or pending trial, or trial-boot the other slot."""
     from verifier.device import rollback as run
 
-    typer.echo(run(_device(_ctx(ctx)), _now()))
+    c = _ctx(ctx, json_out)
+    dev = _device(c)
+    _action(c, "rollback", run(dev, _now()), dev)
 
 
-@app.command("clear-failed")
-def clear_failed(ctx: typer.Context) -> None:
+@app.command("clear-failed", epilog=EPILOG)
+def clear_failed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Forget images that failed their trial, so the next update may install them again."""
     from verifier.device import clear_failures
 
-    typer.echo(clear_failures(_device(_ctx(ctx)), _now()))
+    c = _ctx(ctx, json_out)
+    dev = _device(c)
+    _action(c, "clear-failed", clear_failures(dev, _now()), dev)
 
 
-@app.command()
-def boot(ctx: typer.Context) -> None:
+@app.command(epilog=EPILOG)
+def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Simulate a reboot (file backend only): the bootloader's part, for tests and demos."""
     from verifier.bootctl.file import FileBootControl
     from verifier.device import status as get_status
 
-    c = _ctx(ctx)
+    c = _ctx(ctx, json_out)
     dev = _device(c)
     if not isinstance(dev.boot, FileBootControl):
         raise UsageError(
@@ -223,34 +279,26 @@ def boot(ctx: typer.Context) -> None:
     _render_status(c, get_status(dev, _now()).to_dict())
 
 
-@app.command("verify-installed")
-def verify_installed(
-    ctx: typer.Context,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+@app.command("verify-installed", epilog=EPILOG)
+def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Re-hash the booted slot against the signed hash of the installed version (offline)."""
     from verifier.device import verify_installed as run
 
-    c = _ctx(ctx)
+    c = _ctx(ctx, json_out)
     report = run(_device(c))
-    if c.json or json_out:
-        _emit(report.to_dict())
-    elif report.ok:
-        typer.echo(
-            f"slot {report.slot} holds exactly version {report.version} as signed "
-            f"(sha256 {report.found_sha256})"
-        )
     if not report.ok:
         raise ImageHashMismatchError(
             f"slot {report.slot} has drifted from version {report.version}: expected sha256 "
             f"{report.expected.sha256} as signed, found {report.found_sha256}"
         )
+    c.run.result(
+        report.to_dict(),
+        f"slot {report.slot} holds exactly version {report.version} as signed "
+        f"(sha256 {report.found_sha256})",
+    )
 
 
 def _render_status(c: Ctx, data: dict[str, Any]) -> None:
-    if c.json:
-        _emit(data)
-        return
     lines = [
         f"product {data['product']} on {data['hardware']}, boot backend {data['boot_backend']}"
     ]
@@ -274,14 +322,15 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     if data["last_failure"]:
         f = data["last_failure"]
         lines.append(f"  last failure: {f['reason']} at {f['at']}")
-    typer.echo("\n".join(lines))
+    c.run.result(data, "\n".join(lines))
 
 
 class _ProgressView:
     """Renders ``(stage, done, total)`` as rich bars on stderr or throttled JSON lines."""
 
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
+    def __init__(self, run: RunState) -> None:
+        self.run = run
+        self.as_json = run.json
         self._start: dict[str, tuple[float, int]] = {}
         self._last_emit = 0.0
         self._progress: Any = None
@@ -325,7 +374,7 @@ class _ProgressView:
             self._last_emit = now
             rate = (done - d0) / (now - t0) if now > t0 else 0.0
             eta = (total - done) / rate if rate > 0 else None
-            _emit(
+            self.run.emit(
                 {
                     "event": "progress",
                     "stage": stage,
@@ -337,24 +386,11 @@ class _ProgressView:
             )
 
 
-def main() -> None:
-    try:
-        app()
-    except NothingToDoError as e:
-        typer.echo(f"nothing to do: {e.message}")
-        sys.exit(0)
-    except OtakitError as e:
-        verbose = (
-            "-v" in sys.argv
-            or "--verbose" in sys.argv
-            or any(a.startswith("-v") and set(a[1:]) == {"v"} for a in sys.argv[1:])
-        )
-        if verbose:
-            import traceback
+def main(argv: list[str] | None = None) -> None:
+    """Run ``otakit-device`` under the CLI contract (see ``verifier.cli_contract``)."""
+    from verifier.cli_contract import exit_with
 
-            traceback.print_exc()
-        sys.stderr.write(f"otakit-device: {e.family} error: {e.diagnostic()}\n")
-        sys.exit(e.exit_code)
+    exit_with(run_app(app, "otakit-device", argv))
 
 
 if __name__ == "__main__":

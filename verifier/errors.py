@@ -1,6 +1,9 @@
-"""The device's one error hierarchy.
+"""The one error tree of otakit: the device's classes, and the families the publisher shares.
 
 Errors are split by how a caller must react, not by where they were raised:
+
+* ``UsageError`` — the command line or the request was wrong (a typo, a version that is not
+  published, an option out of range). Fix the call; nothing is retried, nobody is paged.
 
 * ``SecurityError`` — the update is not authentic or not for us. Never retried silently,
   always reported; nothing that failed such a check reaches the apply step.
@@ -8,22 +11,38 @@ Errors are split by how a caller must react, not by where they were raised:
 * ``LocalError`` — this device's disk, slot, boot environment or configuration is the problem.
 
 Every error carries a human diagnostic that names what was expected and what was found.
-The CLI maps each family to a stable exit code (``exit_code``) and renders it in one place.
+Both CLIs map each family to a stable exit code (``exit_code``, table in docs/CLI.md) and
+render every error in one place (``verifier.cli_contract``). The publisher's own classes
+(``repo/errors.py``) subclass these same families, so one ``except OtakitError`` and one
+renderer serve both sides, and a family means the same exit code everywhere.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+#: Version of the JSON error object both CLIs print on stdout with ``--json``.
+JSON_ERROR_VERSION = 1
+
 
 class OtakitError(Exception):
-    """Base of every error the device side raises on purpose."""
+    """Base of every error otakit raises on purpose (device and publisher)."""
 
     exit_code = 1
-    family = "error"
+    family = "internal"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    @classmethod
+    def kind(cls) -> str:
+        """A stable machine name for the class (``ImageHashMismatchError`` -> ``image-hash-
+        mismatch``), so automation can match one condition without parsing messages."""
+        name = cls.__name__.removesuffix("Error") or cls.__name__
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
     def diagnostic(self) -> str:
         """A complete, human-readable explanation (what, and what to do)."""
@@ -31,12 +50,37 @@ class OtakitError(Exception):
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
 
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error object (schema in docs/CLI.md)."""
+        return {
+            "otakit_json": JSON_ERROR_VERSION,
+            "error": {
+                "family": self.family,
+                "code": self.exit_code,
+                "kind": self.kind(),
+                "message": self.message,
+                "hint": self.hint,
+            },
+        }
+
 
 class UsageError(OtakitError):
     """The command line or the call itself was wrong."""
 
     exit_code = 2
     family = "usage"
+
+
+class NoSuchVersionError(UsageError):
+    """The version asked for is not published for this product and hardware.
+
+    A request for something that does not exist is a typo or a stale runbook, not an attack:
+    it must not page the security team (exit 3), and retrying cannot help (exit 4).
+    """
+
+
+class InternalError(OtakitError):
+    """An unexpected failure: a bug. Rendered in one line; ``-v`` shows the traceback."""
 
 
 # --- security: never retry silently ---------------------------------------------------------
@@ -81,6 +125,10 @@ class DowngradeError(SecurityError):
     """The offered image is older than the one running and no signed policy allows it."""
 
 
+class BaseImageMismatchError(ImageHashMismatchError):
+    """The booted slot is not the image a delta was built against."""
+
+
 # --- transport: retry ----------------------------------------------------------------------
 
 
@@ -109,6 +157,10 @@ class SlotError(LocalError):
     """A slot cannot be used (missing, too small, active, mounted read-write)."""
 
 
+class PreflightError(SlotError):
+    """A precondition for writing the inactive slot does not hold; nothing was written."""
+
+
 class StorageError(LocalError):
     """A write, sync or rename on this device failed (ENOSPC, EIO, ...)."""
 
@@ -117,8 +169,15 @@ class BootControlError(LocalError):
     """The boot environment could not be read or written."""
 
 
+class InterruptedByUserError(OtakitError):
+    """SIGINT (Ctrl-C): the command stopped where it was; a rerun converges."""
+
+    exit_code = 130
+    family = "interrupted"
+
+
 class NothingToDoError(OtakitError):
-    """Not a failure: no newer image is available. Exit code 0 by design."""
+    """Not a failure: no newer image is available. Exit code 0 by design (docs/CLI.md)."""
 
     exit_code = 0
     family = "ok"

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
-from verifier.errors import DowngradeError, IncompatibleTargetError
+from verifier.errors import DowngradeError, IncompatibleTargetError, NoSuchVersionError
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,15 @@ def _resolve_requested(
     if group is None:
         hw = sorted({h for c in ours if c.info.version == version for h in c.info.hardware})
         if hw:
-            raise IncompatibleTargetError(
+            raise NoSuchVersionError(
                 f"version {version} of {facts.product!r} is published for hardware {hw}, "
                 f"not for this device's {facts.hardware!r}"
             )
-        raise IncompatibleTargetError(
-            f"version {version} of product {facts.product!r} is not published",
-            hint="list the published versions with 'otakit inspect'",
+        published = sorted({c.info.version for c in ours if facts.hardware in c.info.hardware})
+        raise NoSuchVersionError(
+            f"version {version} of product {facts.product!r} is not published; published for "
+            f"{facts.hardware!r}: {', '.join(map(str, published)) or 'none'}",
+            hint="run 'otakit-device update' without --version for the newest one",
         )
     image = _image_of(group)
     if version == facts.installed.version:

@@ -33,10 +33,12 @@ from verifier.device import Device, hash_slot, reconcile
 from verifier.download import VerifyingReader, download_staged, staging_name
 from verifier.effects import WriteHandle
 from verifier.errors import (
+    BaseImageMismatchError,
     ConfigError,
     ImageHashMismatchError,
     NothingToDoError,
     OtakitError,
+    PreflightError,
     SecurityError,
     SlotError,
     TransportError,
@@ -65,14 +67,6 @@ log = logging.getLogger("otakit.update")
 #: (stage, bytes done, bytes total) — rendered by the CLI as a progress bar or JSON lines.
 Progress = Callable[[str, int, int], None]
 Mode = Literal["staged", "stream"]
-
-
-class PreflightError(SlotError):
-    """A precondition for writing the inactive slot does not hold; nothing was written."""
-
-
-class BaseImageMismatchError(ImageHashMismatchError):
-    """The booted slot is not the image a delta was built against."""
 
 
 @dataclass(frozen=True)

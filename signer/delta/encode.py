@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from repo.errors import LocalError, SelfCheckError
+from repo.errors import DeltaBuildError, SelfCheckError, UsageError
 from signer.delta.plan import NEW, ZERO, OpSpec, PlanParams, plan_ops
 from verifier.artifact import ImageRef
 from verifier.delta.decode import apply_delta
@@ -62,10 +62,6 @@ from verifier.errors import DecodeLimitError, OtakitError
 _CHUNK = 8 << 20
 
 
-class DeltaBuildError(LocalError):
-    """The inputs cannot be turned into a container within the format's limits."""
-
-
 @dataclass(frozen=True)
 class DeltaOptions:
     """Encoder knobs. Defaults were chosen with bench/delta_bench.py (see RESULTS.md)."""
@@ -81,18 +77,18 @@ class DeltaOptions:
 
     def __post_init__(self) -> None:
         if self.block_size not in (512, 1024, 2048, 4096, 8192, 16384, 65536):
-            raise ValueError(
+            raise UsageError(
                 f"block_size: expected a power of two 512..65536, got {self.block_size}"
             )
         if not 0 < self.ref_window <= MAX_REF_LENGTH:
-            raise ValueError(f"ref_window: expected 1..{MAX_REF_LENGTH}, got {self.ref_window}")
+            raise UsageError(f"ref_window: expected 1..{MAX_REF_LENGTH}, got {self.ref_window}")
         if not self.block_size <= self.max_op_length <= MAX_OP_LENGTH:
-            raise ValueError(
+            raise UsageError(
                 f"max_op_length: expected {self.block_size}..{MAX_OP_LENGTH}, "
                 f"got {self.max_op_length}"
             )
         if not 1 <= self.level <= 22 or not 1 <= self.workers <= 64:
-            raise ValueError(
+            raise UsageError(
                 f"level 1..22 and workers 1..64 expected, got {self.level}, {self.workers}"
             )
 

@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from repo.errors import SelfCheckError
-from signer.delta.encode import DeltaBuildError, DeltaOptions, encode_delta
+from repo.errors import DeltaBuildError, SelfCheckError
+from signer.delta.encode import DeltaOptions, encode_delta
 from signer.release import BuiltArtifact, ExtraBuilder, PublishedArtifact, make_delta_info
 from verifier.artifact import ArtifactInfo
 from verifier.decode_full import decode_full

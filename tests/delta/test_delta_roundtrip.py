@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from repo.errors import DeltaBuildError, UsageError
 from signer.delta.encode import DeltaOptions
 from tests.delta.helpers_delta import (
     BS,
@@ -175,9 +176,9 @@ def test_progress_reports_bytes_written(tmp_path: Path) -> None:
 
 
 def test_options_out_of_bounds_are_refused() -> None:
-    with pytest.raises(ValueError, match="ref_window"):
+    with pytest.raises(UsageError, match="ref_window"):
         DeltaOptions(ref_window=64 << 20)
-    with pytest.raises(ValueError, match="max_op_length"):
+    with pytest.raises(UsageError, match="max_op_length"):
         DeltaOptions(max_op_length=64 << 20)
 
 
@@ -313,6 +314,6 @@ def test_a_dead_worker_process_fails_the_delta_not_the_caller(
     base, new = _edited(random.Random(11))
     monkeypatch.setattr(encode, "_work_in_worker", _die)
     monkeypatch.setattr(threading, "active_count", lambda: 1)
-    with pytest.raises(encode.DeltaBuildError, match="worker process died"):
+    with pytest.raises(DeltaBuildError, match="worker process died"):
         build(tmp_path, base, new)
     assert not list(tmp_path.glob(".*.payload.tmp"))

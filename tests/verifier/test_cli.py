@@ -128,6 +128,6 @@ def test_cli_update_boot_commit_and_errors(tmp_path: Path, served: tuple[RepoSim
     assert r.returncode == 3 and "has drifted from version 2.0" in r.stderr
 
     r = run(state, "mark-bad", "c")
-    assert r.returncode == 5 and "expected 'a' or 'b'" in r.stderr
+    assert r.returncode == 2 and "'c' is not one of 'a', 'b'" in r.stderr
     r = run(tmp_path / "nowhere", "status")
     assert r.returncode == 5 and "run 'otakit-device --state DIR init" in r.stderr

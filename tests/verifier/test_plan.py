@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from verifier.artifact import ArtifactInfo, BaseRef, ImageRef, ImageVersion, target_path
-from verifier.errors import DowngradeError, IncompatibleTargetError
+from verifier.errors import DowngradeError, IncompatibleTargetError, NoSuchVersionError
 from verifier.plan import Candidate, DeviceFacts, Installed, NothingToDo, Policy, resolve
 
 
@@ -212,21 +212,21 @@ REFUSALS = [
         "requested version not published",
         [full("2.0")],
         "3.0",
-        IncompatibleTargetError,
+        NoSuchVersionError,
         "not published",
     ),
     Refusal(
         "requested version for other hardware",
         [full("2.0", hw=("x86-64",))],
         "2.0",
-        IncompatibleTargetError,
+        NoSuchVersionError,
         "published for hardware ['x86-64']",
     ),
     Refusal(
         "requested version of other product",
         [full("2.0", product="other-gw")],
         "2.0",
-        IncompatibleTargetError,
+        NoSuchVersionError,
         "not published",
     ),
     Refusal(

@@ -22,8 +22,8 @@ from verifier.effects import RealDisk, WriteHandle
 from verifier.errors import (
     DecodeLimitError,
     ImageHashMismatchError,
-    IncompatibleTargetError,
     MetadataError,
+    NoSuchVersionError,
     NothingToDoError,
     OtakitError,
     TargetVerificationError,
@@ -175,14 +175,14 @@ ATTACKS = [
     Attack(
         "target for another product",
         another_product_requested,
-        IncompatibleTargetError,
+        NoSuchVersionError,
         "not published",
         request="2.0",
     ),
     Attack(
         "target for another hardware",
         another_hardware_requested,
-        IncompatibleTargetError,
+        NoSuchVersionError,
         "not for this device's 'rpi4'",
         request="2.0",
     ),

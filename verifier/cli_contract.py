@@ -1,0 +1,267 @@
+"""The contract both CLIs keep, written once: how an outcome reaches the user.
+
+``otakit`` and ``otakit-device`` differ in their commands, not in how they fail. Here, once:
+
+* every error — ours, a stray ``OSError``, a typer usage error, Ctrl-C, a bug — becomes one
+  diagnostic line family on stderr (or one JSON error object on stdout with ``--json``) and the
+  exit code of its family (docs/CLI.md); a traceback only with ``-v``;
+* SIGINT anywhere, including while modules load and while the interpreter shuts down, is one
+  line and exit 130, never a traceback;
+* data goes to stdout (text, or one JSON document per command; ``update`` streams JSON lines),
+  progress and warnings to stderr.
+
+Options that every command honours (``--json``, ``-v``) are collected into one ``RunState``
+that the wrapper owns and hands to typer as the context object, so the error path reads the
+same values the command saw, never ``sys.argv`` or a module global.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from verifier.errors import (
+    InternalError,
+    InterruptedByUserError,
+    LocalError,
+    NothingToDoError,
+    OtakitError,
+    UsageError,
+)
+
+if TYPE_CHECKING:  # typer loads only when a CLI runs: the entry point stays light to import
+    import typer
+
+EXIT_OK = 0
+EXIT_USAGE = UsageError.exit_code
+EXIT_INTERRUPTED = InterruptedByUserError.exit_code
+
+#: The exit-code table, rendered into every ``--help`` epilog and kept equal to docs/CLI.md
+#: by a test.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success, also 'nothing to do' (no newer image, nothing due)"),
+    (1, "internal error (a bug: please report it with the -v output)"),
+    (2, "usage: bad option, argument or request (e.g. a version not published)"),
+    (3, "security: not authentic, not fresh or not for us; never retry silently"),
+    (4, "transport: network or server problem; retry later"),
+    (5, "local: disk, slot, boot environment, key file or configuration"),
+    (130, "interrupted (Ctrl-C); rerun to converge"),
+)
+
+
+def _epilog() -> str:
+    """The exit-code table for ``--help`` (``\\b`` keeps click from re-wrapping it)."""
+    rows = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES)
+    return (
+        f"\b\nExit codes:\n{rows}\n\n"
+        "With --json a failure is a JSON error object on stdout; see docs/CLI.md."
+    )
+
+
+#: The ``--help`` epilog of every command of both CLIs.
+EPILOG = _epilog()
+
+
+def new_app(help_text: str, name: str | None = None) -> typer.Typer:
+    """A typer app (or sub-app) set up the one way both CLIs are: exit-code epilog, plain
+    help that wraps at 80 columns instead of cutting option names, no pretty tracebacks and
+    no locals (they may hold key material), shell completion available."""
+    import typer
+
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        epilog=EPILOG,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+        no_args_is_help=True,
+        context_settings={"max_content_width": 80},
+    )
+
+
+@dataclass
+class RunState:
+    """What the global options said; filled by the CLI's callback and commands as they parse."""
+
+    prog: str
+    verbose: int = 0
+    json: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def use_json(self, flag: bool) -> bool:
+        """A command's own ``--json`` counts like the global one (both spellings work)."""
+        self.json = self.json or flag
+        return self.json
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def emit(self, data: Any) -> None:
+        """One JSON document (or JSON line) on stdout."""
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+    def result(self, data: dict[str, Any], text: str | None) -> None:
+        """A command's outcome: ``data`` as JSON with ``--json``, else ``text`` (if any)."""
+        if self.json:
+            if self.warnings and "warnings" not in data:  # a result's own structured list wins
+                data = {**data, "warnings": list(self.warnings)}
+            self.emit(data)
+        elif text:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+
+    def warn(self, message: str) -> None:
+        """A warning: always on stderr at once, and collected for the JSON result."""
+        self.warnings.append(message)
+        sys.stderr.write(f"{self.prog}: WARNING: {message}\n")
+        sys.stderr.flush()
+
+    def note(self, message: str) -> None:
+        """Progress or a remark for a human: stderr, never stdout."""
+        sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+
+def run_state(ctx: Any, json_out: bool = False) -> RunState:
+    """The contract state of this invocation (set up by the CLI's callback); a command's own
+    ``--json`` counts like the global one."""
+    run = ctx.find_object(RunState)
+    if not isinstance(run, RunState):  # a sub-app invoked on its own (tests, embedding)
+        root = ctx.find_root()
+        run = root.obj = RunState(root.info_name or "otakit")
+    run.use_json(json_out)
+    return run
+
+
+def render_error(state: RunState, err: OtakitError, exc: BaseException | None = None) -> int:
+    """Print ``err`` the one way both CLIs print errors; returns the exit code."""
+    if state.verbose and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(err, NothingToDoError):
+        if state.json:
+            state.emit({"event": "nothing-to-do", "message": err.message})
+        else:
+            sys.stdout.write(f"nothing to do: {err.message}\n")
+        return EXIT_OK
+    if state.json:
+        state.emit(err.to_json())
+    if isinstance(err, InterruptedByUserError):
+        sys.stderr.write(f"{state.prog}: {err.message}\n")
+    elif not state.json or state.verbose:
+        sys.stderr.write(f"{state.prog}: {err.family} error: {err.diagnostic()}\n")
+    return err.exit_code
+
+
+def _interrupted_in(exc: BaseException) -> bool:
+    """Whether Ctrl-C is what really ended this: a ``KeyboardInterrupt`` anywhere in the chain
+    (a cleanup that fails while unwinding one, e.g. ``BufferError`` closing an mmap, must
+    still read as an interruption, not as a bug)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+def classify(exc: BaseException) -> OtakitError:
+    """Our error for anything that escaped a command."""
+    # typer >= 0.20 vendors click; its exceptions are reachable only there (version locked).
+    from typer import Abort
+    from typer._click.exceptions import ClickException
+
+    if _interrupted_in(exc) or isinstance(exc, Abort):
+        if isinstance(exc, Abort) and isinstance(exc.__context__, EOFError):
+            return UsageError("input ended while a prompt was waiting for an answer")
+        return InterruptedByUserError("interrupted; nothing is left half-done, rerun to converge")
+    if isinstance(exc, OtakitError):
+        return exc
+    if isinstance(exc, ClickException):
+        message = exc.format_message().replace("Value error, ", "")
+        return UsageError(message, hint=_usage_hint(exc))
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return LocalError(f"{where}{exc.strerror or exc}")
+    return InternalError(
+        f"unexpected {type(exc).__name__}: {exc}",
+        hint="this is a bug in otakit; rerun with -v and report the traceback",
+    )
+
+
+def _usage_hint(exc: Any) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return None
+    return f"see '{ctx.command_path} --help'"
+
+
+def _json_asked(exc: BaseException, state: RunState) -> bool:
+    """Whether ``--json`` was given, even when parsing stopped before the command ran: the
+    parameters click had already converted are in the failing context and its parents."""
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None:
+        if any(ctx.params.get(name) for name in ("json_out", "json")):
+            return True
+        ctx = ctx.parent
+    return state.json
+
+
+def run_app(app: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> int:
+    """Run a typer app under the contract; returns the exit code (never raises)."""
+    state = RunState(prog)
+    try:
+        rv = app(args=None if argv is None else list(argv), prog_name=prog,
+                 standalone_mode=False, obj=state)  # fmt: skip
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:
+        try:
+            err = classify(exc)
+        except Exception as bug:  # the contract itself must never end in a traceback
+            err = InternalError(f"while reporting {type(exc).__name__}: {bug}")
+        if not isinstance(exc, OtakitError) and isinstance(err, UsageError):
+            state.json = _json_asked(exc, state)
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None and not state.json:
+                sys.stderr.write(ctx.get_usage() + "\n")
+        return render_error(state, err, exc)
+    if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130)
+        return render_error(state, classify(KeyboardInterrupt()))
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def exit_with(code: int) -> NoReturn:
+    """Leave without a Ctrl-C turning interpreter shutdown into a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        code = code or LocalError.exit_code
+    sys.exit(code)
+
+
+def guarded_main(prog: str, module: str, argv: Sequence[str] | None = None) -> NoReturn:
+    """The console-script entry: import the CLI module and run it, Ctrl-C safe throughout.
+
+    The entry points name this module (light to import) rather than the CLI modules, so a
+    Ctrl-C while typer, rich and python-tuf load is an interruption, not a traceback.
+    """
+    try:
+        cli = importlib.import_module(module)
+        code = run_app(cli.app, prog, argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        code = EXIT_INTERRUPTED
+    exit_with(code)
