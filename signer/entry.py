@@ -1,7 +1,7 @@
-"""``otakit`` console script: light to import, so Ctrl-C while the CLI loads is clean."""
+"""``otakit`` console script (see ``verifier.entry`` for why it is this small)."""
 
-from verifier.cli_contract import guarded_main
+from verifier.entry import run
 
 
 def main() -> None:
-    guarded_main("otakit", "signer.cli")
+    run("otakit", "signer.cli")

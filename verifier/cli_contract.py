@@ -17,7 +17,6 @@ same values the command saw, never ``sys.argv`` or a module global.
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import sys
@@ -250,18 +249,3 @@ def exit_with(code: int) -> NoReturn:
     except (OSError, ValueError):
         code = code or LocalError.exit_code
     sys.exit(code)
-
-
-def guarded_main(prog: str, module: str, argv: Sequence[str] | None = None) -> NoReturn:
-    """The console-script entry: import the CLI module and run it, Ctrl-C safe throughout.
-
-    The entry points name this module (light to import) rather than the CLI modules, so a
-    Ctrl-C while typer, rich and python-tuf load is an interruption, not a traceback.
-    """
-    try:
-        cli = importlib.import_module(module)
-        code = run_app(cli.app, prog, argv)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        code = EXIT_INTERRUPTED
-    exit_with(code)

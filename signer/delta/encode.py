@@ -23,6 +23,7 @@ import mmap
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
 from array import array
@@ -135,14 +136,15 @@ def encode_delta(
         base_mm = stack.enter_context(mmap.mmap(base_f.fileno(), 0, access=mmap.ACCESS_READ))
         new_mm = stack.enter_context(mmap.mmap(new_f.fileno(), 0, access=mmap.ACCESS_READ))
         # both whole-image hashes run on their own threads while the main thread indexes
-        base_hashing, base_sha = _sha_thread(base_mm)
-        new_hashing, new_sha = _sha_thread(new_mm)
+        hashing = ExitStack()
+        stack.enter_context(hashing)
+        base_sha = _sha_thread(base_mm, hashing)
+        new_sha = _sha_thread(new_mm, hashing)
         index = _index_base(base_mm, options.block_size)
         t1 = time.perf_counter()
         classes = _scan_new(new_mm, base_mm, index, options.block_size)
         del index
-        base_hashing.join()
-        new_hashing.join()
+        hashing.close()  # joins both threads, which run to the end
         base_sha_hex, result_sha = base_sha[0], new_sha[0]
         t2 = time.perf_counter()
         base_ref = ImageRef(base_len, base_sha_hex)
@@ -209,22 +211,36 @@ def verify_delta(
             ) from e
 
 
-def _sha_thread(mm: mmap.mmap) -> tuple[threading.Thread, list[str]]:
+def _sha_thread(mm: mmap.mmap, stack: ExitStack) -> list[str]:
+    """Hash ``mm`` on a thread; the digest appears in the returned list once it finishes.
+
+    The thread holds a view of the map, and a map with a live view cannot be closed
+    (``BufferError``). So the stack that closes the map first stops and joins the thread:
+    a Ctrl-C anywhere in between unwinds as an interruption, not as a ``BufferError``.
+    """
     out: list[str] = []
+    stop = threading.Event()
 
     def run() -> None:
         h = hashlib.sha256()
-        view = memoryview(mm)
-        try:
+        with memoryview(mm) as view:
             for off in range(0, len(mm), _CHUNK):
+                if stop.is_set():
+                    return
                 h.update(view[off : off + _CHUNK])
-        finally:
-            view.release()
         out.append(h.hexdigest())
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    return t, out
+
+    def finish(exc_type: object, *_: object) -> bool:
+        if exc_type is not None:
+            stop.set()  # unwinding: no one will read the digest
+        t.join()
+        return False
+
+    stack.push(finish)
+    return out
 
 
 def _index_base(base_mm: mmap.mmap, bs: int) -> dict[int, int]:
@@ -540,6 +556,9 @@ _WORKER_IMAGES: list[mmap.mmap] = []
 
 
 def _open_images(base: Path, new: Path) -> None:
+    # Ctrl-C reaches the whole process group; the parent alone handles it (shutting the pool
+    # down), so a worker must not die printing its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for path in (base, new):
         with path.open("rb") as f:
             _WORKER_IMAGES.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))

@@ -1,0 +1,192 @@
+"""Ctrl-C at random moments of the long commands: one line, exit 130, and a rerun converges.
+
+A terminal delivers SIGINT to the whole foreground process group, so the signal is sent to
+the group (worker processes of the delta encoder included), at a seeded random delay that
+covers everything from module loading to the final writes. Each case then reruns the
+command without interruption and checks the outcome is what an uninterrupted run gives:
+the repository verifies and holds the release, the delta applies, the device has the new
+version pending on the other slot and its running slot is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from repo.serve import serve_in_thread
+from tests.cli.helpers_cli import DEMO_KEYS, command, env, ext4_image, make_tree, run
+
+RUNS = {"release": 10, "delta": 10, "update": 12}  # 32 interrupted runs in the default suite
+MAX_DELAY = {"release": 2.5, "delta": 1.5, "update": 1.5}
+
+
+@dataclass(frozen=True)
+class World:
+    dir: Path
+    v1: Path
+    v2: Path
+    repo_v1: Path  # 1.0 released
+    repo_v2: Path  # 1.0 and 2.0 released (with a delta)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    d = tmp_path_factory.mktemp("sigint")
+    t1 = make_tree(d / "t1", seed=1)
+    shutil.copytree(t1, d / "t2")
+    make_tree(d / "t2", seed=2, files=20)
+    v1 = ext4_image(d / "v1.img", t1)
+    v2 = ext4_image(d / "v2.img", d / "t2")
+    repo = d / "repo-v1"
+    assert run("otakit", "repo", "init", str(repo), "--keys", str(DEMO_KEYS)).returncode == 0
+    r = _release(repo, v1, "1.0")
+    assert r.returncode == 0, r.stderr
+    repo2 = d / "repo-v2"
+    shutil.copytree(repo, repo2)
+    r = _release(repo2, v2, "2.0")
+    assert r.returncode == 0, r.stderr
+    return World(d, v1, v2, repo, repo2)
+
+
+def _release_args(repo: Path, image: Path, version: str) -> list[str]:
+    return [
+        "release", str(repo), str(image), "--keys", str(DEMO_KEYS), "--product", "edge-gw",
+        "--version", version, "--hardware", "board", "--level", "3", "--deltas", "1",
+    ]  # fmt: skip
+
+
+def _release(repo: Path, image: Path, version: str) -> subprocess.CompletedProcess[str]:
+    return run("otakit", *_release_args(repo, image, version))
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    code: int
+    stderr: str
+    delay: float
+
+
+def interrupt(argv: list[str], delay: float) -> Interrupted:
+    """Start ``argv`` in its own process group and SIGINT the group after ``delay`` s."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env(),
+        start_new_session=True,
+    )
+    time.sleep(delay)
+    with contextlib.suppress(ProcessLookupError):  # it finished first: checked too
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return Interrupted(proc.returncode, err, delay)
+
+
+def assert_clean(r: Interrupted, prog: str) -> None:
+    where = f"(SIGINT after {r.delay:.2f} s)"
+    assert "Traceback" not in r.stderr, f"{where}\n{r.stderr}"
+    assert "Exception ignored" not in r.stderr, f"{where}\n{r.stderr}"
+    # -SIGINT: the signal came before the interpreter installed its handler (its first
+    # milliseconds): the default action, which a shell reports as 130 too, and no output.
+    assert r.code in (0, 130, -signal.SIGINT), f"{where} exit {r.code}\n{r.stderr}"
+    if r.code == 130:
+        lines = [ln for ln in r.stderr.splitlines() if "interrupted" in ln]
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), f"{where}\n{r.stderr}"
+
+
+def _seeds(kind: str) -> list[int]:
+    return list(range(RUNS[kind]))
+
+
+def _delay(kind: str, seed: int) -> float:
+    return random.Random(f"{kind}-{seed}").uniform(0.0, MAX_DELAY[kind])
+
+
+@pytest.mark.parametrize("seed", _seeds("release"))
+def test_sigint_during_release(world: World, tmp_path: Path, seed: int) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo_v1, repo)
+    r = interrupt(command("otakit", *_release_args(repo, world.v2, "2.0")), _delay("release", seed))
+    assert_clean(r, "otakit")
+
+    again = _release(repo, world.v2, "2.0")
+    if r.code == 0:  # it had finished: the rerun is refused as not newer, nothing changes
+        assert again.returncode == 2 and "newer" in again.stderr, again.stderr
+    else:
+        assert again.returncode == 0, again.stderr
+    status = run("otakit", "repo", "status", str(repo), "--json")
+    assert status.returncode == 0, status.stderr
+    listed = run("otakit", "repo", "list", str(repo), "--json")
+    versions = {(a["version"], a["kind"]) for a in json.loads(listed.stdout)}
+    assert {("1.0", "full"), ("2.0", "full"), ("2.0", "delta")} <= versions
+
+
+@pytest.mark.parametrize("seed", _seeds("delta"))
+def test_sigint_during_delta_create(world: World, tmp_path: Path, seed: int) -> None:
+    out = tmp_path / "d.otd"
+    argv = command("otakit", "delta", "create", str(world.v1), str(world.v2), str(out))
+    r = interrupt(argv, _delay("delta", seed))
+    assert_clean(r, "otakit")
+
+    again = run("otakit", "delta", "create", str(world.v1), str(world.v2), str(out))
+    assert again.returncode == 0, again.stderr
+    applied = run("otakit", "delta", "apply", str(world.v1), str(out), str(tmp_path / "v2"))
+    assert applied.returncode == 0, applied.stderr
+    assert (tmp_path / "v2").read_bytes() == world.v2.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def served(world: World) -> Iterator[str]:
+    url, stop = serve_in_thread(world.repo_v2)
+    yield url
+    stop()
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("seed", _seeds("update"))
+def test_sigint_during_update(world: World, served: str, tmp_path: Path, seed: int) -> None:
+    a, b, state = tmp_path / "a.img", tmp_path / "b.img", tmp_path / "state"
+    shutil.copyfile(world.v1, a)
+    b.write_bytes(b"")
+    os.truncate(b, world.v1.stat().st_size)
+    init = run(
+        "otakit-device", "--state", str(state), "init", "--repo-url", served,
+        "--root", str(world.repo_v2 / "metadata" / "1.root.json"), "--product", "edge-gw",
+        "--hardware", "board", "--slot-a", str(a), "--slot-b", str(b),
+        "--installed-version", "1.0",
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    before = _sha(a)
+    mode = ("staged", "stream")[seed % 2]
+    argv = command("otakit-device", "--state", str(state), "update", "--mode", mode)
+    r = interrupt(argv, _delay("update", seed))
+    assert_clean(r, "otakit-device")
+    assert _sha(a) == before  # I1: the running slot is never written
+
+    again = run("otakit-device", "--state", str(state), "update", "--mode", mode)
+    assert again.returncode == 0, again.stderr
+    st = json.loads(run("otakit-device", "--state", str(state), "status", "--json").stdout)
+    assert st["pending"]["version"] == "2.0" and st["trial"] == "b", st
+    assert _sha(b) == _sha(world.v2) and _sha(a) == before
