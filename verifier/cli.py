@@ -22,6 +22,7 @@ from verifier.artifact import ImageVersion
 from verifier.bootctl.base import DEFAULT_TRIES, parse_slot
 from verifier.effects import RealDisk
 from verifier.errors import ImageHashMismatchError, NothingToDoError, OtakitError, UsageError
+from verifier.imagetype import IMAGE_TYPES, is_image_type
 
 app = typer.Typer(
     name="otakit-device",
@@ -95,6 +96,12 @@ def init(
         list[str] | None, typer.Option(help="Backend option KEY=VALUE (repeatable).")
     ] = None,
     tries: Annotated[int, typer.Option(help="Trial boot attempts.")] = DEFAULT_TRIES,
+    image_type: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TYPE", help="Image type the slots hold (ext4, squashfs, ...); refuse others."
+        ),
+    ] = None,
 ) -> None:
     """Pin the trusted root and describe this device's two slots."""
     from verifier.device import init_device, status
@@ -108,8 +115,20 @@ def init(
         if not sep:
             raise UsageError(f"--boot-option: expected KEY=VALUE, found {item!r}")
         options.append((key, value))
+    if image_type is not None and not is_image_type(image_type):
+        raise UsageError(
+            f"--image-type: expected one of {', '.join(IMAGE_TYPES)}, found {image_type!r}"
+        )
     config = DeviceConfig(
-        repo_url, product, hardware, slot_a, slot_b, boot_backend, tuple(sorted(options)), tries
+        repo_url,
+        product,
+        hardware,
+        slot_a,
+        slot_b,
+        boot_backend,
+        tuple(sorted(options)),
+        tries,
+        image_type,
     )
     dev = init_device(
         c.state,
