@@ -346,7 +346,8 @@ def test_device_cli_refuses_an_unknown_image_type(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "verifier.cli", "--state", str(tmp_path / "s"), "init",
+        [sys.executable, "-c", "from verifier.cli import main; main()",
+         "--state", str(tmp_path / "s"), "init",
          "--repo-url", "http://repo.test/", "--root", str(tmp_path / "root.json"),
          "--product", "edge-gw", "--slot-a", "/dev/a", "--slot-b", "/dev/b",
          "--installed-version", "1.0", "--image-type", "ext5"],
@@ -371,3 +372,48 @@ def test_detection_only_needs_the_head() -> None:
     data = _tar_bytes() + bytes(1 << 20)
     assert detect(data[:HEAD_LENGTH]) == detect(data) == "tar"
     assert HEAD_LENGTH == 65536 + 4096
+
+
+# --- the device's update path honours the configured type ------------------------------------
+
+
+def test_a_typed_device_refuses_a_target_of_another_type_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from tests.verifier.conftest import NOW, evolve, make_image
+    from tests.verifier.repo_sim import BASE, RepoSim, compress, full_info
+    from verifier.device import Device, init_device
+    from verifier.effects import RealDisk
+    from verifier.errors import IncompatibleTargetError
+    from verifier.update import UpdateOptions, update
+
+    sim = RepoSim(now=NOW)
+    v1 = make_image(1)
+    slot_a, slot_b, mounts = tmp_path / "a.img", tmp_path / "b.img", tmp_path / "mountinfo"
+    slot_a.write_bytes(v1)
+    slot_b.write_bytes(b"")
+    mounts.write_text("")
+    config = DeviceConfig(BASE, "edge-gw", "rpi4", slot_a, slot_b, image_type="ext4")
+    state = tmp_path / "state"
+    init_device(
+        state, RealDisk(), config, root=sim.root_bytes, installed_version=ImageVersion.parse("1.0")
+    )
+    v2, v3 = evolve(v1, 2), evolve(v1, 3)
+    sim.add_artifact(replace(full_info(v2, "2.0"), image_type="tar"), compress(v2))
+    sim.publish()
+
+    def run() -> object:
+        dev = Device.open(state, RealDisk())
+        return update(dev, NOW, options=UpdateOptions(mountinfo=mounts), fetcher=sim)
+
+    with pytest.raises(IncompatibleTargetError, match="signed as a tar image; this device's"):
+        run()
+    assert slot_b.read_bytes() == b""  # nothing downloaded into, nothing written
+    assert sim.target_requests() == []
+
+    sim.add_artifact(replace(full_info(v3, "3.0"), image_type="ext4"), compress(v3))
+    sim.publish()
+    run()
+    assert slot_b.read_bytes() == v3
