@@ -63,9 +63,9 @@ def detect(head: bytes) -> ImageType | None:
 
 def describe_unknown(head: bytes, length: int) -> str:
     """What an unrecognised file looks like, for an error message ("what was found")."""
-    what = f"a {length}-byte file with no known filesystem or disk-image signature"
     if length == 0:
         return "an empty file"
+    what = f"a {length}-byte file with no known filesystem or disk-image signature"
     sample = head[:24]
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
         text = sample.decode("ascii").replace("\n", "\\n")
