@@ -359,14 +359,15 @@ def check_image_type(image: Path, head: ImageHead, requested: str | None) -> Ima
     if requested == "raw":
         if found is not None:
             raise UsageError(
-                f"{image}: image type raw means no known signature, but this is a {found} image",
+                f"{image}: image type raw means no known signature, but the image carries "
+                f"the {found} signature",
                 hint=f"pass --image-type {found}, or leave the option out to detect it",
             )
         return "raw"
     if found != requested:
-        what = f"a {found} image" if found else describe_unknown(head.head, head.length)
+        what = f"image type {found}" if found else describe_unknown(head.head, head.length)
         raise UsageError(
-            f"{image}: expected a {requested} image (the image type given), found {what}",
+            f"{image}: expected image type {requested} (as given), found {what}",
             hint="check the path, or leave --image-type out to detect the type",
         )
     return requested
