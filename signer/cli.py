@@ -368,6 +368,17 @@ def release_cmd(
         int,
         typer.Option(min=0, max=16, help="Build deltas from the last N published versions."),
     ] = 3,
+    image_type: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TYPE",
+            help="ext4, squashfs, erofs, btrfs, vfat, gpt, mbr, tar or raw (default: detect).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Build and check everything; sign and publish nothing."),
+    ] = False,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -404,6 +415,8 @@ def release_cmd(
             image,
             hardware or [],
             _now(),
+            image_type=image_type,
+            dry_run=dry_run,
             allow_downgrade=allow_downgrade,
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
@@ -412,6 +425,22 @@ def release_cmd(
             log=say,
             extra_builder=delta_builder(deltas, say=say) if deltas else None,
         )
+    for w in result.warnings:
+        run.warn(w)
+    if result.dry_run:
+        run.result(
+            result.to_json(),
+            "\n".join(
+                f"would publish {a.target_path}\t{a.length}\t{a.sha256}\t{a.info.image_type}"
+                for a in result.artifacts
+            ),
+        )
+        run.note(
+            f"dry run: would publish {result.product} {result.version} "
+            f"({result.image_type} image; targets v{result.targets_version}, "
+            f"timestamp v{result.timestamp_version}); nothing was signed or written"
+        )
+        return
     run.result(
         result.to_json(),
         "\n".join(f"{a.target_path}\t{a.length}\t{a.sha256}" for a in result.artifacts),

@@ -4,20 +4,28 @@ One release is one repository transaction: every artifact of the release (the fu
 and, later, deltas from earlier versions) becomes visible to devices at the same moment,
 when ``timestamp.json`` is replaced, or not at all. Signing keys are resolved before any
 slow work, so a missing key or PIN fails in a second rather than after compressing an image.
+
+Before keys are even loaded, the image's first bytes must show what it is (``verifier.imagetype``):
+a release pipeline handed the wrong file (a log, ``/etc/passwd``) stops there instead of
+signing it for a fleet. The detected type is signed into ``custom`` so a device configured with
+its slots' type can refuse another one. ``dry_run`` runs the same path up to, not including,
+signing, and leaves the repository untouched.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import zstandard
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
-from repo.errors import RepositoryStateError, UsageError, VersionNotNewerError
+from repo.errors import ImageReadError, RepositoryStateError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
@@ -29,7 +37,13 @@ from repo.repository import (
     open_transaction,
 )
 from repo.state import RepoState, load_state
-from signer.compress import CompressSettings, Progress, compress_image, self_check_full
+from signer.compress import (
+    CompressSettings,
+    Progress,
+    compress_image,
+    image_length,
+    self_check_full,
+)
 from verifier.artifact import (
     CUSTOM_KEY,
     SCHEMA_VERSION,
@@ -39,12 +53,31 @@ from verifier.artifact import (
     ImageVersion,
     target_path,
 )
+from verifier.decode_full import MAX_WINDOW_LOG
 from verifier.effects import Disk
 from verifier.errors import ArtifactSchemaError
+from verifier.imagetype import (
+    DETECTABLE,
+    HEAD_LENGTH,
+    IMAGE_TYPES,
+    ImageType,
+    describe_unknown,
+    detect,
+    is_image_type,
+)
 
 #: Hardware id used when a release names none: "runs on whatever this product runs on".
 DEFAULT_HARDWARE = "generic"
 RELEASE_ROLES = ("targets", "snapshot", "timestamp")
+
+#: Warn when an image is more than this many times larger or smaller than the product's
+#: previous release. Releases of one product differ by package updates (a few percent) or, at
+#: most, a deliberately resized filesystem (say x2, when headroom is added); images padded to a
+#: fixed slot size do not change at all. A factor of 4 stays quiet for every such change while
+#: a wrong file of a plausible type (a kernel or initramfs instead of the root filesystem, a
+#: tarball of one directory, a debug image with symbols) is far outside it. It only warns: a
+#: product can legitimately change its image, and the type check is the hard gate.
+SIZE_CHANGE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -88,23 +121,34 @@ class PublishedArtifact:
             "length": self.length,
             "sha256": self.sha256,
             "image": self.info.image.to_dict(),
+            "image_type": self.info.image_type,
             "base_version": str(self.info.base.version) if self.info.base else None,
+            "custom": self.info.to_custom(),
         }
 
 
 @dataclass(frozen=True)
 class ReleaseResult:
+    """What was published, or with ``dry_run`` what would be: the same paths, lengths, hashes,
+    custom metadata and metadata versions a real release would have produced at that moment."""
+
     product: str
     version: ImageVersion
     artifacts: tuple[PublishedArtifact, ...]
     targets_version: int
     snapshot_version: int
     timestamp_version: int
+    image_type: ImageType
+    warnings: tuple[str, ...] = ()
+    dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "product": self.product,
             "version": str(self.version),
+            "image_type": self.image_type,
+            "dry_run": self.dry_run,
+            "warnings": list(self.warnings),
             "artifacts": [a.to_json() for a in self.artifacts],
             "metadata": {
                 "targets": self.targets_version,
@@ -130,6 +174,7 @@ def make_info(
     image_sha256: str,
     *,
     allow_downgrade: bool = False,
+    image_type: ImageType | None = None,
 ) -> ArtifactInfo:
     """A full-artifact description, validated by the device's own parser."""
     data: dict[str, Any] = {
@@ -143,6 +188,8 @@ def make_info(
     }
     if allow_downgrade:
         data["allow_downgrade"] = True
+    if image_type is not None:
+        data["image_type"] = image_type
     try:
         return ArtifactInfo.from_custom({CUSTOM_KEY: data})
     except ArtifactSchemaError as e:
@@ -152,7 +199,7 @@ def make_info(
 def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) -> ArtifactInfo:
     """The signed description of a delta turning ``base``'s image into ``full``'s image.
 
-    Product, hardware, version, result image and downgrade permission are the full
+    Product, hardware, version, result image, its type and downgrade permission are the full
     artifact's: a delta is only another way to deliver exactly that image.
     """
     return ArtifactInfo(
@@ -165,6 +212,7 @@ def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) ->
         base=BaseRef(base.version, base.image),
         delta_header=header,
         allow_downgrade=full.allow_downgrade,
+        image_type=full.image_type,
     )
 
 
@@ -176,6 +224,7 @@ def build_full_artifact(
     workdir: Path,
     *,
     allow_downgrade: bool = False,
+    image_type: ImageType | None = None,
     settings: CompressSettings | None = None,
     progress: Progress | None = None,
 ) -> BuiltArtifact:
@@ -190,6 +239,7 @@ def build_full_artifact(
         result.image.length,
         result.image.sha256,
         allow_downgrade=allow_downgrade,
+        image_type=image_type,
     )
     self_check_full(out, result)
     return BuiltArtifact(info, out, result.artifact.length, result.artifact.sha256)
@@ -263,6 +313,133 @@ def publish_artifacts(
     return tuple(p for p in published_artifacts(state) if p.target_path in paths)
 
 
+@dataclass(frozen=True)
+class ImageHead:
+    """An image's first bytes (as many as type detection needs) and its total length."""
+
+    head: bytes
+    length: int
+
+
+def read_image_head(image: Path) -> ImageHead:
+    """Read only the head of ``image``: a release never holds a whole image in memory."""
+    try:
+        f = image.open("rb")
+    except OSError as e:
+        raise ImageReadError(f"cannot open image {image}: {e.strerror or e}") from e
+    try:
+        with f:
+            length = image_length(f, image)
+            return ImageHead(f.read(HEAD_LENGTH), length)
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {image}: {e.strerror or e}") from e
+
+
+def check_image_type(image: Path, head: ImageHead, requested: str | None) -> ImageType:
+    """The type to sign for ``image``: the detected one, which ``requested`` must agree with.
+
+    ``raw`` is the only way to release a file without a known signature, and it must be asked
+    for; asking for a type the bytes contradict (including ``raw`` for a recognised image,
+    which would make devices configured for that type refuse it) is refused too.
+    """
+    if requested is not None and not is_image_type(requested):
+        raise UsageError(
+            f"image type: expected one of {', '.join(IMAGE_TYPES)}, found {requested!r}"
+        )
+    found = detect(head.head)
+    if requested is None:
+        if found is None:
+            raise UsageError(
+                f"{image}: expected an OS image ({', '.join(DETECTABLE)}), found "
+                f"{describe_unknown(head.head, head.length)}",
+                hint="check the path; to release an image without a known signature "
+                "anyway, pass --image-type raw",
+            )
+        return found
+    if requested == "raw":
+        if found is not None:
+            raise UsageError(
+                f"{image}: image type raw means no known signature, but the image carries "
+                f"the {found} signature",
+                hint=f"pass --image-type {found}, or leave the option out to detect it",
+            )
+        return "raw"
+    if found != requested:
+        what = f"image type {found}" if found else describe_unknown(head.head, head.length)
+        raise UsageError(
+            f"{image}: expected image type {requested} (as given), found {what}",
+            hint="check the path, or leave --image-type out to detect the type",
+        )
+    return requested
+
+
+def size_warnings(
+    product: str, version: ImageVersion, length: int, published: Sequence[PublishedArtifact]
+) -> tuple[str, ...]:
+    """A warning when ``length`` is off from the previous release by ``SIZE_CHANGE_FACTOR``."""
+    fulls = [a for a in published if a.info.product == product and a.info.kind == "full"]
+    if not fulls:
+        return ()
+    prev = max(fulls, key=lambda a: a.info.version)
+    old = prev.info.image.length
+    if old * SIZE_CHANGE_FACTOR >= length and length * SIZE_CHANGE_FACTOR >= old:
+        return ()
+    change = f"{length / old:.1f}x larger" if length > old else f"{old / length:.1f}x smaller"
+    return (
+        f"{product} {version}: the image is {length} bytes, {change} than the previous "
+        f"release {prev.info.version} ({old} bytes); check that this is the right image",
+    )
+
+
+def check_signed_head(artifact: Path, head: bytes, image: Path) -> None:
+    """Prove the bytes the type was detected from are the bytes that were compressed.
+
+    Detection and compression read the image separately; an image rewritten in between would
+    otherwise be signed with a type read from other bytes.
+    """
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+    got = bytearray()
+    with artifact.open("rb") as f, dctx.stream_reader(f) as reader:
+        while len(got) < len(head) and (chunk := reader.read(len(head) - len(got))):
+            got += chunk
+    if bytes(got) != head:
+        raise ImageReadError(
+            f"{image}: its first {len(head)} bytes changed between type detection and "
+            "compression; was it modified during release?"
+        )
+
+
+@contextmanager
+def _transaction(repo_dir: Path, dry_run: bool) -> Iterator[Transaction]:
+    """The release's transaction. A dry run takes no lock (the lock file lives in the
+    repository, which a dry run must leave byte for byte as it was) and never commits."""
+    if dry_run:
+        yield Transaction(load_state(repo_dir))
+        return
+    with open_transaction(repo_dir) as tx:
+        yield tx
+
+
+def plan_artifacts(
+    tx: Transaction, artifacts: Sequence[BuiltArtifact]
+) -> tuple[PublishedArtifact, ...]:
+    """What publishing ``artifacts`` would list, after the same staging checks (paths free)."""
+    for a in artifacts:
+        tx.add_target(a.target_file(), a.path)
+    planned = [
+        PublishedArtifact(
+            a.info,
+            a.target_path,
+            stored_target_path(tx.state.repo_dir, a.target_path, a.sha256),
+            a.length,
+            a.sha256,
+        )
+        for a in artifacts
+    ]
+    planned.sort(key=lambda a: (a.info.version, a.info.kind, a.target_path))
+    return tuple(planned)
+
+
 def release(
     repo_dir: Path,
     keyconf: KeyConfig,
@@ -272,6 +449,8 @@ def release(
     hardware: Sequence[str],
     now: datetime,
     *,
+    image_type: str | None = None,
+    dry_run: bool = False,
     allow_downgrade: bool = False,
     settings: CompressSettings | None = None,
     expiries: Expiries | None = None,
@@ -283,17 +462,32 @@ def release(
     progress: Progress | None = None,
     log: ProgressFn | None = None,
 ) -> ReleaseResult:
-    """Publish ``image`` as ``product`` ``version`` (plus whatever ``extra_builder`` adds)."""
+    """Publish ``image`` as ``product`` ``version`` (plus whatever ``extra_builder`` adds).
+
+    ``image_type`` None detects the type; ``dry_run`` builds and self-checks every artifact
+    in a scratch directory outside the repository and returns what would be published,
+    without loading keys (a dry run must not ask for a PIN), signing or writing anything.
+    """
     say = log or (lambda _msg: None)
     info = make_info(product, version, hardware, 1, "0" * 64, allow_downgrade=allow_downgrade)
-    if signers is None:
+    head = read_image_head(image)
+    kind = check_image_type(image, head, image_type)
+    if signers is None and not dry_run:
         signers = load_role_signers(keyconf, RELEASE_ROLES, env=env, prompt=prompt)
-    with open_transaction(repo_dir) as tx:
+    with _transaction(repo_dir, dry_run) as tx:
         published = published_artifacts(tx.state, product)
         check_version(product, info.version, published, allow_downgrade)
-        with tempfile.TemporaryDirectory(dir=repo_dir, prefix=".otakit-build-") as tmp:
+        warnings = size_warnings(product, info.version, head.length, published)
+        if kind == "raw":
+            warnings = (
+                f"{image} is released as raw: no filesystem or disk-image signature was "
+                "checked, and devices configured with an image type will refuse it",
+                *warnings,
+            )
+        scratch = None if dry_run else repo_dir
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".otakit-build-") as tmp:
             workdir = Path(tmp)
-            say(f"compressing {image}")
+            say(f"compressing {image} ({kind} image)")
             full = build_full_artifact(
                 image,
                 product,
@@ -301,12 +495,29 @@ def release(
                 hardware,
                 workdir,
                 allow_downgrade=allow_downgrade,
+                image_type=kind,
                 settings=settings,
                 progress=progress,
             )
+            check_signed_head(full.path, head.head, image)
             artifacts = [full]
             if extra_builder is not None:
                 artifacts.extend(extra_builder(full, image, published, workdir))
+            if dry_run:
+                done = plan_artifacts(tx, artifacts)
+                st = tx.state
+                return ReleaseResult(
+                    product=product,
+                    version=info.version,
+                    artifacts=done,
+                    targets_version=st.targets.signed.version + 1,
+                    snapshot_version=st.snapshot.signed.version + 1,
+                    timestamp_version=st.timestamp.signed.version + 1,
+                    image_type=kind,
+                    warnings=warnings,
+                    dry_run=True,
+                )
+            assert signers is not None
             say("signing and publishing")
             done = publish_artifacts(
                 tx, artifacts, signers, now, expiries=expiries, disk=disk, progress=say
@@ -319,4 +530,6 @@ def release(
             targets_version=st.targets.signed.version,
             snapshot_version=st.snapshot.signed.version,
             timestamp_version=st.timestamp.signed.version,
+            image_type=kind,
+            warnings=warnings,
         )

@@ -7,7 +7,7 @@ strict ("parse, don't validate"): an ``ArtifactInfo`` that exists is complete an
 Schema (specified in docs/FORMAT.md, section "Artifact metadata")::
 
     "custom": {"otakit": {
-        "schema": "1.0",                 # major.minor; unknown major refused
+        "schema": "1.1",                 # major.minor; unknown major refused
         "product": "edge-gw",            # [a-z0-9][a-z0-9._-]{0,63}
         "hardware": ["rpi4", "x86-64"],  # non-empty list of hardware ids, same charset
         "version": "2.4.1",              # dotted numeric, 1-4 components, see ImageVersion
@@ -17,8 +17,11 @@ Schema (specified in docs/FORMAT.md, section "Artifact metadata")::
         "base": {"version": V, "length": N, "sha256": H},   # delta only
         "delta_header": {"length": N, "sha256": H},         # delta only: authenticates the
                                                             # container header for streaming
-        "allow_downgrade": false         # optional; signed permission to go back in version
+        "allow_downgrade": false,        # optional; signed permission to go back in version
+        "image_type": "ext4"             # optional (since 1.1); see verifier.imagetype
     }}
+
+Schema 1.1 added ``image_type``; a 1.0 target has none and parses with ``image_type=None``.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from verifier.errors import ArtifactSchemaError
+from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 CUSTOM_KEY = "otakit"
 
 #: No image otakit handles is larger than this (1 TiB); bounds every length before use.
@@ -141,8 +145,12 @@ class ArtifactInfo:
     base: BaseRef | None = None
     delta_header: ImageRef | None = None
     allow_downgrade: bool = False
+    #: What the image is (filesystem or disk-image format); None on schema 1.0 targets.
+    image_type: ImageType | None = None
 
     def __post_init__(self) -> None:
+        if self.image_type is not None and not is_image_type(self.image_type):
+            raise ArtifactSchemaError(_image_type_problem(self.image_type))
         if self.kind == "delta" and (self.base is None or self.delta_header is None):
             raise ArtifactSchemaError("delta artifact: 'base' and 'delta_header' are required")
         if self.kind == "full" and (self.base is not None or self.delta_header is not None):
@@ -211,6 +219,9 @@ class ArtifactInfo:
         allow = data.get("allow_downgrade", False)
         if not isinstance(allow, bool):
             raise ArtifactSchemaError(f"allow_downgrade: expected true/false, found {allow!r}")
+        image_type = data.get("image_type")
+        if image_type is not None and not is_image_type(image_type):
+            raise ArtifactSchemaError(_image_type_problem(image_type))
         return cls(
             product=product,
             hardware=hardware,
@@ -221,6 +232,7 @@ class ArtifactInfo:
             base=base,
             delta_header=delta_header,
             allow_downgrade=allow,
+            image_type=image_type,
         )
 
     def to_custom(self) -> dict[str, Any]:
@@ -240,6 +252,8 @@ class ArtifactInfo:
             d["delta_header"] = self.delta_header.to_dict()
         if self.allow_downgrade:
             d["allow_downgrade"] = True
+        if self.image_type is not None:
+            d["image_type"] = self.image_type
         return {CUSTOM_KEY: d}
 
 
@@ -249,6 +263,10 @@ def target_path(info: ArtifactInfo) -> str:
         return f"{info.product}/{info.version}/full.img.zst"
     assert info.base is not None
     return f"{info.product}/{info.version}/delta-from-{info.base.version}.otd"
+
+
+def _image_type_problem(value: object) -> str:
+    return f"image_type: expected one of {', '.join(IMAGE_TYPES)}, found {value!r}"
 
 
 def _name(value: Any, what: str) -> str:

@@ -25,6 +25,7 @@ from verifier.bootctl.factory import backend_names
 from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state
 from verifier.effects import RealDisk
 from verifier.errors import ArtifactSchemaError, ImageHashMismatchError, UsageError
+from verifier.imagetype import IMAGE_TYPES, is_image_type
 
 app = new_app(
     "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
@@ -126,6 +127,12 @@ def init(
     tries: Annotated[
         int, typer.Option(min=1, max=MAX_TRIES, help="Trial boot attempts.")
     ] = DEFAULT_TRIES,
+    image_type: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TYPE", help="Image type the slots hold (ext4, squashfs, ...); refuse others."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Pin the trusted root and describe this device's two slots."""
@@ -140,6 +147,10 @@ def init(
         if not sep or not key:
             raise UsageError(f"--boot-option: expected KEY=VALUE, found {item!r}")
         options.append((key, value))
+    if image_type is not None and not is_image_type(image_type):
+        raise UsageError(
+            f"--image-type: expected one of {', '.join(IMAGE_TYPES)}, found {image_type!r}"
+        )
     config = DeviceConfig(
         repo_url,
         product,
@@ -149,6 +160,7 @@ def init(
         str(getattr(boot_backend, "value", boot_backend)),
         tuple(sorted(options)),
         tries,
+        image_type,
     )
     dev = init_device(
         c.state,

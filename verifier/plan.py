@@ -11,7 +11,9 @@ so the policy can be read (and tested as tables) in one place:
 * image anti-rollback: never a version lower than the installed one unless that target's signed
   ``allow_downgrade`` says so (TUF's metadata rollback protection does not cover this);
 * a delta is preferred when its signed base is exactly the booted slot's signed image, with the
-  full artifact of the same version as the fallback.
+  full artifact of the same version as the fallback;
+* a device configured with the image type its slots hold (``init --image-type``) installs only
+  targets signed as that type (see ``_of_type``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
 from verifier.errors import DowngradeError, IncompatibleTargetError, NoSuchVersionError
+from verifier.imagetype import ImageType
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class DeviceFacts:
     installed: Installed
     failed: frozenset[str] = frozenset()
     pending: Installed | None = None
+    #: The image type this device's slots hold, if its operator said so at init.
+    image_type: ImageType | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,7 @@ def resolve(
             continue
         if facts.pending is not None and facts.pending.image == image:
             return NothingToDo(f"version {version} is already pending its trial boot{note}")
-        return _choose(version, image, group, facts, policy)
+        return _choose(version, image, _of_type(version, group, facts), facts, policy)
     why = f"version {installed.version} is installed and no newer image is published"
     if skipped:
         why += f" except {', '.join(skipped)}, which failed its trial (not retried)"
@@ -155,7 +160,43 @@ def _resolve_requested(
     if facts.pending is not None and facts.pending.image == image:
         return NothingToDo(f"version {version} is already pending its trial boot")
     # An explicit request overrides the failed-image memory: the operator asked.
-    return _choose(version, image, group, facts, policy)
+    return _choose(version, image, _of_type(version, group, facts), facts, policy)
+
+
+def _of_type(version: ImageVersion, group: list[Candidate], facts: DeviceFacts) -> list[Candidate]:
+    """The targets of ``group`` signed as the device's configured image type.
+
+    Refusing (rather than skipping to an older version) is deliberate: a newest release of
+    another type means the publisher changed format or released the wrong file, and an
+    operator must hear of it; the device stays on its image meanwhile.
+
+    A target that does not say its type (schema 1.0 metadata, from before ``image_type``
+    existed) is refused too when a type is configured: the configured type is an assertion
+    the operator made about what may be written to the slots, and a target of unknown type
+    cannot be shown to satisfy it. Accepting it would turn the check off for every publisher
+    that does not record the type. Such a device is served again by republishing the image
+    with a publisher that records ``image_type``.
+    """
+    want = facts.image_type
+    if want is None:
+        return group
+    ok = [c for c in group if c.info.image_type == want]
+    if ok:
+        return ok
+    types = sorted({c.info.image_type or "unknown" for c in group})
+    if types == ["unknown"]:
+        raise IncompatibleTargetError(
+            f"version {version} of {facts.product!r} does not say its image type (schema 1.0 "
+            f"metadata); this device is configured for {want} images and installs only targets "
+            f"signed as {want}",
+            hint="republish the image with an otakit release that records image_type",
+        )
+    raise IncompatibleTargetError(
+        f"version {version} of {facts.product!r} is signed as a {' / '.join(types)} image; "
+        f"this device's slots hold {want} images (configured at init)",
+        hint="release an image of the configured type, or re-initialise the device "
+        "with the image type its slots really hold",
+    )
 
 
 def _image_of(group: list[Candidate]) -> ImageRef:

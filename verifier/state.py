@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
 from verifier.effects import Disk, write_atomic
 from verifier.errors import ArtifactSchemaError, BootControlError, ConfigError, OtakitError
+from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
 
 CONFIG_SCHEMA = 1
 JOURNAL_SCHEMA = 1
@@ -80,8 +81,15 @@ class DeviceConfig:
     boot_backend: str = "file"
     boot_options: tuple[tuple[str, str], ...] = ()
     tries: int = 3
+    #: What the slots hold; when set, targets signed as another type are refused.
+    #: Absent from configs written before it existed (they load as None: no check).
+    image_type: ImageType | None = None
 
     def __post_init__(self) -> None:
+        if self.image_type is not None and not is_image_type(self.image_type):
+            raise ConfigError(
+                f"image_type: expected one of {', '.join(IMAGE_TYPES)}, found {self.image_type!r}"
+            )
         if not re.match(r"^https?://[^\s]+$", self.repo_url):
             raise ConfigError(f"repo_url: expected an http(s) URL, found {self.repo_url!r}")
         for what, value in (("product", self.product), ("hardware", self.hardware)):
@@ -123,12 +131,14 @@ class DeviceConfig:
             "slots": {"a": str(self.slot_a), "b": str(self.slot_b)},
             "boot": {"backend": self.boot_backend, "options": self.options},
             "tries": self.tries,
-        }
+        } | ({"image_type": self.image_type} if self.image_type is not None else {})
 
     @classmethod
     def from_dict(cls, data: Any) -> DeviceConfig:
         d = _obj(
-            data, "config", {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries"}
+            data,
+            "config",
+            {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries", "image_type"},
         )
         if d.get("schema") != CONFIG_SCHEMA:
             raise ConfigError(f"config schema: expected {CONFIG_SCHEMA}, found {d.get('schema')!r}")
@@ -150,6 +160,7 @@ class DeviceConfig:
             boot_backend=_str(boot.get("backend"), "config.boot.backend"),
             boot_options=tuple(sorted(opts.items())),
             tries=tries,
+            image_type=cast("ImageType | None", d.get("image_type")),  # checked on construction
         )
 
 

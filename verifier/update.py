@@ -146,6 +146,7 @@ def update(
         installed=Installed(installed.version, installed.image),
         failed=journal.failed_hashes,
         pending=None if p is None or not p.armed else Installed(p.record.version, p.record.image),
+        image_type=dev.config.image_type,
     )
     with TufClient(
         dev.paths,

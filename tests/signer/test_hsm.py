@@ -94,7 +94,7 @@ def test_targets_signed_on_an_hsm_verify_with_a_tuf_client(
     init(repo, conf, NOW)
     img = tmp_path / "img"
     img.write_bytes(os.urandom(4096) * 16)
-    res = release(repo, conf, "edge-gw", "1.0", img, ["rpi4"], NOW)
+    res = release(repo, conf, "edge-gw", "1.0", img, ["rpi4"], NOW, image_type="raw")
 
     targets = json.loads((repo / "metadata" / "2.targets.json").read_bytes())
     assert [s["keyid"] for s in targets["signatures"]] == [public.keyid]

@@ -35,7 +35,7 @@ def test_init_release_json_and_version_refusal(
 
     code, out, err = run(
         capsys, "release", repo, str(img), "--keys", keys, "--product", "edge-gw",
-        "--version", "1.2", "--hardware", "rpi4", "--json",
+        "--image-type", "raw", "--version", "1.2", "--hardware", "rpi4", "--json",
     )  # fmt: skip
     assert code == 0, err
     doc = json.loads(out)
@@ -51,7 +51,7 @@ def test_init_release_json_and_version_refusal(
 
     code, out, err = run(
         capsys, "release", repo, str(img), "--keys", keys, "--product", "edge-gw",
-        "--version", "1.1",
+        "--image-type", "raw", "--version", "1.1",
     )  # fmt: skip
     assert code == 2 and out == ""
     assert "expected a version newer than the newest published (1.2)" in err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +28,15 @@ from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
 
 
 def _img(tmp_path: Path, name: str, size: int = 256 * 1024) -> Path:
+    """A tar image (so ``release`` recognises it): incompressible content, then zeros."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        member = tarfile.TarInfo("payload")
+        member.size = size // 4
+        tar.addfile(member, io.BytesIO(os.urandom(member.size)))
+    data = buf.getvalue()
     p = tmp_path / name
-    p.write_bytes(os.urandom(size // 4) + bytes(size - size // 4))
+    p.write_bytes(data + bytes(size - len(data)))
     return p
 
 
@@ -47,6 +56,9 @@ def test_release_publishes_a_verifiable_full_artifact(
     # the custom metadata a device reads parses back to the same info
     md = Metadata.from_bytes((repo / "metadata" / "2.targets.json").read_bytes())
     assert ArtifactInfo.from_custom(md.signed.targets[art.target_path].custom) == art.info
+    custom = md.signed.targets[art.target_path].custom["otakit"]
+    assert (custom["schema"], custom["image_type"]) == ("1.1", "tar")
+    assert (res.image_type, res.warnings, res.dry_run) == ("tar", (), False)
     assert res.to_json()["artifacts"][0]["sha256"] == art.sha256
     assert not [p for p in repo.iterdir() if p.name.startswith(".otakit-build")]
 
@@ -114,14 +126,21 @@ def test_a_release_without_the_targets_key_publishes_nothing(
     assert list((repo / "targets").iterdir()) == []
 
 
-def test_keys_are_loaded_before_the_image_is_touched(
-    repo: Path, keys: KeyConfig, tmp_path: Path
+def test_keys_are_loaded_before_the_image_is_compressed(
+    repo: Path, keys: KeyConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Only the image's head (type check) is read before keys; the slow part comes after."""
+    import signer.release
+
+    def no_compress(*_a: object, **_k: object) -> None:
+        raise AssertionError("compressed before the keys were loaded")
+
+    monkeypatch.setattr(signer.release, "compress_image", no_compress)
     doc = json.loads(keys.source.read_text())
     doc["roles"]["targets"]["keys"][0]["uri"] = "file2:missing.pem"
     broken = parse_key_config(doc, keys.source)
     with pytest.raises(KeyConfigError, match="targets key"):
-        release(repo, broken, "edge-gw", "1", tmp_path / "no-such-image", [], NOW)
+        release(repo, broken, "edge-gw", "1", _img(tmp_path, "img"), [], NOW)
 
 
 def test_extra_artifacts_are_published_in_the_same_transaction(
@@ -157,4 +176,6 @@ def test_extra_artifacts_are_published_in_the_same_transaction(
     kinds = [(str(a.info.version), a.info.kind) for a in list_published(repo, "edge-gw")]
     assert kinds == [("1", "full"), ("2", "delta"), ("2", "full")]
     assert len(client_view(repo, tmp_path / "c", root_bytes(repo))) == 3
+    # a delta is another way to deliver the same image: it carries that image's type
+    assert {a.info.image_type for a in res.artifacts} == {"tar"}
     assert ImageVersion.parse("2") == res.version

@@ -75,7 +75,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     v1 = make_image(1, IMAGE_SIZE)
     v2 = evolve(v1, 2, changed=64)
     (tmp / "v2.img").write_bytes(v2)
-    release(repo, keys, "edge-gw", "2.0", tmp / "v2.img", ["rpi4"], NOW)
+    release(repo, keys, "edge-gw", "2.0", tmp / "v2.img", ["rpi4"], NOW, image_type="raw")
     url, stop = serve_in_thread(repo)
     work = tmp / "work"
     work.mkdir()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from verifier.artifact import ArtifactInfo, BaseRef, ImageRef, ImageVersion, target_path
 from verifier.errors import DowngradeError, IncompatibleTargetError, NoSuchVersionError
+from verifier.imagetype import ImageType
 from verifier.plan import Candidate, DeviceFacts, Installed, NothingToDo, Policy, resolve
 
 
@@ -250,3 +251,102 @@ def test_smallest_matching_delta_wins() -> None:
     out = resolve([full("2.0"), delta("2.0", "1.0", 500), delta("2.0", "1.0", 200)], facts())
     assert not isinstance(out, NothingToDo)
     assert out.artifact.length == 200
+
+
+# --- image type: a device configured with the type its slots hold ---------------------------
+
+
+def typed(c: Candidate, image_type: ImageType | None) -> Candidate:
+    return replace(c, info=replace(c.info, image_type=image_type))
+
+
+def facts_of(image_type: ImageType | None) -> DeviceFacts:
+    return replace(facts(), image_type=image_type)
+
+
+@dataclass(frozen=True)
+class TypeRow:
+    name: str
+    targets: list[Candidate]
+    configured: ImageType | None
+    # ("plan", artifact path) or ("refused", substrings of the reason)
+    expect: tuple[str, ...]
+    policy: Policy = field(default_factory=Policy)
+
+
+TYPE_ROWS = [
+    TypeRow(
+        "same type installs",
+        [typed(full("2.0"), "ext4")],
+        "ext4",
+        ("plan", "edge-gw/2.0/full.img.zst"),
+    ),
+    TypeRow(
+        "unconfigured device installs any type",
+        [typed(full("2.0"), "squashfs")],
+        None,
+        ("plan", "edge-gw/2.0/full.img.zst"),
+    ),
+    TypeRow(
+        "unconfigured device installs an untyped (schema 1.0) target",
+        [full("2.0")],
+        None,
+        ("plan", "edge-gw/2.0/full.img.zst"),
+    ),
+    TypeRow(
+        "other type refused, both types named",
+        [typed(full("2.0"), "squashfs")],
+        "ext4",
+        ("refused", "signed as a squashfs image", "slots hold ext4"),
+    ),
+    TypeRow(
+        "newest of another type refused, not silently skipped to an older one",
+        [typed(full("1.5"), "ext4"), typed(full("2.0"), "squashfs")],
+        "ext4",
+        ("refused", "version 2.0", "squashfs", "ext4"),
+    ),
+    TypeRow(
+        "raw target refused on a typed device",
+        [typed(full("2.0"), "raw")],
+        "ext4",
+        ("refused", "signed as a raw image", "ext4"),
+    ),
+    TypeRow(
+        "untyped (schema 1.0) target refused on a typed device",
+        [full("2.0")],
+        "ext4",
+        ("refused", "does not say its image type", "configured for ext4"),
+    ),
+    TypeRow(
+        "requested version of another type refused",
+        [typed(full("2.0"), "ext4"), typed(full("3.0"), "tar")],
+        "ext4",
+        ("refused", "version 3.0", "signed as a tar image"),
+        Policy(version=ImageVersion.parse("3.0")),
+    ),
+    TypeRow(
+        "a delta of another type is not used; the full of the right type is",
+        [typed(full("2.0"), "ext4"), typed(delta("2.0", "1.0"), "tar")],
+        "ext4",
+        ("plan", "edge-gw/2.0/full.img.zst"),
+    ),
+    TypeRow(
+        "a delta of the right type is used",
+        [typed(full("2.0"), "ext4"), typed(delta("2.0", "1.0"), "ext4")],
+        "ext4",
+        ("plan", "edge-gw/2.0/delta-from-1.0.otd"),
+    ),
+]
+
+
+@pytest.mark.parametrize("row", TYPE_ROWS, ids=[r.name for r in TYPE_ROWS])
+def test_resolve_by_image_type(row: TypeRow) -> None:
+    if row.expect[0] == "refused":
+        with pytest.raises(IncompatibleTargetError) as exc:
+            resolve(row.targets, facts_of(row.configured), row.policy)
+        for part in row.expect[1:]:
+            assert part in exc.value.message
+        return
+    out = resolve(row.targets, facts_of(row.configured), row.policy)
+    assert not isinstance(out, NothingToDo), out.reason
+    assert out.artifact.path == row.expect[1]
