@@ -18,13 +18,10 @@ from tests.verifier.conftest import World, evolve, make_world
 from verifier.effects import RealDisk
 from verifier.errors import MetadataError, StorageError, TargetVerificationError, TransportError
 from verifier.state import StatePaths
-from verifier.tuf_client import (
-    HttpFetcher,
-    TrustedStore,
-    TufClient,
-    map_tuf_error,
-    trusted_candidates,
-)
+from verifier.tuf.client import TufClient, trusted_candidates
+from verifier.tuf.failures import map_tuf_error
+from verifier.tuf.fetcher import HttpFetcher
+from verifier.tuf.store import TrustedStore
 
 
 def _client(w: World, disk: object | None = None) -> TufClient:
@@ -206,7 +203,7 @@ def test_http_fetcher_reports_http_errors(server: str) -> None:
 def test_targets_that_are_not_ours_are_skipped_not_fatal(custom: object) -> None:
     from tuf.api.metadata import TargetFile
 
-    from verifier.tuf_client import candidate
+    from verifier.tuf.client import candidate
 
     fields = {} if custom is None else {"custom": custom}
     tf = TargetFile(4, {"sha256": "ab" * 32}, "docs/readme.txt", unrecognized_fields=fields)
