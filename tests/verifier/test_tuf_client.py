@@ -139,6 +139,16 @@ def test_every_tuf_error_maps_into_our_hierarchy(exc: Exception, expected: type)
     mapped = map_tuf_error(exc, "ctx")
     assert type(mapped) is expected
     assert "ctx" in mapped.message
+    assert type(exc).__name__ not in mapped.diagnostic()  # library class names mean nothing
+
+
+@pytest.mark.parametrize(
+    "exc", [tuf_exc.ExpiredMetadataError(), tuf_exc.SlowRetrievalError(), ValueError()]
+)
+def test_a_library_error_without_text_still_says_something(exc: Exception) -> None:
+    message = map_tuf_error(exc, "ctx").message
+    assert message.startswith("ctx: ") and len(message) > len("ctx: ")
+    assert type(exc).__name__ not in message
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
