@@ -20,7 +20,7 @@ from verifier.bootctl.file import FileBootControl
 from verifier.device import init_device
 from verifier.effects import Disk, RealDisk
 from verifier.state import DeviceConfig, load_config, load_journal
-from verifier.tuf_client import TrustedStore
+from verifier.tuf.store import TrustedStore
 from verifier.update import UpdateResult
 
 IMAGE_SIZE = 64 * 1024

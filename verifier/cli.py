@@ -138,7 +138,7 @@ def init(
     """Pin the trusted root and describe this device's two slots."""
     from verifier.device import init_device, status
     from verifier.state import DeviceConfig
-    from verifier.tuf_client import load_root_bytes
+    from verifier.tuf.client import load_root_bytes
 
     c = _ctx(ctx, json_out)
     options = []

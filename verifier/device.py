@@ -356,7 +356,7 @@ class DriftReport:
 
 def verify_installed(dev: Device) -> DriftReport:
     """Re-hash the booted slot against the signed image hash of its version (offline)."""
-    from verifier.tuf_client import trusted_candidates
+    from verifier.tuf.client import trusted_candidates
 
     st = dev.boot.read()
     rec = dev.journal().slot(st.booted)

@@ -25,7 +25,8 @@ from tuf.api import exceptions as tuf_exc
 from verifier.effects import Disk, WriteHandle
 from verifier.errors import OtakitError, TargetVerificationError
 from verifier.plan import Candidate
-from verifier.tuf_client import OtaFetcher, map_tuf_error
+from verifier.tuf.failures import map_tuf_error
+from verifier.tuf.fetcher import OtaFetcher
 
 log = logging.getLogger("otakit.download")
 

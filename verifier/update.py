@@ -60,7 +60,9 @@ from verifier.preflight import (
     slot_capacity,
 )
 from verifier.state import Journal, Pending, SlotRecord
-from verifier.tuf_client import OtaFetcher, TufClient, TufLimits, map_tuf_error
+from verifier.tuf.client import TufClient, TufLimits
+from verifier.tuf.failures import map_tuf_error
+from verifier.tuf.fetcher import OtaFetcher
 
 log = logging.getLogger("otakit.update")
 

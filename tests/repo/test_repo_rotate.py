@@ -42,7 +42,8 @@ from tests.repo.test_repo_publish import FailingDisk
 from verifier.effects import RealDisk
 from verifier.errors import MetadataError
 from verifier.state import StatePaths
-from verifier.tuf_client import TrustedStore, TufClient
+from verifier.tuf.client import TufClient
+from verifier.tuf.store import TrustedStore
 
 EXPECTED = {LIVE_PATH: A}
 

@@ -28,7 +28,7 @@ from tuf.api.metadata import (
 )
 
 from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion, target_path
-from verifier.tuf_client import OtaFetcher
+from verifier.tuf.fetcher import OtaFetcher
 
 BASE = "http://repo.test/"
 ROLES = ("root", "targets", "snapshot", "timestamp")

@@ -18,13 +18,10 @@ from tests.verifier.conftest import World, evolve, make_world
 from verifier.effects import RealDisk
 from verifier.errors import MetadataError, StorageError, TargetVerificationError, TransportError
 from verifier.state import StatePaths
-from verifier.tuf_client import (
-    HttpFetcher,
-    TrustedStore,
-    TufClient,
-    map_tuf_error,
-    trusted_candidates,
-)
+from verifier.tuf.client import TufClient, trusted_candidates
+from verifier.tuf.failures import map_tuf_error
+from verifier.tuf.fetcher import HttpFetcher
+from verifier.tuf.store import TrustedStore
 
 
 def _client(w: World, disk: object | None = None) -> TufClient:
@@ -142,6 +139,16 @@ def test_every_tuf_error_maps_into_our_hierarchy(exc: Exception, expected: type)
     mapped = map_tuf_error(exc, "ctx")
     assert type(mapped) is expected
     assert "ctx" in mapped.message
+    assert type(exc).__name__ not in mapped.diagnostic()  # library class names mean nothing
+
+
+@pytest.mark.parametrize(
+    "exc", [tuf_exc.ExpiredMetadataError(), tuf_exc.SlowRetrievalError(), ValueError()]
+)
+def test_a_library_error_without_text_still_says_something(exc: Exception) -> None:
+    message = map_tuf_error(exc, "ctx").message
+    assert message.startswith("ctx: ") and len(message) > len("ctx: ")
+    assert type(exc).__name__ not in message
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
@@ -206,7 +213,7 @@ def test_http_fetcher_reports_http_errors(server: str) -> None:
 def test_targets_that_are_not_ours_are_skipped_not_fatal(custom: object) -> None:
     from tuf.api.metadata import TargetFile
 
-    from verifier.tuf_client import candidate
+    from verifier.tuf.client import candidate
 
     fields = {} if custom is None else {"custom": custom}
     tf = TargetFile(4, {"sha256": "ab" * 32}, "docs/readme.txt", unrecognized_fields=fields)

@@ -93,7 +93,7 @@ def bad_targets_signature(w: World, v2: bytes) -> None:
 
 def expired_timestamp(w: World, v2: bytes) -> None:
     w.sim.add_full(v2, "2.0")
-    # ngclient checks expiry against the system clock (documented in verifier/tuf_client.py)
+    # ngclient checks expiry against the system clock (documented in verifier/tuf/client.py)
     w.sim.publish(timestamp_expires=datetime.now(UTC) - timedelta(hours=1))
 
 

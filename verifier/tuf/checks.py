@@ -1,0 +1,85 @@
+"""The two checks every metadata file gets, wherever its bytes came from.
+
+* it parses as metadata of the role the referrer promised (and if not, the message says what
+  the bytes look like instead: binary data, text that is not JSON, another role ...);
+* a threshold of *distinct* keys the delegator authorizes signed it. python-tuf counts
+  key ids; a root that lists one key under two ids would let one signature count twice, so
+  keys are also told apart by their public value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
+from tuf.api.serialization import DeserializationError
+
+from verifier.tuf.failures import InvalidMetadataError, MetadataSignatureError, describe
+
+TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
+
+
+def try_parse(data: bytes, role: str) -> tuple[Metadata[Any] | None, str]:
+    """``(metadata, "")`` if ``data`` is ``role`` metadata, else ``(None, what it is instead)``."""
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except (DeserializationError, ValueError, TypeError, KeyError) as e:
+        return None, _found_instead(data, role, e)
+    if md.signed.type != role:
+        return None, f"{md.signed.type} metadata"
+    return md, ""
+
+
+def parse_metadata(data: bytes, role: str, name: str) -> Metadata[Any]:
+    """``data`` parsed as ``role`` metadata, or ``InvalidMetadataError`` naming ``name``."""
+    md, found = try_parse(data, role)
+    if md is None:
+        raise InvalidMetadataError(f"{name}: expected {role} metadata, found {found}")
+    return md
+
+
+def _found_instead(data: bytes, role: str, exc: BaseException) -> str:
+    head = data[:4096]
+    if b"\x00" in head:
+        return f"binary data ({len(data)} bytes, starting {data[:8].hex(' ')})"
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError:
+        return f"binary data ({len(data)} bytes, starting {data[:8].hex(' ')})"
+    except json.JSONDecodeError as e:
+        return f"text that is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__ if doc is not None else 'null'}, not an object"
+    if "signed" not in doc or "signatures" not in doc:
+        keys = ", ".join(repr(k) for k in sorted(doc)[:6]) or "none"
+        return f"a JSON object without 'signed' and 'signatures' (its keys: {keys})"
+    signed = doc["signed"]
+    kind = signed.get("_type") if isinstance(signed, dict) else None
+    if kind not in TOP_LEVEL_ROLES:
+        return f"'signed' of type {kind!r}, which is no TUF role"
+    if kind != role:
+        return f"{kind} metadata"
+    return f"invalid {role} metadata ({describe(exc.__cause__ or exc)})"
+
+
+def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) -> None:
+    """Refuse ``md`` unless a threshold of distinct keys ``authority`` grants ``role`` signed it.
+
+    ``label`` names the file in the message, e.g. "published targets".
+    """
+    try:
+        result = authority.get_verification_result(role, md.signed_bytes, md.signatures)
+    except ValueError as e:
+        raise MetadataSignatureError(
+            f"{label} v{md.signed.version}: root v{authority.version} grants no keys to the "
+            f"{role} role ({describe(e)})",
+            role=role,
+        ) from e
+    distinct = {(k.keytype, json.dumps(k.keyval, sort_keys=True)) for k in result.signed.values()}
+    if len(distinct) < result.threshold:
+        raise MetadataSignatureError(
+            f"{label} v{md.signed.version}: expected {result.threshold} valid signature(s) "
+            f"from keys in root v{authority.version}, found {len(distinct)}",
+            role=role,
+        )

@@ -1,0 +1,282 @@
+"""The device's TUF client: python-tuf's ngclient behind a small, durable, typed wrapper.
+
+Only ngclient's public API is used (``Updater``, ``UpdaterConfig``, ``FetcherInterface``,
+``tuf.api.metadata``); what TUF leaves to the application is added around it:
+
+* **Explicit limits** (``TufLimits``) instead of library defaults.
+* **A pinned trust anchor**: the root given at ``init`` (``STATE/root.json``) is where every
+  walk starts; newer roots are reached only through the signed chain (``rootchain``).
+* **Durable metadata** (``store``): the ``Updater`` runs on a scratch copy of the trusted
+  metadata, committed after a successful refresh so a power cut never mixes two sets.
+* **One error hierarchy** (``failures``): every tuf exception becomes ours, keeping its text.
+
+Clock: ngclient checks expiry against the system clock (read when the ``Updater`` loads the
+trusted root); its public API has no way to pass a reference time. A device whose clock is far
+wrong will refuse fresh metadata (clock behind: "expired" never triggers, but rollback
+protection still holds via version numbers; clock ahead: everything looks expired). Keep the
+clock synced (NTP/RTC) — the error message says which file expired and when.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+from urllib import parse
+
+# tuf.api.metadata is the documented home of these names; it re-exports them without __all__.
+from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets  # type: ignore[attr-defined]
+from tuf.ngclient.config import UpdaterConfig
+from tuf.ngclient.updater import Updater
+
+from verifier.artifact import CUSTOM_KEY, ArtifactInfo
+from verifier.effects import Disk
+from verifier.errors import (
+    ArtifactSchemaError,
+    ConfigError,
+    MetadataError,
+    OtakitError,
+    UsageError,
+)
+from verifier.plan import Candidate
+from verifier.state import StatePaths
+from verifier.tuf import rootchain
+from verifier.tuf.checks import check_signatures, parse_metadata, try_parse
+from verifier.tuf.failures import tuf_errors
+from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
+from verifier.tuf.store import NoDisk, TrustedStore
+
+log = logging.getLogger("otakit.tuf")
+
+_HEX_RE = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+@dataclass(frozen=True)
+class TufLimits:
+    """Upper bounds for everything TUF downloads or walks (P4)."""
+
+    max_root_rotations: int = 32
+    max_delegations: int = 8
+    root_max_length: int = 512 * 1024
+    timestamp_max_length: int = 16 * 1024
+    snapshot_max_length: int = 2 * 1024 * 1024
+    targets_max_length: int = 16 * 1024 * 1024
+    #: seconds to connect / between two received bytes
+    socket_timeout: float = 30.0
+
+    def updater_config(self) -> UpdaterConfig:
+        return UpdaterConfig(
+            max_root_rotations=self.max_root_rotations,
+            max_delegations=self.max_delegations,
+            root_max_length=self.root_max_length,
+            timestamp_max_length=self.timestamp_max_length,
+            snapshot_max_length=self.snapshot_max_length,
+            targets_max_length=self.targets_max_length,
+            prefix_targets_with_hash=True,
+            app_user_agent="otakit-device",
+        )
+
+
+_ROOT_HINT = "give the repository's metadata/1.root.json, or a later root you already trust"
+
+
+def load_root_bytes(path: Path) -> bytes:
+    """Read and check a root file: parseable TUF root metadata signed by its own threshold."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read root metadata {path}: {e.strerror or e}", hint=_ROOT_HINT
+        ) from e
+    md, found = try_parse(data, "root")
+    if md is None:
+        raise UsageError(
+            f"{path}: not a TUF root metadata JSON file (expected a JSON object with 'signed' "
+            f"of type root and 'signatures', found {found})",
+            hint=_ROOT_HINT,
+        )
+    check_signatures(md.signed, "root", md, f"{path}: root")
+    return data
+
+
+class TufClient:
+    """One refresh-and-download session against the repository (use as a context manager)."""
+
+    def __init__(
+        self,
+        paths: StatePaths,
+        metadata_url: str,
+        targets_url: str,
+        disk: Disk,
+        *,
+        fetcher: OtaFetcher | None = None,
+        limits: TufLimits | None = None,
+    ) -> None:
+        self.limits = limits or TufLimits()
+        self.fetcher = fetcher or HttpFetcher(socket_timeout=self.limits.socket_timeout)
+        self.store = TrustedStore(paths.metadata, disk)
+        self.targets_url = targets_url if targets_url.endswith("/") else targets_url + "/"
+        self._scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))
+        try:
+            self.store.materialize(self._scratch)
+            # Bootstrap from the newest root whose chain from the pinned root verifies, as
+            # ngclient does from its cache: python-tuf walks at most max_root_rotations
+            # versions *from the bootstrap root*, so bootstrapping from the pinned root
+            # would strand every device once a repository has had that many roots.
+            with tuf_errors("loading the trusted root"):
+                bootstrap = newest_verified_root(paths, self.store)
+        except OSError as e:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise ConfigError(f"cannot load trusted metadata from {paths.root}: {e}") from e
+        except OtakitError:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
+        with tuf_errors("loading the trusted root"):
+            self._updater = Updater(
+                str(self._scratch),
+                metadata_url,
+                str(self._scratch / "targets"),
+                self.targets_url,
+                self.fetcher,
+                self.limits.updater_config(),
+                bootstrap=bootstrap,
+            )
+
+    def __enter__(self) -> TufClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def refresh(self) -> list[Candidate]:
+        """TUF §5 top-level refresh, committed durably; returns the verified otakit targets."""
+        try:
+            with tuf_errors("repository metadata"):
+                self._updater.refresh()
+        except OtakitError:
+            # Roots ngclient verified (each against its predecessor) are progress even when a
+            # later step failed: keep them, so a device far behind advances on every attempt.
+            self.store.commit_roots(self._scratch)
+            raise
+        self.store.commit(self._scratch)
+        with tuf_errors("reading verified targets"):
+            md = Metadata[Targets].from_bytes((self._scratch / "targets.json").read_bytes())
+            out = []
+            for path in md.signed.targets:
+                tf = self._updater.get_targetinfo(path)
+                if tf is not None:
+                    c = candidate(tf)
+                    if c is not None:
+                        out.append(c)
+        return out
+
+    def consistent_snapshot(self) -> bool:
+        with tuf_errors("reading the trusted root"):
+            return bool(
+                Metadata[Root]
+                .from_bytes((self._scratch / "root.json").read_bytes())
+                .signed.consistent_snapshot
+            )
+
+    def target_url(self, c: Candidate) -> str:
+        """The download URL, hash-prefixed as ngclient does with consistent snapshots."""
+        return target_url(self.targets_url, c, self.consistent_snapshot())
+
+
+def target_url(targets_url: str, c: Candidate, consistent_snapshot: bool) -> str:
+    dirname, sep, basename = c.path.rpartition("/")
+    name = c.path
+    if consistent_snapshot:
+        digest = dict(c.hashes).get("sha256", c.hashes[0][1])
+        name = f"{dirname}{sep}{digest}.{basename}"
+    base = targets_url if targets_url.endswith("/") else targets_url + "/"
+    return base + parse.quote(name)
+
+
+def candidate(tf: TargetFile) -> Candidate | None:
+    """A plan candidate from a verified target; None for targets that are not otakit's.
+
+    A repository may sign other files too (no ``custom``, or ``custom`` without our key):
+    they are not candidates, and must not break the refresh.
+    """
+    custom = tf.unrecognized_fields.get("custom")
+    if not isinstance(custom, dict) or CUSTOM_KEY not in custom:
+        return None
+    try:
+        info = ArtifactInfo.from_custom(custom)
+    except ArtifactSchemaError as e:
+        log.warning("ignoring target %s: %s", tf.path, e.message)
+        return None
+    if not tf.hashes or not all(_HEX_RE.match(h) for h in tf.hashes.values()):
+        log.warning("ignoring target %s: no usable hex hash", tf.path)
+        return None
+    return Candidate(tf.path, tf.length, tuple(tf.hashes.items()), info)
+
+
+def _newest_root(paths: StatePaths, store: TrustedStore) -> rootchain.TrustedRoot:
+    chain = rootchain.walk_root_chain(
+        paths.pinned_root.read_bytes(),
+        store.stored_root,
+        label="stored",
+        trusted_name=f"pinned root {paths.pinned_root}",
+    )
+    if chain.stop is not None:
+        log.warning(
+            "stored root %d does not verify (%s); ignoring it and later ones",
+            chain.newest.version + 1,
+            chain.stop.message,
+        )
+    return chain.newest
+
+
+def newest_verified_root(paths: StatePaths, store: TrustedStore) -> bytes:
+    """The newest stored root whose chain from the pinned root verifies, as bytes.
+
+    The walk is ``rootchain.walk_root_chain``, the publisher's too. A gap or a bad link ends
+    it: what follows is ignored, never trusted, and the next refresh fetches a good copy.
+    Expiry is not checked here (intermediate roots may have expired; the refresh checks the
+    final one).
+    """
+    return _newest_root(paths, store).data
+
+
+def trusted_candidates(paths: StatePaths) -> list[Candidate]:
+    """The otakit targets of the trusted metadata, offline (for verify-installed and status).
+
+    Checks the stored root chain from the pinned root and the targets signatures against the
+    newest root, and that targets is the version the trusted snapshot names. Expiry is not
+    checked: this answers "what did the repository sign", not "is it fresh".
+    """
+    store = TrustedStore(paths.metadata, NoDisk())
+    with tuf_errors("trusted metadata"):
+        root = _newest_root(paths, store).metadata.signed
+        files = store.current()[1]
+        if "targets" not in files or "snapshot" not in files:
+            raise MetadataError(
+                f"no trusted targets metadata in {paths.metadata}",
+                hint="run 'otakit-device update' once with network access",
+            )
+        targets = cast(
+            Metadata[Targets],
+            parse_metadata(files["targets"].read_bytes(), "targets", str(files["targets"])),
+        )
+        check_signatures(root, "targets", targets, "trusted targets")
+        snapshot = cast(
+            Metadata[Snapshot],
+            parse_metadata(files["snapshot"].read_bytes(), "snapshot", str(files["snapshot"])),
+        )
+        check_signatures(root, "snapshot", snapshot, "trusted snapshot")
+        meta = snapshot.signed.meta.get("targets.json")
+        if meta is None or meta.version != targets.signed.version:
+            raise MetadataError(
+                f"trusted targets version {targets.signed.version} is not the one the trusted "
+                f"snapshot names ({None if meta is None else meta.version})"
+            )
+    return [c for tf in targets.signed.targets.values() if (c := candidate(tf)) is not None]
