@@ -46,11 +46,11 @@ from securesystemslib.signer import Key, SecretsHandler, Signer  # type: ignore[
 
 from repo.envvar_signer import register as _register_envvar
 from repo.errors import KeyConfigError
+from repo.roles import TOP_LEVEL_ROLES
 
 _register_envvar()
 
 FORMAT_VERSION = 1
-TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
 _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _MAX_KEYS_PER_ROLE = 64
 

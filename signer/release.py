@@ -21,13 +21,8 @@ from repo.errors import RepositoryStateError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
-from repo.repository import (
-    Expiries,
-    RoleSigners,
-    Transaction,
-    load_role_signers,
-    open_transaction,
-)
+from repo.repository import Expiries, Transaction, load_role_signers, open_transaction
+from repo.roles import CHAIN_ROLES, RoleSigners
 from repo.state import RepoState, load_state
 from signer.compress import CompressSettings, Progress, compress_image, self_check_full
 from verifier.artifact import (
@@ -44,7 +39,6 @@ from verifier.errors import ArtifactSchemaError
 
 #: Hardware id used when a release names none: "runs on whatever this product runs on".
 DEFAULT_HARDWARE = "generic"
-RELEASE_ROLES = ("targets", "snapshot", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -287,7 +281,7 @@ def release(
     say = log or (lambda _msg: None)
     info = make_info(product, version, hardware, 1, "0" * 64, allow_downgrade=allow_downgrade)
     if signers is None:
-        signers = load_role_signers(keyconf, RELEASE_ROLES, env=env, prompt=prompt)
+        signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
     with open_transaction(repo_dir) as tx:
         published = published_artifacts(tx.state, product)
         check_version(product, info.version, published, allow_downgrade)

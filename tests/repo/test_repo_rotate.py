@@ -28,9 +28,10 @@ from repo.errors import (
     UntrustedRepositoryError,
     UsageError,
 )
-from repo.keys import TOP_LEVEL_ROLES, KeyConfig, parse_key_config
+from repo.keys import KeyConfig, parse_key_config
 from repo.refresh import refresh
 from repo.repository import load_role_signers
+from repo.roles import TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.state import load_state
 from signer.cli import main
