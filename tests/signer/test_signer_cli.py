@@ -63,7 +63,7 @@ def test_errors_render_once_with_family_exit_codes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "repo", "init", str(tmp_path / "r"), "--keys", "missing.json")
-    assert code == 3 and err.startswith("otakit: security error: cannot read key configuration")
+    assert code == 5 and err.startswith("otakit: local error: cannot read key configuration")
     code, _, err = run(capsys, "repo", "serve", str(tmp_path))
     assert code == 5 and "expected a repository" in err
     code, _, err = run(capsys, "-v", "repo", "serve", str(tmp_path))
