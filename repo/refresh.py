@@ -22,6 +22,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata
 
+from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import UsageError
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
 from repo.repository import Expiries, check_now, next_targets, stage_chain
@@ -83,6 +84,8 @@ class RefreshResult:
     expires: Mapping[str, datetime]
     warnings: tuple[ExpiryWarning, ...]
     reason: str
+    #: public demo keys trusted by the root or used to sign (also logged, see repo.demo_warnings)
+    demo_keys: tuple[DemoKeyWarning, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,7 +127,8 @@ def repository_status(
         for r in ONLINE_ROLES
         if (md := _role_md(state, r)).signed.expires <= now
     )
-    return dataclasses.replace(result, warnings=result.warnings + stale)
+    demo = warn_demo_keys(root=state.root.signed, repo=repo_dir)
+    return dataclasses.replace(result, warnings=result.warnings + stale, demo_keys=demo)
 
 
 def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tuple[str, ...]:
@@ -179,7 +183,8 @@ def refresh(
         due = due_roles(state, now, None if targets else within)
         if not due:
             reason = f"nothing due: snapshot and timestamp are valid for more than {within}"
-            return _result(state, (), now, warn_within, reason)
+            demo = warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+            return dataclasses.replace(_result(state, (), now, warn_within, reason), demo_keys=demo)
         release = sign_refresh(state, signers, now, expiries, targets=targets)
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         state = load_state(repo_dir)
@@ -188,7 +193,8 @@ def refresh(
         else:
             reason = f"{' and '.join(due)} expire(s) within {within}"
         roles = CHAIN_ROLES if targets else ONLINE_ROLES
-        return _result(state, roles, now, warn_within, reason)
+        demo = warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+        return dataclasses.replace(_result(state, roles, now, warn_within, reason), demo_keys=demo)
 
 
 def _result(

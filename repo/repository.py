@@ -25,6 +25,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.demo_warnings import warn_demo_keys
 from repo.errors import PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
@@ -129,7 +130,9 @@ def init(
                 f"creating {repo_dir} failed part-way: {e.message}",
                 hint=f"nothing was ever published there; remove {repo_dir} and rerun init",
             ) from e
-        return load_state(repo_dir)
+        state = load_state(repo_dir)
+    warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+    return state
 
 
 def stage_chain(

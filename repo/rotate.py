@@ -40,6 +40,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
+from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import (
     PublisherError,
     RepositoryStateError,
@@ -88,6 +89,8 @@ class RotationResult:
     bridged: bool
     written: tuple[str, ...]
     warnings: tuple[str, ...]
+    #: public demo keys trusted by the new root or used to sign (also logged)
+    demo_keys: tuple[DemoKeyWarning, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -273,4 +276,7 @@ def rotate_root(
         bridged=not unbridged,
         written=written,
         warnings=warnings,
+        demo_keys=warn_demo_keys(
+            root=after.root.signed, repo=repo_dir, signers=[old_signers, new_signers]
+        ),
     )

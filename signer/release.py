@@ -17,6 +17,7 @@ from typing import Any
 
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
+from repo.demo_warnings import warn_demo_keys
 from repo.errors import RepositoryStateError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
@@ -215,7 +216,9 @@ def published_artifacts(state: RepoState, product: str | None = None) -> list[Pu
 
 def list_published(repo_dir: Path, product: str | None = None) -> list[PublishedArtifact]:
     """Artifacts currently published in ``repo_dir`` (of ``product`` if given), oldest first."""
-    return published_artifacts(load_state(repo_dir), product)
+    state = load_state(repo_dir)
+    warn_demo_keys(root=state.root.signed, repo=repo_dir)
+    return published_artifacts(state, product)
 
 
 def check_version(
@@ -306,6 +309,7 @@ def release(
                 tx, artifacts, signers, now, expiries=expiries, disk=disk, progress=say
             )
         st = tx.state
+        warn_demo_keys(root=st.root.signed, repo=repo_dir, signers=[signers])
         return ReleaseResult(
             product=product,
             version=info.version,
