@@ -22,9 +22,16 @@ File format (``keys.json``)::
 ``KEY`` is a securesystemslib key dict (``keytype``, ``scheme``, ``keyval``) with an optional
 ``keyid``; when given it must equal the TUF default key id (sha256 of the canonical key dict),
 so a reviewer can match the configuration against root metadata by eye. A key entry may name
-``secret_env``: the environment variable holding its secret (PIN). Relative ``file2:`` paths
-are resolved against the configuration file's directory, so a key directory can be moved
-as a whole.
+``secret_env``: the environment variable holding its one secret (an HSM PIN, or the
+passphrase of an encrypted PEM key).
+
+Errors say what to do and fall in the family the fix belongs to: a malformed configuration
+is a ``UsageError`` (edit the file), a private key or secret that cannot be obtained here
+(missing file, unset variable, no or wrong passphrase) a ``LocalError``, and a private key
+that is not the configured public key's other half a ``KeyConfigError`` (security).
+
+Relative ``file2:`` paths are resolved against the configuration file's directory, so a key
+directory can be moved as a whole.
 """
 
 from __future__ import annotations
@@ -42,15 +49,21 @@ from typing import Any
 from urllib.parse import urlparse
 
 from securesystemslib.formats import encode_canonical
-from securesystemslib.signer import Key, SecretsHandler, Signer  # type: ignore[attr-defined]
+from securesystemslib.signer import (  # type: ignore[attr-defined]
+    SIGNER_FOR_URI_SCHEME,
+    Key,
+    SecretsHandler,
+    Signer,
+)
 
+from repo.envvar_signer import pem_signer
 from repo.envvar_signer import register as _register_envvar
-from repo.errors import KeyConfigError
+from repo.errors import KeyConfigError, LocalError, OtakitError, UsageError
+from repo.roles import TOP_LEVEL_ROLES
 
 _register_envvar()
 
 FORMAT_VERSION = 1
-TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
 _ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _MAX_KEYS_PER_ROLE = 64
 
@@ -99,7 +112,7 @@ class KeyConfig:
         try:
             return self.roles[name]
         except KeyError:
-            raise KeyConfigError(
+            raise UsageError(
                 f"{self.source}: expected role {name!r}, found only {sorted(self.roles)}"
             ) from None
 
@@ -109,14 +122,14 @@ def load_key_config(path: Path) -> KeyConfig:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise KeyConfigError(
+        raise LocalError(
             f"cannot read key configuration {path}: {e.strerror or e}",
             hint="pass --keys pointing at a keys.json (see docs/REPOSITORY.md)",
         ) from e
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KeyConfigError(f"{path}: expected JSON, found a syntax error: {e}") from e
+        raise UsageError(f"{path}: expected JSON, found a syntax error: {e}") from e
     return parse_key_config(data, path)
 
 
@@ -124,19 +137,19 @@ def parse_key_config(data: Any, source: Path) -> KeyConfig:
     """Parse the decoded JSON of a key configuration; ``source`` anchors relative paths."""
     where = str(source)
     if not isinstance(data, dict):
-        raise KeyConfigError(f"{where}: expected a JSON object, found {type(data).__name__}")
+        raise UsageError(f"{where}: expected a JSON object, found {type(data).__name__}")
     _only_keys(data, {"otakit_keys", "roles"}, where)
     if data.get("otakit_keys") != FORMAT_VERSION:
-        raise KeyConfigError(
+        raise UsageError(
             f'{where}: expected "otakit_keys": {FORMAT_VERSION}, found {data.get("otakit_keys")!r}'
         )
     roles_raw = data.get("roles")
     if not isinstance(roles_raw, dict):
-        raise KeyConfigError(f"{where}: 'roles' must be an object, found {roles_raw!r}")
+        raise UsageError(f"{where}: 'roles' must be an object, found {roles_raw!r}")
     missing = [r for r in TOP_LEVEL_ROLES if r not in roles_raw]
     extra = sorted(set(roles_raw) - set(TOP_LEVEL_ROLES))
     if missing or extra:
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}: expected roles {list(TOP_LEVEL_ROLES)}, "
             f"missing {missing}, unexpected {extra}"
         )
@@ -150,18 +163,18 @@ def parse_key_config(data: Any, source: Path) -> KeyConfig:
 
 def _parse_role(data: Any, where: str, base_dir: Path) -> RoleKeys:
     if not isinstance(data, dict):
-        raise KeyConfigError(f"{where}: expected an object, found {type(data).__name__}")
+        raise UsageError(f"{where}: expected an object, found {type(data).__name__}")
     _only_keys(data, {"threshold", "keys"}, where)
     keys_raw = data.get("keys")
     if not isinstance(keys_raw, list) or not (0 < len(keys_raw) <= _MAX_KEYS_PER_ROLE):
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}.keys: expected a list of 1..{_MAX_KEYS_PER_ROLE} keys, found {keys_raw!r}"
         )
     keys = tuple(_parse_key(k, f"{where}.keys[{i}]", base_dir) for i, k in enumerate(keys_raw))
     seen: set[str] = set()
     for k in keys:
         if k.keyid in seen:
-            raise KeyConfigError(
+            raise UsageError(
                 f"{where}: key {k.keyid[:16]} is listed twice; each key counts once "
                 "toward the threshold, so a duplicate would only hide a missing key"
             )
@@ -172,7 +185,7 @@ def _parse_role(data: Any, where: str, base_dir: Path) -> RoleKeys:
         or isinstance(threshold, bool)
         or not (1 <= threshold <= len(keys))
     ):
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}.threshold: expected an integer in 1..{len(keys)} (the number of keys), "
             f"found {threshold!r}"
         )
@@ -181,18 +194,18 @@ def _parse_role(data: Any, where: str, base_dir: Path) -> RoleKeys:
 
 def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
     if not isinstance(data, dict):
-        raise KeyConfigError(f"{where}: expected an object, found {type(data).__name__}")
+        raise UsageError(f"{where}: expected an object, found {type(data).__name__}")
     _only_keys(data, {"public", "uri", "secret_env"}, where)
     public_raw = data.get("public")
     if not isinstance(public_raw, dict):
-        raise KeyConfigError(f"{where}.public: expected a key object, found {public_raw!r}")
+        raise UsageError(f"{where}.public: expected a key object, found {public_raw!r}")
     for field in ("keytype", "scheme", "keyval"):
         if field not in public_raw:
-            raise KeyConfigError(f"{where}.public: missing {field!r}")
+            raise UsageError(f"{where}.public: missing {field!r}")
     computed = default_keyid(public_raw)
     given = public_raw.get("keyid", computed)
     if given != computed:
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}.public.keyid: expected {computed} (sha256 of the canonical key), "
             f"found {given!r}"
         )
@@ -200,10 +213,10 @@ def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
     try:
         public = Key.from_dict(computed, body)
     except Exception as e:  # securesystemslib raises several types for bad key dicts
-        raise KeyConfigError(f"{where}.public: not a valid public key: {e}") from e
+        raise UsageError(f"{where}.public: not a valid public key: {e}") from e
     uri = data.get("uri")
     if not isinstance(uri, str) or ":" not in uri:
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}.uri: expected a signer URI such as 'file2:root-1.pem' or 'hsm:2', "
             f"found {uri!r}"
         )
@@ -211,7 +224,7 @@ def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
     if secret_env is not None and (
         not isinstance(secret_env, str) or not _ENV_NAME_RE.match(secret_env)
     ):
-        raise KeyConfigError(
+        raise UsageError(
             f"{where}.secret_env: expected an environment variable name, found {secret_env!r}"
         )
     return KeyRef(public=public, uri=_anchor_uri(uri, base_dir, where), secret_env=secret_env)
@@ -222,7 +235,7 @@ def _anchor_uri(uri: str, base_dir: Path, where: str) -> str:
     if scheme != "file2":
         return uri
     if not rest:
-        raise KeyConfigError(f"{where}.uri: 'file2:' needs a path, found {uri!r}")
+        raise UsageError(f"{where}.uri: 'file2:' needs a path, found {uri!r}")
     path = Path(rest)
     return f"file2:{path if path.is_absolute() else base_dir / path}"
 
@@ -230,7 +243,7 @@ def _anchor_uri(uri: str, base_dir: Path, where: str) -> str:
 def _only_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     extra = set(data) - allowed
     if extra:
-        raise KeyConfigError(f"{where}: unexpected keys {sorted(extra)}, allowed {sorted(allowed)}")
+        raise UsageError(f"{where}: unexpected keys {sorted(extra)}, allowed {sorted(allowed)}")
 
 
 # --- resolving signers -----------------------------------------------------------------------
@@ -258,9 +271,12 @@ def secrets_from_env(
                 return value
         if prompt is not None:
             return prompt(f"{secret} for {role} key {key.keyid[:12]} ({_redact(key.uri)}): ")
-        raise KeyConfigError(
-            f"{role} key {key.keyid[:12]} needs a {secret}, found none in {' or '.join(names)}",
-            hint=f"export {names[0]}=... (secrets are never taken from the command line)",
+        raise LocalError(
+            f"{role} key {key.keyid[:12]} ({_redact(key.uri)}) needs a {secret}: expected it "
+            f"in the environment variable {' or '.join(names)}, found none set (and no "
+            "terminal to ask on)",
+            hint=f"export {names[0]}=... or run on a terminal to be prompted (secrets are "
+            "never taken from the command line)",
         )
 
     return handler
@@ -301,23 +317,43 @@ def load_available_signers(
     for key in config.role(role).keys:
         try:
             signers.append(_load_one(key, role, env, prompt))
-        except KeyConfigError as e:
+        except OtakitError as e:
             problems.append(e.message)
     return signers, problems
 
 
 def _load_one(key: KeyRef, role: str, env: Mapping[str, str], prompt: PromptFn | None) -> Signer:
-    try:
-        return Signer.from_priv_key_uri(
-            key.uri, key.public, secrets_from_env(key, role, env, prompt)
+    what = f"{role} key {key.keyid[:12]}"
+    secrets = secrets_from_env(key, role, env, prompt)
+    scheme, _, rest = key.uri.partition(":")
+    if scheme == "file2":
+        try:
+            pem = Path(rest).read_bytes()
+        except OSError as e:
+            raise LocalError(
+                f"{what}: expected its private key in {rest}, found "
+                f"{'no such file' if isinstance(e, FileNotFoundError) else e.strerror or e}",
+                hint="restore the key file (or mount the medium holding it), or fix this "
+                "key's uri in the key configuration",
+            ) from e
+        return pem_signer(pem, key.public, f"{what} ({rest})", secrets)
+    if scheme not in SIGNER_FOR_URI_SCHEME:
+        raise UsageError(
+            f"{what}: unknown signer URI scheme {scheme!r} in {_redact(key.uri)}; expected "
+            f"one of {', '.join(sorted(SIGNER_FOR_URI_SCHEME))}",
+            hint="fix this key's uri in the key configuration (see docs/REPOSITORY.md)",
         )
-    except KeyConfigError:
+    try:
+        return Signer.from_priv_key_uri(key.uri, key.public, secrets)
+    except OtakitError:
         raise
     except Exception as e:  # every signer backend raises its own types
+        if isinstance(e.__cause__, OtakitError):
+            raise e.__cause__ from None
         raise KeyConfigError(
-            f"cannot load {role} key {key.keyid[:12]} from {_redact(key.uri)}: "
-            f"{type(e).__name__}: {e}",
-            hint="check the URI in the key configuration and that the key matches its public half",
+            f"cannot load {what} from {_redact(key.uri)}: {e or 'no reason given'}",
+            hint="check the URI in the key configuration, that its backend (HSM, KMS) is "
+            "reachable, and that the key there is the configured public key's other half",
         ) from e
 
 

@@ -14,24 +14,23 @@ offline keys, so the result carries loud warnings when they are close to expiry 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata
 
+from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import UsageError
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
-from repo.repository import Expiries, check_now
-from repo.signing import sign_metadata
+from repo.repository import Expiries, check_now, next_targets, stage_chain
+from repo.roles import CHAIN_ROLES, OFFLINE_ROLES, ONLINE_ROLES, TOP_LEVEL_ROLES, RoleSigners
+from repo.signing import sign_chain
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
 
-ONLINE_ROLES = ("snapshot", "timestamp")
-OFFLINE_ROLES = ("root", "targets")
 #: Offline roles expiring within this window are reported (they need a key ceremony).
 DEFAULT_WARN_WITHIN = timedelta(days=14)
 
@@ -85,6 +84,8 @@ class RefreshResult:
     expires: Mapping[str, datetime]
     warnings: tuple[ExpiryWarning, ...]
     reason: str
+    #: public demo keys trusted by the root or used to sign (also logged, see repo.demo_warnings)
+    demo_keys: tuple[DemoKeyWarning, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,7 +93,7 @@ class RefreshResult:
             "reason": self.reason,
             "roles": {
                 role: {"version": self.versions[role], "expires": _iso(self.expires[role])}
-                for role in ("root", "targets", "snapshot", "timestamp")
+                for role in TOP_LEVEL_ROLES
             },
             "warnings": [w.to_json() for w in self.warnings],
         }
@@ -126,7 +127,8 @@ def repository_status(
         for r in ONLINE_ROLES
         if (md := _role_md(state, r)).signed.expires <= now
     )
-    return dataclasses.replace(result, warnings=result.warnings + stale)
+    demo = warn_demo_keys(root=state.root.signed, repo=repo_dir)
+    return dataclasses.replace(result, warnings=result.warnings + stale, demo_keys=demo)
 
 
 def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tuple[str, ...]:
@@ -138,7 +140,7 @@ def due_roles(state: RepoState, now: datetime, within: timedelta | None) -> tupl
 
 def sign_refresh(
     state: RepoState,
-    signers: Mapping[str, Sequence[Signer]],
+    signers: RoleSigners,
     now: datetime,
     expiries: Expiries,
     *,
@@ -146,36 +148,14 @@ def sign_refresh(
 ) -> SignedRelease:
     """Snapshot N+1 (same meta) and timestamp N+1, each checked against the current root;
     with ``targets``, also targets N+1 listing exactly the same targets."""
-    root = state.root.signed
-    old = state.snapshot.signed
-    meta = dict(old.meta)
-    signed_targets = None
-    if targets:
-        cur = state.targets.signed
-        new_targets = Targets(
-            version=cur.version + 1,
-            expires=expiries.expires("targets", now),
-            targets=dict(cur.targets),
-            delegations=cur.delegations,
-        )
-        signed_targets = sign_metadata(Metadata(new_targets), signers.get("targets", ()), [root])
-        meta["targets.json"] = signed_targets.meta_file()
-    snapshot = Snapshot(
-        version=old.version + 1, expires=expiries.expires("snapshot", now), meta=meta
-    )
-    signed_snapshot = sign_metadata(Metadata(snapshot), signers.get("snapshot", ()), [root])
-    timestamp = Timestamp(
-        version=state.timestamp.signed.version + 1,
-        expires=expiries.expires("timestamp", now),
-        snapshot_meta=signed_snapshot.meta_file(),
-    )
-    signed_timestamp = sign_metadata(Metadata(timestamp), signers.get("timestamp", ()), [root])
-    return SignedRelease((), signed_targets, signed_snapshot, signed_timestamp)
+    new_targets = next_targets(state, now, expiries) if targets else None
+    chain = sign_chain(stage_chain(state, new_targets, now, expiries), signers, [state.root.signed])
+    return SignedRelease((), chain.targets, chain.snapshot, chain.timestamp)
 
 
 def refresh(
     repo_dir: Path,
-    signers: Mapping[str, Sequence[Signer]],
+    signers: RoleSigners,
     now: datetime,
     *,
     within: timedelta | None = None,
@@ -203,7 +183,8 @@ def refresh(
         due = due_roles(state, now, None if targets else within)
         if not due:
             reason = f"nothing due: snapshot and timestamp are valid for more than {within}"
-            return _result(state, (), now, warn_within, reason)
+            demo = warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+            return dataclasses.replace(_result(state, (), now, warn_within, reason), demo_keys=demo)
         release = sign_refresh(state, signers, now, expiries, targets=targets)
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         state = load_state(repo_dir)
@@ -211,8 +192,9 @@ def refresh(
             reason = "requested"
         else:
             reason = f"{' and '.join(due)} expire(s) within {within}"
-        roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
-        return _result(state, roles, now, warn_within, reason)
+        roles = CHAIN_ROLES if targets else ONLINE_ROLES
+        demo = warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+        return dataclasses.replace(_result(state, roles, now, warn_within, reason), demo_keys=demo)
 
 
 def _result(
@@ -222,11 +204,10 @@ def _result(
     warn_within: timedelta,
     reason: str,
 ) -> RefreshResult:
-    roles = ("root", "targets", "snapshot", "timestamp")
     return RefreshResult(
         refreshed=refreshed,
-        versions={r: _role_md(state, r).signed.version for r in roles},
-        expires={r: _role_md(state, r).signed.expires for r in roles},
+        versions={r: _role_md(state, r).signed.version for r in TOP_LEVEL_ROLES},
+        expires={r: _role_md(state, r).signed.expires for r in TOP_LEVEL_ROLES},
         warnings=offline_expiry_warnings(state, now, warn_within),
         reason=reason,
     )

@@ -2,8 +2,8 @@
 
 ``init`` writes version 1 of the four top-level roles with consistent snapshots. Every later
 change goes through a ``Transaction``: it holds the publisher lock, starts from the published
-state, stages target additions, signs targets → snapshot → timestamp (each checked against
-root's threshold) and hands the ``SignedRelease`` to ``repo.publish.publish``.
+state, stages target additions, signs targets → snapshot → timestamp (``repo.signing.sign_chain``,
+each checked against root's threshold) and hands the ``SignedRelease`` to ``repo.publish.publish``.
 Time is a parameter (``now``), never read from the clock here.
 """
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import (  # type: ignore[attr-defined]
     Metadata,
-    MetaFile,
     Root,
     Snapshot,
     TargetFile,
@@ -26,15 +25,15 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.demo_warnings import warn_demo_keys
 from repo.errors import PublishError, RepositoryStateError, UsageError
-from repo.keys import TOP_LEVEL_ROLES, KeyConfig, PromptFn, load_signers
+from repo.keys import KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, TargetBlob, publish, publisher_lock
-from repo.signing import SignedMetadata, sign_metadata
+from repo.roles import TOP_LEVEL_ROLES, RoleSigners
+from repo.signing import StagedChain, sign_chain, sign_metadata
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
-
-RoleSigners = Mapping[str, Sequence[Signer]]
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,13 @@ def init(
         signers = load_role_signers(keyconf, TOP_LEVEL_ROLES)
     root = build_root(keyconf, now, expiries)
     signed_root = sign_metadata(Metadata(root), signers.get("root", ()), [root])
-    targets = Targets(version=1, expires=expiries.expires("targets", now))
-    release = _sign_chain(root, targets, {}, 1, 1, now, expiries, signers, signed_root=signed_root)
+    staged = StagedChain(
+        targets=Targets(version=1, expires=expiries.expires("targets", now)),
+        snapshot=Snapshot(version=1, expires=expiries.expires("snapshot", now), meta={}),
+        timestamp=Timestamp(version=1, expires=expiries.expires("timestamp", now)),
+    )
+    chain = sign_chain(staged, signers, [root])
+    release = SignedRelease((), chain.targets, chain.snapshot, chain.timestamp, signed_root)
     for d in (repo_dir, metadata_dir(repo_dir), targets_dir(repo_dir)):
         disk.mkdir(d)
     disk.fsync_dir(repo_dir)
@@ -126,36 +130,40 @@ def init(
                 f"creating {repo_dir} failed part-way: {e.message}",
                 hint=f"nothing was ever published there; remove {repo_dir} and rerun init",
             ) from e
-        return load_state(repo_dir)
+        state = load_state(repo_dir)
+    warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
+    return state
 
 
-def _sign_chain(
-    root: Root,
-    targets: Targets,
-    other_meta: Mapping[str, MetaFile],
-    snapshot_version: int,
-    timestamp_version: int,
-    now: datetime,
-    expiries: Expiries,
-    signers: RoleSigners,
-    *,
-    blobs: tuple[TargetBlob, ...] = (),
-    signed_root: SignedMetadata | None = None,
-) -> SignedRelease:
-    signed_targets = sign_metadata(Metadata(targets), signers.get("targets", ()), [root])
-    snapshot = Snapshot(
-        version=snapshot_version,
-        expires=expiries.expires("snapshot", now),
-        meta={**other_meta, "targets.json": signed_targets.meta_file()},
+def stage_chain(
+    state: RepoState, targets: Targets | None, now: datetime, expiries: Expiries
+) -> StagedChain:
+    """Snapshot N+1 (keeping every other entry of the published one) and timestamp N+1 with
+    fresh expiries, after ``targets`` (None: keep the published targets)."""
+    return StagedChain(
+        targets=targets,
+        snapshot=Snapshot(
+            version=state.snapshot.signed.version + 1,
+            expires=expiries.expires("snapshot", now),
+            meta=dict(state.snapshot.signed.meta),
+        ),
+        timestamp=Timestamp(
+            version=state.timestamp.signed.version + 1, expires=expiries.expires("timestamp", now)
+        ),
     )
-    signed_snapshot = sign_metadata(Metadata(snapshot), signers.get("snapshot", ()), [root])
-    timestamp = Timestamp(
-        version=timestamp_version,
-        expires=expiries.expires("timestamp", now),
-        snapshot_meta=signed_snapshot.meta_file(),
+
+
+def next_targets(
+    state: RepoState, now: datetime, expiries: Expiries, add: Mapping[str, TargetFile] | None = None
+) -> Targets:
+    """Targets N+1 listing the published targets (plus ``add``), delegations unchanged."""
+    old = state.targets.signed
+    return Targets(
+        version=old.version + 1,
+        expires=expiries.expires("targets", now),
+        targets={**old.targets, **(add or {})},
+        delegations=old.delegations,
     )
-    signed_timestamp = sign_metadata(Metadata(timestamp), signers.get("timestamp", ()), [root])
-    return SignedRelease(blobs, signed_targets, signed_snapshot, signed_timestamp, signed_root)
 
 
 class Transaction:
@@ -194,25 +202,9 @@ class Transaction:
         if not self._blobs:
             raise UsageError("nothing staged: a release needs at least one target")
         st = self.state
-        old = st.targets.signed
-        targets = Targets(
-            version=old.version + 1,
-            expires=expiries.expires("targets", now),
-            targets={**old.targets, **{b.target.path: b.target for b in self._blobs}},
-            delegations=old.delegations,
-        )
-        other_meta = {k: v for k, v in st.snapshot.signed.meta.items() if k != "targets.json"}
-        return _sign_chain(
-            st.root.signed,
-            targets,
-            other_meta,
-            st.snapshot.signed.version + 1,
-            st.timestamp.signed.version + 1,
-            now,
-            expiries,
-            signers,
-            blobs=tuple(self._blobs),
-        )
+        targets = next_targets(st, now, expiries, {b.target.path: b.target for b in self._blobs})
+        chain = sign_chain(stage_chain(st, targets, now, expiries), signers, [st.root.signed])
+        return SignedRelease(tuple(self._blobs), chain.targets, chain.snapshot, chain.timestamp)
 
     def commit(
         self,

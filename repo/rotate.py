@@ -32,37 +32,29 @@ keys as version+1. Publication order decides what a client sees in between:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import (  # type: ignore[attr-defined]
-    Metadata,
-    Root,
-    Snapshot,
-    Targets,
-    Timestamp,
-)
+from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
+from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import (
     OtakitError,
     RepositoryStateError,
     UntrustedRepositoryError,
     UsageError,
 )
-from repo.keys import TOP_LEVEL_ROLES, KeyConfig
+from repo.keys import KeyConfig
 from repo.layout import metadata_dir, metadata_filename
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
-from repo.repository import Expiries, build_root, check_now
-from repo.signing import SignedMetadata, sign_metadata
+from repo.repository import Expiries, build_root, check_now, next_targets, stage_chain
+from repo.roles import CHAIN_ROLES, TOP_LEVEL_ROLES, RoleSigners
+from repo.signing import SignedChain, sign_chain, sign_metadata
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
-
-RoleSigners = Mapping[str, Sequence[Signer]]
-ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -97,6 +89,8 @@ class RotationResult:
     bridged: bool
     written: tuple[str, ...]
     warnings: tuple[str, ...]
+    #: public demo keys trusted by the new root or used to sign (also logged)
+    demo_keys: tuple[DemoKeyWarning, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,11 +136,16 @@ def sign_rotation(
         [*old_signers.get("root", ()), *new_signers.get("root", ())],
         [old_root, new_root],
     )
-    chain, unbridged = _sign_online(
-        state, new_root, old_root, old_signers, new_signers, now, expiries
+    chain = _sign_online(state, new_root, old_root, old_signers, new_signers, now, expiries)
+    release = SignedRelease(
+        (),
+        chain.targets,
+        chain.snapshot,
+        chain.timestamp,
+        root=signed_root,
+        root_last=not chain.unbridged,
     )
-    release = SignedRelease((), *chain, root=signed_root, root_last=not unbridged)
-    return release, unbridged
+    return release, chain.unbridged
 
 
 def sign_resume(
@@ -169,8 +168,8 @@ def sign_resume(
                 hint="rerun 'otakit repo rotate-root' with the --new-keys configuration of the "
                 "interrupted run",
             )
-    chain, _ = _sign_online(state, root, None, {}, new_signers, now, expiries)
-    return SignedRelease((), *chain)
+    chain = _sign_online(state, root, None, {}, new_signers, now, expiries)
+    return SignedRelease((), chain.targets, chain.snapshot, chain.timestamp)
 
 
 def _sign_online(
@@ -181,42 +180,12 @@ def _sign_online(
     new_signers: RoleSigners,
     now: datetime,
     expiries: Expiries,
-) -> tuple[tuple[SignedMetadata, SignedMetadata, SignedMetadata], tuple[str, ...]]:
+) -> SignedChain:
     """Targets, snapshot and timestamp version+1 under ``new_root``, co-signed by the old
-    keys when given; also returns the roles that do not verify under ``old_root``."""
-    unbridged: list[str] = []
-
-    def sign(md: Metadata[Any]) -> SignedMetadata:
-        role = md.signed.type
-        both = [*new_signers.get(role, ()), *old_signers.get(role, ())]
-        signed = sign_metadata(md, both, [new_root])
-        if old_root is not None and not _verifies(old_root, signed):
-            unbridged.append(role)
-        return signed
-
-    old_targets = state.targets.signed
-    targets = Targets(
-        version=old_targets.version + 1,
-        expires=expiries.expires("targets", now),
-        targets=dict(old_targets.targets),
-        delegations=old_targets.delegations,
-    )
-    signed_targets = sign(Metadata(targets))
-    meta = {k: v for k, v in state.snapshot.signed.meta.items() if k != "targets.json"}
-    meta["targets.json"] = signed_targets.meta_file()
-    snapshot = Snapshot(
-        version=state.snapshot.signed.version + 1,
-        expires=expiries.expires("snapshot", now),
-        meta=meta,
-    )
-    signed_snapshot = sign(Metadata(snapshot))
-    timestamp = Timestamp(
-        version=state.timestamp.signed.version + 1,
-        expires=expiries.expires("timestamp", now),
-        snapshot_meta=signed_snapshot.meta_file(),
-    )
-    signed_timestamp = sign(Metadata(timestamp))
-    return (signed_targets, signed_snapshot, signed_timestamp), tuple(unbridged)
+    keys when given; ``unbridged`` lists the roles that do not verify under ``old_root``."""
+    both = {r: [*new_signers.get(r, ()), *old_signers.get(r, ())] for r in CHAIN_ROLES}
+    staged = stage_chain(state, next_targets(state, now, expiries), now, expiries)
+    return sign_chain(staged, both, [new_root], bridge=old_root)
 
 
 def rotate_root(
@@ -268,7 +237,7 @@ def rotate_root(
             )
         if resuming:
             release = sign_resume(state, new_keys, new_signers, now, expiries)
-            unbridged: tuple[str, ...] = ONLINE_ROLES
+            unbridged: tuple[str, ...] = CHAIN_ROLES
         else:
             release, unbridged = sign_rotation(
                 state, new_keys, old_signers, new_signers, now, expiries
@@ -307,10 +276,7 @@ def rotate_root(
         bridged=not unbridged,
         written=written,
         warnings=warnings,
+        demo_keys=warn_demo_keys(
+            root=after.root.signed, repo=repo_dir, signers=[old_signers, new_signers]
+        ),
     )
-
-
-def _verifies(authority: Root, signed: SignedMetadata) -> bool:
-    md: Metadata[Any] = Metadata.from_bytes(signed.data)
-    result = authority.get_verification_result(signed.role, md.signed_bytes, md.signatures)
-    return bool(result.verified)

@@ -4,6 +4,10 @@
 once, then re-parses those very bytes and checks them against the delegating role's keys and
 threshold. What is written to disk later is that byte string, so the signature that was
 checked is the signature that is published.
+
+``sign_chain`` is the one way to sign targets → snapshot → timestamp: release, refresh and
+root rotation all go through it, so "snapshot lists the exact targets bytes, timestamp the
+exact snapshot bytes" is written once.
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    Targets,
+    Timestamp,
+)
 from tuf.api.serialization.json import JSONSerializer
 
-from repo.errors import OtakitError, SecurityError, ThresholdError
+from repo.errors import OtakitError, RepositoryStateError, SecurityError, ThresholdError
 from repo.layout import metadata_filename
+from repo.roles import RoleSigners
 
 
 @dataclass(frozen=True)
@@ -88,3 +100,80 @@ def sign_metadata(
         sha256=hashlib.sha256(data).hexdigest(),
         signed_by=tuple(sorted(parsed.signatures)),
     )
+
+
+@dataclass(frozen=True)
+class StagedChain:
+    """The unsigned next versions of targets, snapshot and timestamp.
+
+    ``sign_chain`` fills in the links: snapshot's ``targets.json`` entry (when ``targets`` is
+    given; a refresh without it keeps the published entry) and timestamp's snapshot entry.
+    """
+
+    targets: Targets | None
+    snapshot: Snapshot
+    timestamp: Timestamp
+
+
+@dataclass(frozen=True)
+class SignedChain:
+    """A signed targets (optional), snapshot and timestamp, each referencing the previous
+    one's exact bytes."""
+
+    targets: SignedMetadata | None
+    snapshot: SignedMetadata
+    timestamp: SignedMetadata
+    #: roles whose signatures do not meet the ``bridge`` root's threshold (see ``sign_chain``)
+    unbridged: tuple[str, ...] = ()
+
+    def in_publication_order(self) -> tuple[SignedMetadata, ...]:
+        chain = (self.targets, self.snapshot, self.timestamp)
+        return tuple(md for md in chain if md is not None)
+
+
+def sign_chain(
+    staged: StagedChain,
+    signers: RoleSigners,
+    authorities: Sequence[Root],
+    *,
+    bridge: Root | None = None,
+) -> SignedChain:
+    """Sign targets, snapshot and timestamp in that order, linking each to the bytes before.
+
+    Every role must meet its threshold in each of ``authorities`` (else ``ThresholdError``,
+    nothing signed is returned). ``bridge`` is a root the chain should *also* verify under
+    but need not: a root rotation co-signs with the old keys so clients still at the old
+    root accept the new chain, and publishes the new root first when that fails; the roles
+    that fail are listed in ``unbridged``.
+    """
+    unbridged: list[str] = []
+
+    def sign(md: Metadata[Any]) -> SignedMetadata:
+        signed = sign_metadata(md, signers.get(md.signed.type, ()), authorities)
+        if bridge is not None and not verifies_under(bridge, signed):
+            unbridged.append(signed.role)
+        return signed
+
+    meta = dict(staged.snapshot.meta)
+    signed_targets = None
+    if staged.targets is not None:
+        signed_targets = sign(Metadata(staged.targets))
+        meta["targets.json"] = signed_targets.meta_file()
+    if "targets.json" not in meta:
+        raise RepositoryStateError("snapshot: expected a targets.json entry, found none")
+    snapshot = Snapshot(version=staged.snapshot.version, expires=staged.snapshot.expires, meta=meta)
+    signed_snapshot = sign(Metadata(snapshot))
+    timestamp = Timestamp(
+        version=staged.timestamp.version,
+        expires=staged.timestamp.expires,
+        snapshot_meta=signed_snapshot.meta_file(),
+    )
+    signed_timestamp = sign(Metadata(timestamp))
+    return SignedChain(signed_targets, signed_snapshot, signed_timestamp, tuple(unbridged))
+
+
+def verifies_under(authority: Root, signed: SignedMetadata) -> bool:
+    """Whether ``signed``'s published bytes meet ``authority``'s threshold for its role."""
+    md: Metadata[Any] = Metadata.from_bytes(signed.data)
+    result = authority.get_verification_result(signed.role, md.signed_bytes, md.signatures)
+    return bool(result.verified)

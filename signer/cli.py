@@ -27,15 +27,15 @@ from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
 from repo.errors import OtakitError
 from repo.keys import (
-    TOP_LEVEL_ROLES,
     KeyConfig,
     PromptFn,
     load_available_signers,
     load_key_config,
     tty_prompt,
 )
-from repo.refresh import ONLINE_ROLES, ExpiryWarning, refresh, repository_status
+from repo.refresh import ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
+from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length

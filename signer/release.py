@@ -25,17 +25,13 @@ from typing import Any
 import zstandard
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
+from repo.demo_warnings import warn_demo_keys
 from repo.errors import ImageReadError, RepositoryStateError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
-from repo.repository import (
-    Expiries,
-    RoleSigners,
-    Transaction,
-    load_role_signers,
-    open_transaction,
-)
+from repo.repository import Expiries, Transaction, load_role_signers, open_transaction
+from repo.roles import CHAIN_ROLES, RoleSigners
 from repo.state import RepoState, load_state
 from signer.compress import (
     CompressSettings,
@@ -68,7 +64,6 @@ from verifier.imagetype import (
 
 #: Hardware id used when a release names none: "runs on whatever this product runs on".
 DEFAULT_HARDWARE = "generic"
-RELEASE_ROLES = ("targets", "snapshot", "timestamp")
 
 #: Warn when an image is more than this many times larger or smaller than the product's
 #: previous release. Releases of one product differ by package updates (a few percent) or, at
@@ -271,7 +266,9 @@ def published_artifacts(state: RepoState, product: str | None = None) -> list[Pu
 
 def list_published(repo_dir: Path, product: str | None = None) -> list[PublishedArtifact]:
     """Artifacts currently published in ``repo_dir`` (of ``product`` if given), oldest first."""
-    return published_artifacts(load_state(repo_dir), product)
+    state = load_state(repo_dir)
+    warn_demo_keys(root=state.root.signed, repo=repo_dir)
+    return published_artifacts(state, product)
 
 
 def check_version(
@@ -473,7 +470,7 @@ def release(
     head = read_image_head(image)
     kind = check_image_type(image, head, image_type)
     if signers is None and not dry_run:
-        signers = load_role_signers(keyconf, RELEASE_ROLES, env=env, prompt=prompt)
+        signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
     with _transaction(repo_dir, dry_run) as tx:
         published = published_artifacts(tx.state, product)
         check_version(product, info.version, published, allow_downgrade)
@@ -523,6 +520,7 @@ def release(
                 tx, artifacts, signers, now, expiries=expiries, disk=disk, progress=say
             )
         st = tx.state
+        warn_demo_keys(root=st.root.signed, repo=repo_dir, signers=[signers])
         return ReleaseResult(
             product=product,
             version=info.version,

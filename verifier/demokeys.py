@@ -2,7 +2,9 @@
 
 Their private halves are published in the source tree: anything they sign is signed by
 anybody. The device cannot import the publisher, so the ids live here, on the strict side;
-a test keeps this list equal to the keys in ``keys-example/keys.json``.
+a test keeps this list equal to the keys in ``keys-example/keys.json``. The keys are
+derived from a public seed (``signer.keygen.demo_key``), so ``otakit keys generate-demo``
+always produces exactly these ids, wherever it runs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from collections.abc import Iterable
 
 #: key id -> the role it serves in keys-example/keys.json
 DEMO_KEY_IDS: dict[str, str] = {
-    "6864bcb13af06f2ba98bb4c457dca9fafda9e1cf7561738592ff31fe3a3bea0a": "root",
-    "9d64fd150b3757a701be4569091521d7f9dc7df5a96cc7ee8563a4b4ce3eb1d9": "root",
-    "d4792d13cfa9807a8b8fc081c7fd260037be688b44d50d94fd737965e48f0aba": "targets",
-    "ea8dd60fad4883d07d457763168f639eb24daa354a7ff9f704246526e7532674": "snapshot",
-    "6d17a62ed81f6bcfc2af5a22ee5df385df9006bba20fdaa4d4a90bedc1df2ae7": "timestamp",
+    "5ddf34607d7713a106a65504c6b79554ea6c150ca9bb4ce35cb97d4b5914e62d": "root",
+    "da1b1b3b7b7f6f4cb90ff5430499ac6bf348836543ced9b43807878e16a172cd": "root",
+    "02ff80e41314b89084ae49c399bc9461d54507052636c0be3ec0b43a2b4a1489": "targets",
+    "b8f45986223d6f7aa3e653a93d5913c1fa8a05ced659f495cbbe9c7c6e00f48b": "snapshot",
+    "0d36bbf6bcb579be4ba430c8623666efff5424e2a1506150bb2a515d035f286e": "timestamp",
 }
 
 DEMO_KEY_WARNING = (

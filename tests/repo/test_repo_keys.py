@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from repo.errors import KeyConfigError
+from repo.errors import KeyConfigError, LocalError, UsageError
 from repo.keys import (
     KeyConfig,
     load_key_config,
@@ -87,29 +89,30 @@ BAD_CONFIGS = {
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_configuration_is_refused_with_a_clear_error(keys: KeyConfig, case: str) -> None:
     fn, expected = BAD_CONFIGS[case]
-    with pytest.raises(KeyConfigError) as exc:
+    with pytest.raises(UsageError) as exc:  # exit 2: fix the file
         parse_key_config(_mutate(keys, fn), keys.source)
     assert expected in exc.value.message
+    assert exc.value.exit_code == 2
 
 
 def test_a_key_listed_twice_is_refused(keys: KeyConfig) -> None:
     doc = _doc(keys)
     doc["roles"]["root"]["keys"][1] = doc["roles"]["root"]["keys"][0]
-    with pytest.raises(KeyConfigError, match="listed twice"):
+    with pytest.raises(UsageError, match="listed twice"):
         parse_key_config(doc, keys.source)
 
 
 def test_a_document_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(KeyConfigError, match="expected a JSON object, found list"):
+    with pytest.raises(UsageError, match="expected a JSON object, found list"):
         parse_key_config([], tmp_path / "keys.json")
 
 
 def test_unreadable_and_non_json_files(tmp_path: Path) -> None:
-    with pytest.raises(KeyConfigError, match="cannot read key configuration"):
+    with pytest.raises(LocalError, match="cannot read key configuration"):
         load_key_config(tmp_path / "missing.json")
     bad = tmp_path / "keys.json"
     bad.write_text("{not json")
-    with pytest.raises(KeyConfigError, match="expected JSON"):
+    with pytest.raises(UsageError, match="expected JSON"):
         load_key_config(bad)
 
 
@@ -118,16 +121,32 @@ def test_a_private_key_that_does_not_match_its_public_key_is_refused(keys: KeyCo
     # targets' public key, snapshot's private key file
     doc["roles"]["targets"]["keys"][0]["uri"] = "file2:snapshot-1.pem"
     conf = parse_key_config(doc, keys.source)
-    with pytest.raises(KeyConfigError, match="cannot load targets key"):
+    targets_id = keys.role("targets").keys[0].keyid[:12]
+    snapshot_id = keys.role("snapshot").keys[0].keyid[:12]
+    with pytest.raises(KeyConfigError) as exc:  # security (exit 3): the wrong key
         load_signers(conf, "targets")
+    assert exc.value.exit_code == 3
+    assert exc.value.message == (
+        f"targets key {targets_id} ({keys.source.parent.resolve()}/snapshot-1.pem): expected "
+        f"the private half of the configured public key {targets_id}, found the private half "
+        f"of key {snapshot_id}"
+    )
+    assert "Mismatch" not in exc.value.diagnostic()
 
 
 def test_missing_private_key_file_names_the_key(keys: KeyConfig) -> None:
     doc = _doc(keys)
     doc["roles"]["targets"]["keys"][0]["uri"] = "file2:nope.pem"
     conf = parse_key_config(doc, keys.source)
-    with pytest.raises(KeyConfigError, match=r"cannot load targets key [0-9a-f]{12} from file2:"):
+    with pytest.raises(LocalError) as exc:  # exit 5: restore the file, not a security alarm
         load_signers(conf, "targets")
+    assert exc.value.exit_code == 5
+    assert re.fullmatch(
+        r"targets key [0-9a-f]{12}: expected its private key in /\S+/nope\.pem, found no such "
+        r"file",
+        exc.value.message,
+    ), exc.value.message
+    assert "restore the key file" in (exc.value.hint or "")
 
 
 def test_secrets_come_from_env_then_prompt_and_never_silently_empty(keys: KeyConfig) -> None:
@@ -138,7 +157,7 @@ def test_secrets_come_from_env_then_prompt_and_never_silently_empty(keys: KeyCon
     handler = secrets_from_env(key, "targets", {}, lambda p: prompts.append(p) or "9999")
     assert handler("pin") == "9999"
     assert "targets key" in prompts[0]
-    with pytest.raises(KeyConfigError, match="OTAKIT_SECRET_PIN"):
+    with pytest.raises(LocalError, match="OTAKIT_SECRET_PIN"):
         secrets_from_env(key, "targets", {}, None)("pin")
 
 
@@ -154,7 +173,7 @@ def test_an_unknown_signer_scheme_names_the_uri(keys: KeyConfig) -> None:
     doc = _doc(keys)
     doc["roles"]["timestamp"]["keys"][0]["uri"] = "nosuchkms:projects/x/keys/y"
     conf = parse_key_config(doc, keys.source)
-    with pytest.raises(KeyConfigError, match="from nosuchkms:projects/x/keys/y"):
+    with pytest.raises(UsageError, match="unknown signer URI scheme 'nosuchkms' in nosuchkms:pro"):
         load_signers(conf, "timestamp", env={})
 
 
@@ -162,7 +181,7 @@ def test_uri_query_values_are_not_printed(keys: KeyConfig) -> None:
     doc = _doc(keys)
     doc["roles"]["timestamp"]["keys"][0]["uri"] = "nosuchkms:k?pin-value=hunter2"
     conf = parse_key_config(doc, keys.source)
-    with pytest.raises(KeyConfigError) as exc:
+    with pytest.raises(UsageError) as exc:
         load_signers(conf, "timestamp", env={})
     assert "hunter2" not in exc.value.diagnostic()
 
@@ -175,12 +194,96 @@ def test_envvar_uris_read_the_private_key_from_the_environment(
     doc["roles"]["timestamp"]["keys"][0]["uri"] = "envvar:OTAKIT_TEST_TS_KEY"
     conf = parse_key_config(doc, keys.source)
     monkeypatch.delenv("OTAKIT_TEST_TS_KEY", raising=False)
-    with pytest.raises(KeyConfigError, match="OTAKIT_TEST_TS_KEY is not set"):
+    with pytest.raises(LocalError, match="environment variable OTAKIT_TEST_TS_KEY, found it not"):
         load_signers(conf, "timestamp")
     monkeypatch.setenv("OTAKIT_TEST_TS_KEY", pem)
     (signer,) = load_signers(conf, "timestamp")
     signer.public_key.verify_signature(signer.sign(b"x"), b"x")
     # a key that does not match its public half is refused
     monkeypatch.setenv("OTAKIT_TEST_TS_KEY", (keys.source.parent / "root-1.pem").read_text())
-    with pytest.raises(KeyConfigError, match="cannot load timestamp key"):
+    with pytest.raises(KeyConfigError, match="expected the private half of the configured"):
         load_signers(conf, "timestamp")
+
+
+# --- PEM keys: encrypted, unparsable, wrong passphrase ----------------------------------------
+
+PASS_ENV = "OTAKIT_TEST_TARGETS_PASS"
+
+
+def _encrypted_targets(keys: KeyConfig, tmp_path: Path, passphrase: bytes) -> KeyConfig:
+    """The demo configuration with the targets key re-written as a passphrase-protected PEM."""
+    plain = (keys.source.parent / "targets-1.pem").read_bytes()
+    key = serialization.load_pem_private_key(plain, None)
+    (tmp_path / "targets-enc.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+    )
+    doc = _doc(keys)
+    doc["roles"]["targets"]["keys"][0]["uri"] = f"file2:{tmp_path / 'targets-enc.pem'}"
+    doc["roles"]["targets"]["keys"][0]["secret_env"] = PASS_ENV
+    return parse_key_config(doc, keys.source)
+
+
+def test_an_encrypted_pem_key_signs_with_the_passphrase_from_its_secret_env(
+    keys: KeyConfig, tmp_path: Path
+) -> None:
+    conf = _encrypted_targets(keys, tmp_path, b"correct horse")
+    (signer,) = load_signers(conf, "targets", env={PASS_ENV: "correct horse"})
+    signer.public_key.verify_signature(signer.sign(b"x"), b"x")
+    assert signer.public_key.keyid == keys.role("targets").keys[0].keyid
+
+
+def test_an_encrypted_pem_key_asks_on_a_terminal(keys: KeyConfig, tmp_path: Path) -> None:
+    conf = _encrypted_targets(keys, tmp_path, b"correct horse")
+    prompts: list[str] = []
+    (signer,) = load_signers(
+        conf, "targets", env={}, prompt=lambda p: prompts.append(p) or "correct horse"
+    )
+    assert prompts and prompts[0].startswith("passphrase for targets key ")
+    signer.public_key.verify_signature(signer.sign(b"x"), b"x")
+
+
+def test_an_encrypted_pem_key_without_passphrase_or_terminal_names_the_variable(
+    keys: KeyConfig, tmp_path: Path
+) -> None:
+    conf = _encrypted_targets(keys, tmp_path, b"correct horse")
+    with pytest.raises(LocalError) as exc:
+        load_signers(conf, "targets", env={}, prompt=None)
+    msg = exc.value.diagnostic()
+    assert "needs a passphrase" in msg
+    assert f"{PASS_ENV} or OTAKIT_SECRET_PASSPHRASE" in msg
+    assert f"export {PASS_ENV}=" in msg
+    assert "Password" not in msg and "TypeError" not in msg
+
+
+def test_a_wrong_passphrase_is_said_in_plain_words(keys: KeyConfig, tmp_path: Path) -> None:
+    conf = _encrypted_targets(keys, tmp_path, b"correct horse")
+    with pytest.raises(LocalError, match="did not decrypt with the passphrase given: wrong") as e:
+        load_signers(conf, "targets", env={PASS_ENV: "battery staple"})
+    assert "ValueError" not in e.value.diagnostic()
+    assert "battery staple" not in e.value.diagnostic()
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        (b"", "found an empty file"),
+        (b"not a key at all\n", "found 17 bytes that are not PEM"),
+        (b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "PUBLIC KEY"),
+    ],
+)
+def test_a_file_that_is_not_a_pem_private_key_is_named(
+    keys: KeyConfig, tmp_path: Path, content: bytes, found: str
+) -> None:
+    (tmp_path / "bad.pem").write_bytes(content)
+    doc = _doc(keys)
+    doc["roles"]["targets"]["keys"][0]["uri"] = f"file2:{tmp_path / 'bad.pem'}"
+    conf = parse_key_config(doc, keys.source)
+    with pytest.raises(LocalError) as exc:
+        load_signers(conf, "targets")
+    assert "expected a PEM private key" in exc.value.message
+    assert found in exc.value.message
+    assert "Unable to load PEM" not in exc.value.diagnostic()

@@ -28,16 +28,18 @@ from repo.errors import (
     UntrustedRepositoryError,
     UsageError,
 )
-from repo.keys import TOP_LEVEL_ROLES, KeyConfig, parse_key_config
+from repo.keys import KeyConfig, parse_key_config
 from repo.refresh import refresh
 from repo.repository import load_role_signers
+from repo.roles import TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.state import load_state
 from signer.cli import main
-from signer.keygen import generate_demo_keys
+from signer.keygen import generate_key_set
 from tests.helpers_repo import LIVE_CONTENT as A
 from tests.helpers_repo import LIVE_PATH, DirFetcher, client_view, make_updater, root_bytes
 from tests.helpers_repo import NOW as T0
+from tests.repo.test_repo_demo_keys import random_key
 from tests.repo.test_repo_publish import FailingDisk
 from verifier.effects import RealDisk
 from verifier.errors import MetadataError
@@ -50,8 +52,9 @@ EXPECTED = {LIVE_PATH: A}
 
 @pytest.fixture(scope="session")
 def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyConfig:
-    """A second, complete set of demo keys (the 'new' keys of a rotation)."""
-    return generate_demo_keys(tmp_path_factory.mktemp("newkeys"))
+    """A second, complete, random key set (the 'new' keys of a rotation): demo keys are
+    derived, so generating them again would give the same keys."""
+    return generate_key_set(tmp_path_factory.mktemp("newkeys"), random_key)
 
 
 def _doc(conf: KeyConfig, role: str) -> dict[str, Any]:

@@ -107,14 +107,14 @@ def test_a_missing_hsm_pin_is_explained_and_nothing_is_written(
 ) -> None:
     from securesystemslib.signer import HSMSigner
 
-    from repo.errors import KeyConfigError
+    from repo.errors import LocalError
 
     uri, public = HSMSigner.import_(2, "otakit-test", lambda _secret: PIN)
     doc = json.loads(keys.source.read_text())
     doc["roles"]["targets"]["keys"] = [{"public": public.to_dict(), "uri": uri}]
     conf = parse_key_config(doc, keys.source)
     monkeypatch.delenv("OTAKIT_SECRET_PIN", raising=False)
-    with pytest.raises(KeyConfigError) as exc:
+    with pytest.raises(LocalError) as exc:
         init(tmp_path / "repo", conf, NOW)
     assert "export OTAKIT_SECRET_PIN=" in exc.value.diagnostic()
     assert not (tmp_path / "repo").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata
 
-from repo.errors import KeyConfigError, ThresholdError, UsageError, VersionNotNewerError
+from repo.errors import LocalError, ThresholdError, UsageError, VersionNotNewerError
 from repo.keys import KeyConfig, parse_key_config
 from repo.repository import load_role_signers
 from repo.state import load_state
@@ -139,7 +139,7 @@ def test_keys_are_loaded_before_the_image_is_compressed(
     doc = json.loads(keys.source.read_text())
     doc["roles"]["targets"]["keys"][0]["uri"] = "file2:missing.pem"
     broken = parse_key_config(doc, keys.source)
-    with pytest.raises(KeyConfigError, match="targets key"):
+    with pytest.raises(LocalError, match="targets key"):
         release(repo, broken, "edge-gw", "1", _img(tmp_path, "img"), [], NOW)
 
 
