@@ -97,7 +97,8 @@ def init(
     tries: Annotated[int, typer.Option(help="Trial boot attempts.")] = DEFAULT_TRIES,
 ) -> None:
     """Pin the trusted root and describe this device's two slots."""
-    from verifier.device import init_device, status
+    from verifier.device import init_device
+    from verifier.report import status
     from verifier.state import DeviceConfig
     from verifier.tuf_client import load_root_bytes
 
@@ -167,7 +168,7 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Which slot is active, what each holds, what is pending, the last failure."""
-    from verifier.device import status as get_status
+    from verifier.report import status as get_status
 
     c = _ctx(ctx)
     _render_status(
@@ -211,7 +212,7 @@ def clear_failed(ctx: typer.Context) -> None:
 def boot(ctx: typer.Context) -> None:
     """Simulate a reboot (file backend only): the bootloader's part, for tests and demos."""
     from verifier.bootctl.file import FileBootControl
-    from verifier.device import status as get_status
+    from verifier.report import status as get_status
 
     c = _ctx(ctx)
     dev = _device(c)
@@ -229,7 +230,7 @@ def verify_installed(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Re-hash the booted slot against the signed hash of the installed version (offline)."""
-    from verifier.device import verify_installed as run
+    from verifier.report import verify_installed as run
 
     c = _ctx(ctx)
     report = run(_device(c))

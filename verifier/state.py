@@ -29,7 +29,13 @@ from typing import Any, TypeVar
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
 from verifier.effects import Disk, write_atomic
-from verifier.errors import ArtifactSchemaError, BootControlError, ConfigError, OtakitError
+from verifier.errors import (
+    ArtifactSchemaError,
+    BootControlError,
+    ConfigError,
+    OtakitError,
+    UsageError,
+)
 
 CONFIG_SCHEMA = 1
 JOURNAL_SCHEMA = 1
@@ -80,6 +86,9 @@ class DeviceConfig:
     boot_backend: str = "file"
     boot_options: tuple[tuple[str, str], ...] = ()
     tries: int = 3
+    #: what slot_a and slot_b resolved to (every symlink followed) at init; None in a
+    #: configuration written before they were recorded (see ``preflight.check_slot_paths``)
+    slot_targets: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^\s]+$", self.repo_url):
@@ -87,6 +96,10 @@ class DeviceConfig:
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
                 raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")
+        for what, path in (("slot a", self.slot_a), ("slot b", self.slot_b)):
+            _require_absolute(path, what)
+        for what, path in zip(("slot a", "slot b"), self.slot_targets or (), strict=False):
+            _require_absolute(path, f"resolved {what}")
         if self.slot_a == self.slot_b:
             raise ConfigError(f"slots a and b must differ, both are {self.slot_a}")
         if not _NAME_RE.match(self.boot_backend):
@@ -123,16 +136,27 @@ class DeviceConfig:
             "slots": {"a": str(self.slot_a), "b": str(self.slot_b)},
             "boot": {"backend": self.boot_backend, "options": self.options},
             "tries": self.tries,
-        }
+        } | (
+            {}
+            if self.slot_targets is None
+            else {
+                "slot_targets": {s: str(p) for s, p in zip(SLOTS, self.slot_targets, strict=True)}
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> DeviceConfig:
         d = _obj(
-            data, "config", {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries"}
+            data,
+            "config",
+            {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries", "slot_targets"},
         )
         if d.get("schema") != CONFIG_SCHEMA:
             raise ConfigError(f"config schema: expected {CONFIG_SCHEMA}, found {d.get('schema')!r}")
         slots = _obj(d.get("slots"), "config.slots", {"a", "b"})
+        targets = d.get("slot_targets")
+        if targets is not None:
+            targets = _obj(targets, "config.slot_targets", {"a", "b"})
         boot = _obj(d.get("boot"), "config.boot", {"backend", "options"})
         opts = _obj(boot.get("options", {}), "config.boot.options", None)
         for k, v in opts.items():
@@ -145,11 +169,17 @@ class DeviceConfig:
             repo_url=_str(d.get("repo_url"), "config.repo_url"),
             product=_str(d.get("product"), "config.product"),
             hardware=_str(d.get("hardware"), "config.hardware"),
-            slot_a=Path(_str(slots.get("a"), "config.slots.a")),
-            slot_b=Path(_str(slots.get("b"), "config.slots.b")),
+            slot_a=_abs_path(slots.get("a"), "config.slots.a"),
+            slot_b=_abs_path(slots.get("b"), "config.slots.b"),
             boot_backend=_str(boot.get("backend"), "config.boot.backend"),
             boot_options=tuple(sorted(opts.items())),
             tries=tries,
+            slot_targets=None
+            if targets is None
+            else (
+                _abs_path(targets.get("a"), "config.slot_targets.a"),
+                _abs_path(targets.get("b"), "config.slot_targets.b"),
+            ),
         )
 
 
@@ -347,6 +377,33 @@ def _str(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{what}: expected a non-empty string, found {value!r}")
     return value
+
+
+def _abs_path(value: Any, what: str) -> Path:
+    """A stored path: a relative one would name a different file from another directory."""
+    path = Path(_str(value, what))
+    if not path.is_absolute():
+        raise ConfigError(
+            f"{what}: expected an absolute path, found {value!r} (ambiguous: it names a "
+            f"different file from every working directory)",
+            hint="initialize a new state directory with absolute slot paths",
+        )
+    return path
+
+
+def _require_absolute(path: Path, what: str) -> None:
+    """A slot path given to ``DeviceConfig`` must be absolute: the device keeps it for good."""
+    if path.is_absolute():
+        return
+    try:
+        suggestion = f"; did you mean {Path.cwd() / path}?"
+    except OSError:
+        suggestion = ""
+    raise UsageError(
+        f"{what}: expected an absolute path, found {str(path)!r}; a device stores its slot "
+        f"paths and uses them from any working directory{suggestion}",
+        hint="pass the slot as an absolute path (e.g. /dev/disk/by-partlabel/...)",
+    )
 
 
 def _slot(value: Any, what: str) -> Slot:
