@@ -255,6 +255,7 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     lines = [
         f"product {data['product']} on {data['hardware']}, boot backend {data['boot_backend']}"
     ]
+    lines += [f"  warning: {w}" for w in data["warnings"]]
     for s, info in data["slots"].items():
         tags = [t for t in ("booted", "primary", "failed") if info[t]]
         held = f"version {info['version']}" if info["version"] else "unknown content"
