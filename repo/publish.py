@@ -15,10 +15,6 @@ signed to threshold (STYLE.md §6). All writes go through a ``Disk`` so tests ca
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +27,8 @@ from repo.layout import LOCK_NAME, metadata_dir, stored_target_path, targets_dir
 from repo.signing import SignedMetadata
 from verifier.effects import Disk, RealDisk, WriteHandle, write_atomic
 from verifier.errors import OtakitError
+from verifier.hashing import Digest, Hasher, hash_path
+from verifier.locking import exclusive_lock
 
 CHUNK = 1 << 20
 
@@ -123,29 +121,29 @@ def _write_root(disk: Disk, mdir: Path, root: SignedMetadata, say: ProgressFn) -
 
 def _store_blob(disk: Disk, repo_dir: Path, blob: TargetBlob) -> None:
     dest = stored_target_path(repo_dir, blob.target.path, blob.sha256)
-    if dest.is_file() and _file_digest(dest) == (blob.target.length, blob.sha256):
+    expected = Digest(blob.target.length, blob.sha256)
+    if dest.is_file() and hash_path(dest) == expected:
         return  # same content-addressed bytes already there (an earlier attempt got this far)
     _make_dirs(disk, dest.parent, targets_dir(repo_dir))
     tmp = dest.with_name(f".{dest.name}.tmp")
     h = disk.open_write(tmp, truncate=True)
-    digest = hashlib.sha256()
-    offset = 0
+    copied = Hasher()
     try:
         with blob.source.open("rb") as src:
             while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                h.pwrite(chunk, offset)
-                offset += len(chunk)
-                if offset > blob.target.length:
+                h.pwrite(chunk, copied.length)
+                copied.update(chunk)
+                if copied.length > blob.target.length:
                     break
         h.fsync()
     finally:
         h.close()
-    if (offset, digest.hexdigest()) != (blob.target.length, blob.sha256):
+    found = copied.digest()
+    if found != expected:
         disk.unlink(tmp)
         raise SecurityError(
-            f"target {blob.target.path}: expected {blob.target.length} bytes with sha256 "
-            f"{blob.sha256}, found {offset} bytes with sha256 {digest.hexdigest()} in "
+            f"target {blob.target.path}: expected {expected.length} bytes with sha256 "
+            f"{expected.sha256}, found {found.length} bytes with sha256 {found.sha256} in "
             f"{blob.source} (changed since it was built?)"
         )
     disk.rename(tmp, dest)
@@ -163,16 +161,6 @@ def _make_dirs(disk: Disk, path: Path, top: Path) -> None:
         disk.fsync_dir(d.parent)
 
 
-def _file_digest(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    n = 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            n += len(chunk)
-    return n, digest.hexdigest()
-
-
 @contextmanager
 def publisher_lock(repo_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the repository so two releases cannot interleave.
@@ -182,20 +170,14 @@ def publisher_lock(repo_dir: Path) -> Iterator[None]:
     """
     if not repo_dir.is_dir():
         raise RepositoryStateError(f"{repo_dir}: expected a repository directory, found none")
-    try:
-        fd = os.open(repo_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise RepositoryStateError(f"cannot open lock in {repo_dir}: {e.strerror or e}") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise PublisherBusyError(
-                    f"{repo_dir}: another publisher is running (lock {LOCK_NAME} is held)",
-                    hint="wait for it to finish; the lock is released when that process exits",
-                ) from e
-            raise
+    with exclusive_lock(
+        repo_dir / LOCK_NAME,
+        busy=lambda held: PublisherBusyError(
+            f"{repo_dir}: another publisher is running (lock {LOCK_NAME} is {held})",
+            hint="wait for it to finish; the lock is released when that process exits",
+        ),
+        cannot_open=lambda e: RepositoryStateError(
+            f"cannot open lock in {repo_dir}: {e.strerror or e}"
+        ),
+    ):
         yield
-    finally:
-        os.close(fd)

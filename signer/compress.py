@@ -30,6 +30,7 @@ from verifier.artifact import MAX_IMAGE_LENGTH, ImageRef
 from verifier.decode_full import MAX_WINDOW_LOG, decode_full
 from verifier.effects import DiscardHandle
 from verifier.errors import OtakitError
+from verifier.hashing import Hasher, hash_file
 
 CHUNK = 1 << 20
 DEFAULT_LEVEL = 10
@@ -70,12 +71,10 @@ class _HashingWriter:
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
-        self.digest = hashlib.sha256()
-        self.length = 0
+        self.written = Hasher()
 
     def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.length += len(data)
+        self.written.update(data)
         self._f.write(data)
         return len(data)
 
@@ -151,25 +150,20 @@ def compress_image(
             os.fsync(out.fileno())
     return CompressResult(
         image=ImageRef(length, image_digest.hexdigest()),
-        artifact=ImageRef(sink.length, sink.digest.hexdigest()),
+        artifact=ImageRef(sink.written.length, sink.written.hexdigest()),
     )
 
 
 def self_check_full(artifact: Path, expected: CompressResult) -> None:
     """Decode ``artifact`` with the device's own decoder and demand the signed image back."""
-    digest = hashlib.sha256()
-    n = 0
     try:
         with artifact.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-                n += len(chunk)
-            if ImageRef(n, digest.hexdigest()) != expected.artifact:
+            found = hash_file(f)  # positional reads: f still stands at offset 0 for decoding
+            if ImageRef(found.length, found.sha256) != expected.artifact:
                 raise SelfCheckError(
                     f"artifact {artifact}: expected {expected.artifact.length} bytes with sha256 "
-                    f"{expected.artifact.sha256}, found {n} bytes with {digest.hexdigest()}"
+                    f"{expected.artifact.sha256}, found {found.length} bytes with {found.sha256}"
                 )
-            f.seek(0)
             decode_full(f, DiscardHandle(), expected.image)
     except OtakitError as e:
         raise SelfCheckError(

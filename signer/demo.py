@@ -33,9 +33,10 @@ from signer.keygen import generate_demo_keys
 from signer.release import ExtraBuilder, release
 from verifier.artifact import ImageVersion
 from verifier.bootctl.file import FileBootControl
-from verifier.device import Device, init_device, mark_good, status
+from verifier.device import Device, init_device, mark_good
 from verifier.effects import RealDisk
 from verifier.errors import NothingToDoError
+from verifier.report import status
 from verifier.state import DeviceConfig
 from verifier.update import UpdateOptions, update
 

@@ -136,7 +136,8 @@ def init(
     json_out: JsonOpt = False,
 ) -> None:
     """Pin the trusted root and describe this device's two slots."""
-    from verifier.device import init_device, status
+    from verifier.device import init_device
+    from verifier.report import status
     from verifier.state import DeviceConfig
     from verifier.tuf.client import load_root_bytes
 
@@ -215,7 +216,7 @@ def update(
 @app.command(epilog=EPILOG)
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Which slot is active, what each holds, what is pending, the last failure."""
-    from verifier.device import status as get_status
+    from verifier.report import status as get_status
 
     c = _ctx(ctx, json_out)
     _render_status(c, get_status(_device(c), _now()).to_dict())
@@ -223,7 +224,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 def _action(c: Ctx, name: str, message: str, dev: Any) -> None:
     """A state-changing command's outcome: its message, and the status it leaves."""
-    from verifier.device import status as get_status
+    from verifier.report import status as get_status
 
     c.run.result(
         {"action": name, "message": message, "status": get_status(dev, _now()).to_dict()},
@@ -279,7 +280,7 @@ def clear_failed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Simulate a reboot (file backend only): the bootloader's part, for tests and demos."""
     from verifier.bootctl.file import FileBootControl
-    from verifier.device import status as get_status
+    from verifier.report import status as get_status
 
     c = _ctx(ctx, json_out)
     dev = _device(c)
@@ -294,7 +295,7 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @app.command("verify-installed", epilog=EPILOG)
 def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Re-hash the booted slot against the signed hash of the installed version (offline)."""
-    from verifier.device import verify_installed as run
+    from verifier.report import verify_installed as run
 
     c = _ctx(ctx, json_out)
     report = run(_device(c))
@@ -314,6 +315,7 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     lines = [
         f"product {data['product']} on {data['hardware']}, boot backend {data['boot_backend']}"
     ]
+    lines += [f"  warning: {w}" for w in data["warnings"]]
     for s, info in data["slots"].items():
         tags = [t for t in ("booted", "primary", "failed") if info[t]]
         held = f"version {info['version']}" if info["version"] else "unknown content"

@@ -11,7 +11,6 @@ The publisher's self-check runs the same function on every artifact before signi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -20,6 +19,7 @@ import zstandard
 from verifier.artifact import ImageRef
 from verifier.effects import WriteHandle
 from verifier.errors import DecodeLimitError, ImageHashMismatchError, TargetVerificationError
+from verifier.hashing import Hasher
 
 #: Largest zstd window accepted: 2**27 = 128 MiB, the window of ``zstd --long=27`` and the
 #: largest any otakit publisher produces. Frames asking for more are refused before decoding.
@@ -45,8 +45,7 @@ def decode_full(
     ``ImageHashMismatchError`` when the decoded bytes do not hash to ``image.sha256``.
     """
     dctx = zstandard.ZstdDecompressor(max_window_size=1 << max_window_log)
-    digest = hashlib.sha256()
-    offset = 0
+    written = Hasher()
     try:
         with dctx.stream_reader(
             src, read_size=READ_SIZE, read_across_frames=True, closefd=False
@@ -55,27 +54,26 @@ def decode_full(
                 chunk = reader.read(WRITE_SIZE)
                 if not chunk:
                     break
-                if offset + len(chunk) > image.length:
+                if written.length + len(chunk) > image.length:
                     raise DecodeLimitError(
                         f"decompressed image exceeds its signed length: expected "
-                        f"{image.length} bytes, found at least {offset + len(chunk)}"
+                        f"{image.length} bytes, found at least {written.length + len(chunk)}"
                     )
-                out.pwrite(chunk, offset)
-                digest.update(chunk)
-                offset += len(chunk)
+                out.pwrite(chunk, written.length)
+                written.update(chunk)
                 if progress is not None:
-                    progress(offset)
+                    progress(written.length)
     except zstandard.ZstdError as e:
         raise TargetVerificationError(
             f"full artifact is not a valid zstd stream within a {1 << max_window_log}-byte "
-            f"window (after {offset} decoded bytes): {e}"
+            f"window (after {written.length} decoded bytes): {e}"
         ) from e
-    if offset != image.length:
+    if written.length != image.length:
         raise DecodeLimitError(
             f"decompressed image ends short of its signed length: expected {image.length} "
-            f"bytes, found {offset}"
+            f"bytes, found {written.length}"
         )
-    found = digest.hexdigest()
+    found = written.hexdigest()
     if found != image.sha256:
         raise ImageHashMismatchError(
             f"decompressed image does not match its signed hash: expected sha256 "

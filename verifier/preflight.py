@@ -1,13 +1,22 @@
-"""Preflight checks before a byte is written: space, slot size, not active, not mounted rw.
+"""Preflight checks before a byte is written: slot paths still name the slots chosen at
+init, space, slot size, not active, not mounted rw.
 
 Reads only (``os.stat``, ``statvfs``, ``/proc/self/mountinfo``); the mountinfo path is a
 parameter so tests can describe any mount table.
+
+Slot paths (``check_slot_paths``): a slot may be named through symlinks — that is the
+recommended way (``/dev/disk/by-partlabel/root-a`` is a link to ``/dev/sdX2`` by design) —
+but what the name resolves to is recorded at init, and every command that reads or writes a
+slot refuses when it now resolves elsewhere: a retargeted link, a renumbered disk or a file
+replaced by a link would otherwise make ``update`` write whatever the name points at today.
+The operator who really moved a slot initializes the device again and sees what is recorded.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,19 +128,62 @@ def _resolve(p: str) -> str:
         return p
 
 
-def check_slots_differ(target: Path, booted: Path) -> None:
-    """The target must not be the running slot under another name (I1)."""
-    t, b = target.resolve(), booted.resolve()
-    same = t == b
-    if not same:
-        try:
-            st_t, st_b = t.stat(), b.stat()
-            same = (st_t.st_dev, st_t.st_ino) == (st_b.st_dev, st_b.st_ino) or (
-                stat.S_ISBLK(st_t.st_mode) and st_t.st_rdev == st_b.st_rdev
-            )
-        except OSError:
-            same = False
-    if same:
+def resolve_slot(path: Path, what: str) -> Path:
+    """The file ``path`` names now, every symlink followed; it must be a file or block device."""
+    try:
+        real = path.resolve(strict=True)
+        st = real.stat()
+    except FileNotFoundError as e:
+        raise SlotError(f"{what} {path} does not exist") from e
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise SlotError(f"{what} {path} cannot be resolved: {getattr(e, 'strerror', e)}") from e
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise SlotError(f"{what} {path}: expected a regular file or a block device")
+    return real
+
+
+def check_slot_paths(
+    slots: tuple[Path, Path], state_dir: Path, recorded: Sequence[Path] | None
+) -> tuple[Path, Path]:
+    """Resolve slots a and b; refuse if they are one file, live in the state directory, or
+    (when ``recorded``, the resolutions made at init) now resolve somewhere else.
+
+    Returns the resolved paths: opening those, not the names, keeps a link retargeted after
+    this check from redirecting the write.
+    """
+    real = (resolve_slot(slots[0], "slot a"), resolve_slot(slots[1], "slot b"))
+    if _same_file(real[0], real[1]):
         raise SlotError(
-            f"target slot {target} is the booted slot {booted}; the running slot is never written"
+            f"slots a ({slots[0]}) and b ({slots[1]}) are the same file {real[0]}; one of "
+            f"them is the booted slot, which is never written",
         )
+    state = state_dir.resolve()
+    for name, given, r in zip("ab", slots, real, strict=True):
+        if r == state or r.is_relative_to(state):
+            raise SlotError(
+                f"slot {name} ({given}) resolves to {r}, inside the state directory {state}; "
+                f"expected a slot outside it (writing an image there would destroy the "
+                f"device's own state)"
+            )
+    if recorded is not None:
+        for name, given, r, was in zip("ab", slots, real, recorded, strict=True):
+            if r != was:
+                raise SlotError(
+                    f"slot {name} ({given}) now resolves to {r}; at init it resolved to {was}. "
+                    f"Refusing to use a slot that changed meaning",
+                    hint="if the slot really moved, initialize a new state directory; "
+                    "nothing was written",
+                )
+    return real
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        st_a, st_b = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino) or (
+        stat.S_ISBLK(st_a.st_mode) and stat.S_ISBLK(st_b.st_mode) and st_a.st_rdev == st_b.st_rdev
+    )

@@ -11,7 +11,7 @@ State directory layout::
     STATE/config.json      DeviceConfig
     STATE/journal.json     Journal
     STATE/root.json        the pinned bootstrap root (trust anchor), written once by init
-    STATE/metadata/        trusted TUF metadata (see tuf_client)
+    STATE/metadata/        trusted TUF metadata (see verifier.tuf.store)
     STATE/staging/         partial and complete downloads
     STATE/boot.json        boot state of the ``file`` backend (by default)
 """
@@ -29,7 +29,13 @@ from typing import Any, TypeVar, cast
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
 from verifier.effects import Disk, write_atomic
-from verifier.errors import ArtifactSchemaError, BootControlError, ConfigError, OtakitError
+from verifier.errors import (
+    ArtifactSchemaError,
+    BootControlError,
+    ConfigError,
+    OtakitError,
+    UsageError,
+)
 from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
 
 CONFIG_SCHEMA = 1
@@ -84,6 +90,9 @@ class DeviceConfig:
     #: What the slots hold; when set, targets signed as another type are refused.
     #: Absent from configs written before it existed (they load as None: no check).
     image_type: ImageType | None = None
+    #: what slot_a and slot_b resolved to (every symlink followed) at init; None in a
+    #: configuration written before they were recorded (see ``preflight.check_slot_paths``)
+    slot_targets: tuple[Path, Path] | None = None
 
     def __post_init__(self) -> None:
         if self.image_type is not None and not is_image_type(self.image_type):
@@ -95,6 +104,10 @@ class DeviceConfig:
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
                 raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")
+        for what, path in (("slot a", self.slot_a), ("slot b", self.slot_b)):
+            _require_absolute(path, what)
+        for what, path in zip(("slot a", "slot b"), self.slot_targets or (), strict=False):
+            _require_absolute(path, f"resolved {what}")
         if self.slot_a == self.slot_b:
             raise ConfigError(f"slots a and b must differ, both are {self.slot_a}")
         if not _NAME_RE.match(self.boot_backend):
@@ -123,26 +136,51 @@ class DeviceConfig:
         return self.repo_url.rstrip("/") + "/targets/"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": CONFIG_SCHEMA,
-            "repo_url": self.repo_url,
-            "product": self.product,
-            "hardware": self.hardware,
-            "slots": {"a": str(self.slot_a), "b": str(self.slot_b)},
-            "boot": {"backend": self.boot_backend, "options": self.options},
-            "tries": self.tries,
-        } | ({"image_type": self.image_type} if self.image_type is not None else {})
+        return (
+            {
+                "schema": CONFIG_SCHEMA,
+                "repo_url": self.repo_url,
+                "product": self.product,
+                "hardware": self.hardware,
+                "slots": {"a": str(self.slot_a), "b": str(self.slot_b)},
+                "boot": {"backend": self.boot_backend, "options": self.options},
+                "tries": self.tries,
+            }
+            | ({"image_type": self.image_type} if self.image_type is not None else {})
+            | (
+                {}
+                if self.slot_targets is None
+                else {
+                    "slot_targets": {
+                        s: str(p) for s, p in zip(SLOTS, self.slot_targets, strict=True)
+                    }
+                }
+            )
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> DeviceConfig:
         d = _obj(
             data,
             "config",
-            {"schema", "repo_url", "product", "hardware", "slots", "boot", "tries", "image_type"},
+            {
+                "schema",
+                "repo_url",
+                "product",
+                "hardware",
+                "slots",
+                "boot",
+                "tries",
+                "image_type",
+                "slot_targets",
+            },
         )
         if d.get("schema") != CONFIG_SCHEMA:
             raise ConfigError(f"config schema: expected {CONFIG_SCHEMA}, found {d.get('schema')!r}")
         slots = _obj(d.get("slots"), "config.slots", {"a", "b"})
+        targets = d.get("slot_targets")
+        if targets is not None:
+            targets = _obj(targets, "config.slot_targets", {"a", "b"})
         boot = _obj(d.get("boot"), "config.boot", {"backend", "options"})
         opts = _obj(boot.get("options", {}), "config.boot.options", None)
         for k, v in opts.items():
@@ -155,12 +193,18 @@ class DeviceConfig:
             repo_url=_str(d.get("repo_url"), "config.repo_url"),
             product=_str(d.get("product"), "config.product"),
             hardware=_str(d.get("hardware"), "config.hardware"),
-            slot_a=Path(_str(slots.get("a"), "config.slots.a")),
-            slot_b=Path(_str(slots.get("b"), "config.slots.b")),
+            slot_a=_abs_path(slots.get("a"), "config.slots.a"),
+            slot_b=_abs_path(slots.get("b"), "config.slots.b"),
             boot_backend=_str(boot.get("backend"), "config.boot.backend"),
             boot_options=tuple(sorted(opts.items())),
             tries=tries,
             image_type=cast("ImageType | None", d.get("image_type")),  # checked on construction
+            slot_targets=None
+            if targets is None
+            else (
+                _abs_path(targets.get("a"), "config.slot_targets.a"),
+                _abs_path(targets.get("b"), "config.slot_targets.b"),
+            ),
         )
 
 
@@ -358,6 +402,33 @@ def _str(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{what}: expected a non-empty string, found {value!r}")
     return value
+
+
+def _abs_path(value: Any, what: str) -> Path:
+    """A stored path: a relative one would name a different file from another directory."""
+    path = Path(_str(value, what))
+    if not path.is_absolute():
+        raise ConfigError(
+            f"{what}: expected an absolute path, found {value!r} (ambiguous: it names a "
+            f"different file from every working directory)",
+            hint="initialize a new state directory with absolute slot paths",
+        )
+    return path
+
+
+def _require_absolute(path: Path, what: str) -> None:
+    """A slot path given to ``DeviceConfig`` must be absolute: the device keeps it for good."""
+    if path.is_absolute():
+        return
+    try:
+        suggestion = f"; did you mean {Path.cwd() / path}?"
+    except OSError:
+        suggestion = ""
+    raise UsageError(
+        f"{what}: expected an absolute path, found {str(path)!r}; a device stores its slot "
+        f"paths and uses them from any working directory{suggestion}",
+        hint="pass the slot as an absolute path (e.g. /dev/disk/by-partlabel/...)",
+    )
 
 
 def _slot(value: Any, what: str) -> Slot:

@@ -29,7 +29,7 @@ from tuf.api import exceptions as tuf_exc
 from verifier.artifact import BaseRef, ImageRef, ImageVersion
 from verifier.bootctl.base import Slot, check_tries, other
 from verifier.decode_full import decode_full
-from verifier.device import Device, hash_slot, reconcile
+from verifier.device import Device, hash_slot, reconcile, warn_demo_keys
 from verifier.download import VerifyingReader, download_staged, staging_name
 from verifier.effects import WriteHandle
 from verifier.errors import (
@@ -55,7 +55,6 @@ from verifier.plan import (
 from verifier.preflight import (
     MOUNTINFO,
     check_not_mounted_rw,
-    check_slots_differ,
     free_space,
     slot_capacity,
 )
@@ -129,6 +128,9 @@ def update(
     Raises ``NothingToDoError`` when there is nothing to install (exit code 0).
     """
     tries = check_tries(options.tries if options.tries is not None else dev.config.tries)
+    with stage("preflight"):
+        dev.slot_paths()  # before anything is written: both slots still name what they did
+    warn_demo_keys(dev)
     journal, st = reconcile(dev, now)
     if st.in_trial:
         raise SlotError(
@@ -248,8 +250,7 @@ def stage_preflight(
     dev: Device, plan: UpdatePlan, target: Slot, booted: Slot, options: UpdateOptions
 ) -> None:
     with stage("preflight"):
-        tpath = dev.config.slot_path(target)
-        check_slots_differ(tpath, dev.config.slot_path(booted))
+        tpath = dev.slot_path(target)
         capacity, _ = slot_capacity(tpath)
         if capacity < plan.image.length:
             raise PreflightError(
@@ -292,7 +293,7 @@ def stage_download(
 
 def stage_check_base(dev: Device, booted: Slot, base: BaseRef) -> None:
     with stage("check-base"):
-        found = hash_slot(dev.config.slot_path(booted), base.image.length)
+        found = hash_slot(dev.slot_path(booted), base.image.length)
         if found.sha256 != base.image.sha256:
             raise BaseImageMismatchError(
                 f"booted slot {booted} is not the delta's base image {base.version}: expected "
@@ -323,7 +324,7 @@ def stage_decode(
     target: Slot,
     progress: Progress | None,
 ) -> None:
-    tpath = dev.config.slot_path(target)
+    tpath = dev.slot_path(target)
     report = _report(progress, "decode", c.info.image.length)
     with stage("decode"):
         out = dev.disk.open_write(tpath, truncate=False)
@@ -350,7 +351,7 @@ def _apply_delta(
 
     info = c.info
     assert info.base is not None and info.delta_header is not None
-    with dev.config.slot_path(booted).open("rb") as base:
+    with dev.slot_path(booted).open("rb") as base:
         apply_delta(
             src,
             base,
@@ -371,7 +372,7 @@ def stage_verify_slot(
     dev: Device, target: Slot, image: ImageRef, progress: Progress | None
 ) -> None:
     with stage("verify-slot"):
-        found = hash_slot(dev.config.slot_path(target), image.length)
+        found = hash_slot(dev.slot_path(target), image.length)
         if found.sha256 != image.sha256:
             raise ImageHashMismatchError(
                 f"slot {target} reads back wrong: expected sha256 {image.sha256} as signed, "

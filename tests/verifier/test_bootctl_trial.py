@@ -27,9 +27,10 @@ from verifier.bootctl.command import CommandBootControl
 from verifier.bootctl.file import FileBootControl
 from verifier.bootctl.grub import GrubBootControl
 from verifier.bootctl.uboot import UBootBootControl
-from verifier.device import Device, mark_good, rollback, status
+from verifier.device import Device, mark_good, rollback
 from verifier.effects import RealDisk
 from verifier.errors import NothingToDoError
+from verifier.report import status
 from verifier.state import load_journal
 from verifier.update import UpdateOptions, UpdateResult, update
 

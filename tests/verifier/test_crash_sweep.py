@@ -41,8 +41,9 @@ from tests.simdisk import FAULT_KINDS, Fault, PowerCut, SimDisk, applies
 from tests.verifier.conftest import NOW, World, evolve
 from verifier.artifact import ImageVersion
 from verifier.bootctl.file import FileBootControl
-from verifier.device import mark_good, status
+from verifier.device import mark_good
 from verifier.errors import LocalError, NothingToDoError, OtakitError
+from verifier.report import status
 from verifier.state import load_journal
 
 

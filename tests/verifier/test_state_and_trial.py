@@ -13,9 +13,9 @@ from tests.verifier.conftest import NOW
 from tests.verifier.repo_sim import image_ref
 from verifier.artifact import ImageVersion
 from verifier.bootctl.base import BootState
-from verifier.device import reconcile_journal
 from verifier.errors import ConfigError
 from verifier.state import DeviceConfig, Failure, Journal, Pending, SlotRecord
+from verifier.transitions import reconcile_journal
 
 V1 = SlotRecord(ImageVersion.parse("1.0"), image_ref(b"one"))
 V2 = SlotRecord(ImageVersion.parse("2.0"), image_ref(b"two"))

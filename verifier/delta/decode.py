@@ -42,6 +42,7 @@ from verifier.errors import (
     StorageError,
     TargetVerificationError,
 )
+from verifier.hashing import hash_file
 
 _READ_CHUNK = 4 << 20
 
@@ -203,16 +204,16 @@ def _pread_exact(base: BinaryIO, offset: int, length: int) -> bytes:
 
 
 def _check_base(base: BinaryIO, expected: ImageRef) -> None:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < expected.length:
-        n = min(_READ_CHUNK, expected.length - offset)
-        digest.update(_pread_exact(base, offset, n))
-        offset += n
-    if digest.hexdigest() != expected.sha256:
+    found = hash_file(base, length=expected.length, chunk=_READ_CHUNK)
+    if found.length != expected.length:
+        raise StorageError(
+            f"base image: expected {expected.length} bytes, found {found.length}",
+            hint="the active slot is shorter than the signed base image length",
+        )
+    if found.sha256 != expected.sha256:
         raise ImageHashMismatchError(
             f"delta base: expected the active slot to hash to {expected.sha256} "
-            f"over {expected.length} bytes, found {digest.hexdigest()}",
+            f"over {expected.length} bytes, found {found.sha256}",
             hint="the device will use the full image instead",
         )
 

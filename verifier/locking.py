@@ -1,0 +1,61 @@
+"""The one exclusive lock: a non-blocking ``flock`` on a lock file, held for a ``with`` block.
+
+Used by the device (one ``otakit-device`` per state directory: a timer and an operator may
+race) and by the publisher (one release per repository). ``flock`` belongs to the open file
+description, so the kernel releases it when the holder dies however it dies: there is never a
+stale lock to clean up. The holder writes its pid into the file so the one who is refused can
+be told who holds it; the pid is information only (a dead holder's pid stays in the file until
+the next holder overwrites it), never a reason to wait or to break the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Builds the error for a lock that is taken; the argument reads e.g. "held by pid 4242".
+BusyError = Callable[[str], Exception]
+#: Builds the error for a lock file that cannot be opened at all.
+OpenError = Callable[[OSError], Exception]
+
+_MAX_PID_TEXT = 32
+
+
+@contextmanager
+def exclusive_lock(path: Path, *, busy: BusyError, cannot_open: OpenError) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600 if missing) or raise ``busy(...)``."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise cannot_open(e) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise cannot_open(e) from e
+            raise busy(_holder(fd)) from e
+        _record_pid(fd)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _record_pid(fd: int) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # the pid is a courtesy for the next caller's message, not part of the lock
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, _MAX_PID_TEXT, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return f"held by pid {text}" if text.isdigit() else "held by another process"
