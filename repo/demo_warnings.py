@@ -84,8 +84,9 @@ def warn_demo_keys(
     repo: Path | str | None = None,
     signers: Sequence[RoleSigners] = (),
 ) -> tuple[DemoKeyWarning, ...]:
-    """``demo_key_warnings``, each also logged at WARNING (until the CLI renders them)."""
+    """``demo_key_warnings``, each logged at WARNING: the CLI contract shows every warning on
+    stderr and lists it in the JSON result (``verifier.cli_contract``)."""
     warnings = demo_key_warnings(root=root, repo=repo, signers=signers)
     for w in warnings:
-        log.warning("WARNING: %s", w.message())
+        log.warning("%s", w.message())
     return warnings

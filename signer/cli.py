@@ -9,6 +9,7 @@ tracebacks are off because locals can hold key material.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,15 @@ from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
 from verifier import __version__
-from verifier.cli_contract import EPILOG, RunState, exit_with, new_app, run_app, run_state
+from verifier.cli_contract import (
+    EPILOG,
+    RunState,
+    exit_with,
+    new_app,
+    run_app,
+    run_state,
+    setup_logging,
+)
 
 app = new_app("Publish signed OS updates: TUF repository, releases, keys.", "otakit")
 repo_app = new_app("Create, serve, refresh and re-key TUF repositories.")
@@ -86,6 +95,7 @@ def _global(
     run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit")
     ctx.obj = run
     run.verbose, run.json = verbose, json_out
+    setup_logging(run, verbose, quiet_level=logging.WARNING)
 
 
 def _expiries(root: int | None, targets: int | None, snap: int | None, ts: int | None) -> Expiries:

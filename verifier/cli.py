@@ -22,7 +22,7 @@ from verifier import __version__
 from verifier.artifact import ImageVersion
 from verifier.bootctl.base import DEFAULT_TRIES, MAX_TRIES, parse_slot
 from verifier.bootctl.factory import backend_names
-from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state
+from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state, setup_logging
 from verifier.effects import RealDisk
 from verifier.errors import ArtifactSchemaError, ImageHashMismatchError, UsageError
 from verifier.imagetype import IMAGE_TYPES, is_image_type
@@ -97,11 +97,7 @@ def _global(
     run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit-device")
     ctx.obj = run
     run.verbose, run.json = verbose, json_out
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 1 else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(run, verbose, quiet_level=logging.INFO)
     ctx.meta["otakit.state"] = state
     if ctx.resilient_parsing:  # shell completion: touch nothing
         return

@@ -18,6 +18,7 @@ same values the command saw, never ``sys.argv`` or a module global.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import traceback
@@ -109,12 +110,18 @@ class RunState:
     def result(self, data: dict[str, Any], text: str | None) -> None:
         """A command's outcome: ``data`` as JSON with ``--json``, else ``text`` (if any)."""
         if self.json:
-            if self.warnings and "warnings" not in data:  # a result's own structured list wins
-                data = {**data, "warnings": list(self.warnings)}
-            self.emit(data)
+            self.emit(self._with_warnings(data))
         elif text:
             sys.stdout.write(text.rstrip("\n") + "\n")
             sys.stdout.flush()
+
+    def _with_warnings(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with every warning shown during the run listed in ``warnings``: a result's
+        own structured entries first, then the others as ``{"message": ...}``."""
+        own = list(data.get("warnings") or [])
+        known = {w.get("message") if isinstance(w, dict) else w for w in own}
+        extra = [{"message": m} for m in self.warnings if m not in known]
+        return {**data, "warnings": own + extra} if own or extra else data
 
     def warn(self, message: str) -> None:
         """A warning: always on stderr at once, and collected for the JSON result."""
@@ -126,6 +133,40 @@ class RunState:
         """Progress or a remark for a human: stderr, never stdout."""
         sys.stderr.write(message.rstrip("\n") + "\n")
         sys.stderr.flush()
+
+
+class _ContractLogHandler(logging.Handler):
+    """Library code logs; the CLI decides where it goes. Warnings (demo keys, expiry) become
+    contract warnings — one ``PROG: WARNING:`` line on stderr and an entry in the JSON
+    result's ``warnings`` — so no library prints and no warning is lost under ``--json``.
+    Lower levels are progress notes on stderr."""
+
+    def __init__(self, run: RunState, verbose: int) -> None:
+        super().__init__()
+        self.run = run
+        self._fmt = logging.Formatter(
+            "%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.WARNING:
+                self.run.warn(record.getMessage())
+            else:
+                self.run.note(self._fmt.format(record))
+        except Exception:  # a logging failure must not become the command's failure
+            self.handleError(record)
+
+
+def setup_logging(run: RunState, verbose: int, *, quiet_level: int) -> None:
+    """Route otakit's logs through the contract: ``quiet_level`` without ``-v``, INFO with
+    ``-v``, DEBUG with ``-vv``."""
+    level = quiet_level if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _ContractLogHandler)]:
+        root.removeHandler(h)
+    root.addHandler(_ContractLogHandler(run, verbose))
+    root.setLevel(level)
 
 
 def run_state(ctx: Any, json_out: bool = False) -> RunState:

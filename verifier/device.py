@@ -195,7 +195,7 @@ def warn_demo_keys(dev: Device) -> list[str]:
     """``demo_warnings``, logged: every command that verifies with the root calls this."""
     warnings = demo_warnings(dev)
     for w in warnings:
-        log.warning("warning: %s", w)
+        log.warning("%s", w)
     return warnings
 
 

@@ -130,7 +130,7 @@ def test_sigint_during_release(world: World, tmp_path: Path, seed: int) -> None:
 
     again = _release(repo, world.v2, "2.0")
     if r.code == 0:  # it had finished: the rerun is refused as not newer, nothing changes
-        assert again.returncode == 2 and "newer" in again.stderr, again.stderr
+        assert again.returncode == 2 and "already published" in again.stderr, again.stderr
     else:
         assert again.returncode == 0, again.stderr
     status = run("otakit", "repo", "status", str(repo), "--json")

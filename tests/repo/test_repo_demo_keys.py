@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -76,11 +75,19 @@ def test_warnings_name_roles_and_do_not_repeat_keys_the_root_already_lists(
     assert only_root.subject == "root v1"
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> None:
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     with pytest.raises(SystemExit) as exc:
         main(list(argv))
     _, err = capsys.readouterr()
     assert exc.value.code in (0, None), err
+    return err
+
+
+def _demo_lines(err: str) -> int:
+    """What the user sees: one 'otakit: WARNING:' line per demo-key warning on stderr."""
+    return sum(
+        ln.startswith("otakit: WARNING: ") and "PUBLIC demo keys" in ln for ln in err.splitlines()
+    )
 
 
 COMMANDS = ("repo init", "release", "repo list", "repo status", "repo refresh", "rotate-root")
@@ -107,21 +114,21 @@ def _warned_per_command(
             "1",
             "--deltas",
             "0",
+            "--image-type",
+            "raw",
         ],
         "repo list": ["repo", "list", repo],
         "repo status": ["repo", "status", repo],
         "repo refresh": ["repo", "refresh", repo, "--keys", k],
         "rotate-root": ["repo", "rotate-root", repo, "--old-keys", k, "--new-keys", k],
     }
-    counts = {}
-    caplog.set_level(logging.WARNING, logger="otakit.demokeys")
-    for name in COMMANDS:
-        caplog.clear()
-        _cli(capsys, *argvs[name])
-        counts[name] = sum(r.name == "otakit.demokeys" for r in caplog.records)
-    caplog.clear()
-    _cli(capsys, *argvs["repo status"])  # every use, not once per process
-    counts["repo status again"] = len(caplog.records)
+    counts = {name: _demo_lines(_cli(capsys, *argvs[name])) for name in COMMANDS}
+    # every use, not once per process; and under --json the warning is in the result too
+    with pytest.raises(SystemExit):
+        main(["--json", *argvs["repo status"]])
+    out, err = capsys.readouterr()
+    counts["repo status again"] = _demo_lines(err)
+    counts["json"] = sum("PUBLIC demo keys" in str(w) for w in json.loads(out).get("warnings", []))
     return counts
 
 
@@ -130,7 +137,6 @@ def test_every_publisher_command_warns_on_demo_keys(
 ) -> None:
     counts = _warned_per_command(KEYS_EXAMPLE / "keys.json", tmp_path, capsys, caplog)
     assert all(n >= 1 for n in counts.values()), counts
-    assert "PUBLIC demo keys" in caplog.records[0].getMessage()
 
 
 def test_no_publisher_command_warns_on_other_keys(
@@ -138,5 +144,5 @@ def test_no_publisher_command_warns_on_other_keys(
 ) -> None:
     conf = generate_key_set(tmp_path / "keys", random_key)
     counts = _warned_per_command(conf.source, tmp_path, capsys, caplog)
-    assert counts == dict.fromkeys([*COMMANDS, "repo status again"], 0)
+    assert counts == dict.fromkeys([*COMMANDS, "repo status again", "json"], 0)
     assert json.loads(conf.source.read_text())["otakit_keys"] == 1
