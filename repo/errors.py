@@ -42,7 +42,9 @@ class VersionNotNewerError(UsageError):
 
 
 class KeyConfigError(SecurityError):
-    """The key configuration is invalid or a signer cannot be loaded."""
+    """A private key is not the configured public key's other half, or a signing backend
+    (HSM, KMS) refused to sign. (A malformed configuration is a usage error and an
+    unreadable key file a local one: neither is an attack.)"""
 
 
 class ThresholdError(SecurityError):

@@ -29,8 +29,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp  # typ
 
 from repo.errors import RepositoryStateError, UntrustedRepositoryError
 from repo.layout import metadata_dir, metadata_filename
-from verifier.errors import OtakitError
-from verifier.tuf.failures import MetadataSignatureError
+from verifier.errors import MetadataSignatureError, OtakitError
 from verifier.tuf.published import DirectorySource, verify_published
 
 _MAX_METADATA = 64 << 20

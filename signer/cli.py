@@ -167,7 +167,10 @@ def repo_list(
     product: Annotated[str | None, typer.Option(help="Only this product.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List published artifacts, oldest first (verified against the root)."""
+    """List published artifacts, oldest first.
+
+    The repository is verified against its root first.
+    """
     run = run_state(ctx, json_out)
     arts = list_published(repo, product)
     if run.json:
@@ -339,7 +342,11 @@ def keys_generate_demo(
     force: Annotated[bool, typer.Option("--force", help="Replace existing demo keys.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write the PUBLIC demo keys (for demos and tests, never production)."""
+    """Write the PUBLIC demo keys (never for production).
+
+    The same keys as keys-example/, derived from a published seed: anyone can sign
+    with them, and every otakit command warns when they are used.
+    """
     run = run_state(ctx, json_out)
     conf = generate_demo_keys(directory, overwrite=force)
     run.warn("demo keys are for demos and tests only; never use them in production")

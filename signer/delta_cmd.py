@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from repo.errors import SelfCheckError
+from repo.errors import SelfCheckError, UsageError
 from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
 from verifier.cli_contract import EPILOG, new_app, run_state
 from verifier.delta.decode import apply_delta
@@ -39,7 +39,10 @@ def create(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write OUT, a delta turning BASE into NEW, checked by the device decoder."""
+    """Write OUT, a delta turning BASE into NEW.
+
+    The delta is checked with the device's own decoder before the command succeeds.
+    """
     run = run_state(ctx, json_out)
     options = DeltaOptions(level=level, ref_window=ref_window << 20, workers=workers)
     r = encode_delta(base, new, out, options=options)
@@ -87,7 +90,8 @@ def apply(
             f.seek(0)
             header = parse_prefix(f.read(header_ref.length))
     except OtakitError as e:
-        raise SelfCheckError(f"{delta} is not a delta container: {e.message}") from e
+        # the wrong file was named: a usage problem, not a failed security check
+        raise UsageError(f"{delta}: expected a delta container, found {e.message}") from e
     handle = RealDisk().open_write(out, truncate=True)
     try:
         with delta.open("rb") as d, base.open("rb") as b:

@@ -24,7 +24,7 @@ from verifier.bootctl.base import DEFAULT_TRIES, MAX_TRIES, parse_slot
 from verifier.bootctl.factory import backend_names
 from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state, setup_logging
 from verifier.effects import RealDisk
-from verifier.errors import ArtifactSchemaError, ImageHashMismatchError, UsageError
+from verifier.errors import ArtifactSchemaError, ConfigError, ImageHashMismatchError, UsageError
 from verifier.imagetype import IMAGE_TYPES, is_image_type
 
 app = new_app(
@@ -126,12 +126,12 @@ def init(
     image_type: Annotated[
         str | None,
         typer.Option(
-            metavar="TYPE", help="Image type the slots hold (ext4, squashfs, ...); refuse others."
+            metavar="TYPE", help="Image type the slots hold (e.g. ext4); others are refused."
         ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Pin the trusted root and describe this device's two slots."""
+    """Pin the trusted root and describe the two slots."""
     from verifier.device import init_device
     from verifier.report import status
     from verifier.state import DeviceConfig
@@ -148,17 +148,20 @@ def init(
         raise UsageError(
             f"--image-type: expected one of {', '.join(IMAGE_TYPES)}, found {image_type!r}"
         )
-    config = DeviceConfig(
-        repo_url,
-        product,
-        hardware,
-        slot_a,
-        slot_b,
-        str(getattr(boot_backend, "value", boot_backend)),
-        tuple(sorted(options)),
-        tries,
-        image_type,
-    )
+    try:
+        config = DeviceConfig(
+            repo_url,
+            product,
+            hardware,
+            slot_a,
+            slot_b,
+            str(getattr(boot_backend, "value", boot_backend)),
+            tuple(sorted(options)),
+            tries,
+            image_type,
+        )
+    except ConfigError as e:  # built from this command line: a bad value is a usage error
+        raise UsageError(e.message, hint=e.hint) from e
     dev = init_device(
         c.state,
         RealDisk(),
@@ -182,7 +185,10 @@ def update(
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Always use full images.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON-lines progress.")] = False,
 ) -> None:
-    """Install the newest signed image for this device into the inactive slot."""
+    """Install the newest signed image into the inactive slot.
+
+    Verified through TUF, written and re-hashed, then armed for a trial boot.
+    """
     from verifier.update import UpdateOptions
     from verifier.update import update as run_update
 
@@ -211,7 +217,10 @@ def update(
 
 @app.command(epilog=EPILOG)
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Which slot is active, what each holds, what is pending, the last failure."""
+    """What each slot holds, the trial, the last failure.
+
+    Also which slot is booted and primary, and what is pending.
+    """
     from verifier.report import status as get_status
 
     c = _ctx(ctx, json_out)
@@ -230,7 +239,7 @@ def _action(c: Ctx, name: str, message: str, dev: Any) -> None:
 
 @app.command("mark-good", epilog=EPILOG)
 def mark_good(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Commit the running trial slot (for a health-check unit)."""
+    """Commit the running trial slot (health-check unit)."""
     from verifier.device import mark_good as run
 
     c = _ctx(ctx, json_out)
@@ -244,7 +253,10 @@ def mark_bad(
     slot: Annotated[SlotName, typer.Argument(metavar="SLOT", help="a or b")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Make SLOT unbootable; a pending or running trial on it is recorded as failed."""
+    """Make SLOT unbootable.
+
+    A pending or running trial on it is recorded as failed.
+    """
     from verifier.device import mark_bad as run
 
     c = _ctx(ctx, json_out)
@@ -254,7 +266,7 @@ def mark_bad(
 
 @app.command(epilog=EPILOG)
 def rollback(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Abandon the running or pending trial, or trial-boot the other slot."""
+    """Abandon the trial, or trial-boot the other slot."""
     from verifier.device import rollback as run
 
     c = _ctx(ctx, json_out)
@@ -264,7 +276,7 @@ def rollback(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @app.command("clear-failed", epilog=EPILOG)
 def clear_failed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Forget images that failed their trial, so the next update may install them again."""
+    """Forget failed images, so updates may retry them."""
     from verifier.device import clear_failures
 
     c = _ctx(ctx, json_out)
@@ -274,7 +286,10 @@ def clear_failed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @app.command(epilog=EPILOG)
 def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Simulate a reboot (file backend only): the bootloader's part, for tests and demos."""
+    """Simulate a reboot (file backend; tests, demos).
+
+    Plays the bootloader's part: counts a trial try, or falls back.
+    """
     from verifier.bootctl.file import FileBootControl
     from verifier.report import status as get_status
 
@@ -290,7 +305,10 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @app.command("verify-installed", epilog=EPILOG)
 def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Re-hash the booted slot against the signed hash of the installed version (offline)."""
+    """Re-hash the running slot against its signed hash.
+
+    Offline: uses the trusted metadata already on the device.
+    """
     from verifier.report import verify_installed as run
 
     c = _ctx(ctx, json_out)

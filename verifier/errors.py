@@ -97,6 +97,22 @@ class MetadataError(SecurityError):
     """TUF metadata failed verification (signature, threshold, expiry, rollback, freeze)."""
 
 
+class MetadataSignatureError(MetadataError):
+    """Metadata lacks the threshold of valid signatures by the keys its delegator authorizes."""
+
+    def __init__(self, message: str, *, role: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.role = role
+
+
+class InvalidMetadataError(MetadataError):
+    """A metadata file is missing, unparsable, or differs from what the file naming it says."""
+
+
+class MetadataExpiredError(MetadataError):
+    """Metadata expired before the reference time a caller asked to check against."""
+
+
 class TargetVerificationError(SecurityError):
     """A downloaded artifact does not match its signed length or hashes."""
 

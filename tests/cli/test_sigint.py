@@ -19,56 +19,16 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from repo.serve import serve_in_thread
-from tests.cli.helpers_cli import DEMO_KEYS, command, env, ext4_image, make_tree, run
+from tests.cli.conftest import World, release, release_args
+from tests.cli.helpers_cli import command, env, run
 
 RUNS = {"release": 10, "delta": 10, "update": 12}  # 32 interrupted runs in the default suite
 MAX_DELAY = {"release": 2.5, "delta": 1.5, "update": 1.5}
-
-
-@dataclass(frozen=True)
-class World:
-    dir: Path
-    v1: Path
-    v2: Path
-    repo_v1: Path  # 1.0 released
-    repo_v2: Path  # 1.0 and 2.0 released (with a delta)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    d = tmp_path_factory.mktemp("sigint")
-    t1 = make_tree(d / "t1", seed=1)
-    shutil.copytree(t1, d / "t2")
-    make_tree(d / "t2", seed=2, files=20)
-    v1 = ext4_image(d / "v1.img", t1)
-    v2 = ext4_image(d / "v2.img", d / "t2")
-    repo = d / "repo-v1"
-    assert run("otakit", "repo", "init", str(repo), "--keys", str(DEMO_KEYS)).returncode == 0
-    r = _release(repo, v1, "1.0")
-    assert r.returncode == 0, r.stderr
-    repo2 = d / "repo-v2"
-    shutil.copytree(repo, repo2)
-    r = _release(repo2, v2, "2.0")
-    assert r.returncode == 0, r.stderr
-    return World(d, v1, v2, repo, repo2)
-
-
-def _release_args(repo: Path, image: Path, version: str) -> list[str]:
-    return [
-        "release", str(repo), str(image), "--keys", str(DEMO_KEYS), "--product", "edge-gw",
-        "--version", version, "--hardware", "board", "--level", "3", "--deltas", "1",
-    ]  # fmt: skip
-
-
-def _release(repo: Path, image: Path, version: str) -> subprocess.CompletedProcess[str]:
-    return run("otakit", *_release_args(repo, image, version))
 
 
 @dataclass(frozen=True)
@@ -122,13 +82,13 @@ def _delay(kind: str, seed: int) -> float:
 
 
 @pytest.mark.parametrize("seed", _seeds("release"))
-def test_sigint_during_release(world: World, tmp_path: Path, seed: int) -> None:
+def test_sigint_duringrelease(world: World, tmp_path: Path, seed: int) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(world.repo_v1, repo)
-    r = interrupt(command("otakit", *_release_args(repo, world.v2, "2.0")), _delay("release", seed))
+    r = interrupt(command("otakit", *release_args(repo, world.v2, "2.0")), _delay("release", seed))
     assert_clean(r, "otakit")
 
-    again = _release(repo, world.v2, "2.0")
+    again = release(repo, world.v2, "2.0")
     if r.code == 0:  # it had finished: the rerun is refused as not newer, nothing changes
         assert again.returncode == 2 and "already published" in again.stderr, again.stderr
     else:
@@ -152,13 +112,6 @@ def test_sigint_during_delta_create(world: World, tmp_path: Path, seed: int) -> 
     applied = run("otakit", "delta", "apply", str(world.v1), str(out), str(tmp_path / "v2"))
     assert applied.returncode == 0, applied.stderr
     assert (tmp_path / "v2").read_bytes() == world.v2.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def served(world: World) -> Iterator[str]:
-    url, stop = serve_in_thread(world.repo_v2)
-    yield url
-    stop()
 
 
 def _sha(path: Path) -> str:

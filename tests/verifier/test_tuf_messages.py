@@ -17,10 +17,10 @@ from tuf.api.metadata import Metadata, Targets
 
 from tests.verifier.conftest import NOW, make_world
 from verifier.effects import RealDisk
-from verifier.errors import ConfigError, TransportError, UsageError
+from verifier.errors import ConfigError, MetadataSignatureError, TransportError, UsageError
 from verifier.state import StatePaths
 from verifier.tuf.client import TufClient, TufLimits, load_root_bytes
-from verifier.tuf.failures import MetadataSignatureError, map_tuf_error
+from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import HttpFetcher
 
 #: "SlowRetrievalError", "NewConnectionError", "DeserializationError", ...

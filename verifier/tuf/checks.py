@@ -15,7 +15,8 @@ from typing import Any
 from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError
 
-from verifier.tuf.failures import InvalidMetadataError, MetadataSignatureError, describe
+from verifier.errors import InvalidMetadataError, MetadataSignatureError
+from verifier.tuf.failures import describe
 
 TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
 

@@ -21,26 +21,6 @@ from verifier.errors import (
 )
 from verifier.tuf.fetcher import CannotConnectError
 
-
-# MOVE-TO-ERRORS
-class MetadataSignatureError(MetadataError):
-    """Metadata lacks the threshold of valid signatures by the keys its delegator authorizes."""
-
-    def __init__(self, message: str, *, role: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.role = role
-
-
-# MOVE-TO-ERRORS
-class InvalidMetadataError(MetadataError):
-    """A metadata file is missing, unparsable, or differs from what the file naming it says."""
-
-
-# MOVE-TO-ERRORS
-class MetadataExpiredError(MetadataError):
-    """Metadata expired before the reference time a caller asked to check against."""
-
-
 # Used when a library exception carries no text of its own.
 _PLAIN = {
     tuf_exc.UnsignedMetadataError: "not signed by the threshold of authorized keys",

@@ -23,10 +23,9 @@ from typing import Any, Protocol, cast
 
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
-from verifier.errors import LocalError
+from verifier.errors import InvalidMetadataError, LocalError, MetadataExpiredError
 from verifier.tuf import rootchain
 from verifier.tuf.checks import check_signatures, parse_metadata
-from verifier.tuf.failures import InvalidMetadataError, MetadataExpiredError
 from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, RootChain, root_filename
 
 #: A bound on one metadata file read from a directory (the largest real targets are far smaller).

@@ -19,9 +19,8 @@ from typing import cast
 
 from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
-from verifier.errors import MetadataError
+from verifier.errors import InvalidMetadataError, MetadataError
 from verifier.tuf.checks import check_signatures, parse_metadata
-from verifier.tuf.failures import InvalidMetadataError
 
 #: More versions than any real repository has; bounds a walk over a hostile directory.
 MAX_ROOT_VERSIONS = 10_000

@@ -1,0 +1,444 @@
+"""The CLI contract, as a table: every command of both CLIs with bad input.
+
+Each row runs the real entry point twice: as text (exit code, one diagnostic line family on
+stderr, nothing on stdout, no traceback) and with ``--json`` (exactly one JSON error object
+on stdout with the same code). A test also walks both typer apps and fails when a command
+has no row, so a new command cannot skip the contract. The exit-code and error-kind tables
+in docs/CLI.md are checked against the code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import typer.main
+
+from tests.cli.conftest import World
+from tests.cli.helpers_cli import DEMO_KEYS, ROOT, run
+from verifier.cli_contract import EXIT_CODES
+from verifier.errors import OtakitError
+
+PROGS = ("otakit", "otakit-device")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """What a row may refer to: ``{name}`` placeholders in its argv."""
+
+    values: dict[str, str]
+
+    def fill(self, argv: tuple[str, ...]) -> list[str]:
+        return [a.format(**self.values) for a in argv]
+
+
+@pytest.fixture(scope="session")
+def paths(world: World, served: str, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    d = tmp_path_factory.mktemp("contract")
+    (d / "afile").write_text("a file, not a directory\n")
+    (d / "not-json.json").write_text("this is not json\n")
+    keys_dir = d / "demo-keys"
+    shutil.copytree(DEMO_KEYS.parent, keys_dir)
+    tampered = d / "tampered"
+    shutil.copytree(world.repo_v1, tampered)
+    ts = tampered / "metadata" / "timestamp.json"
+    ts.write_text(ts.read_text().replace('"version": 2', '"version": 7', 1))
+    slot_a, slot_b = d / "a.img", d / "b.img"
+    shutil.copyfile(world.v1, slot_a)
+    slot_b.write_bytes(b"\0" * world.v1.stat().st_size)
+    device = d / "device"
+    root = world.repo_v2 / "metadata" / "1.root.json"
+    r = run(
+        "otakit-device",
+        "--state",
+        str(device),
+        "init",
+        "--repo-url",
+        served,
+        "--root",
+        str(root),
+        "--product",
+        "edge-gw",
+        "--hardware",
+        "board",
+        "--slot-a",
+        str(slot_a),
+        "--slot-b",
+        str(slot_b),
+        "--installed-version",
+        "1.0",
+    )
+    assert r.returncode == 0, r.stderr
+    refused = d / "refused"  # a device whose server refuses connections
+    r = run(
+        "otakit-device",
+        "--state",
+        str(refused),
+        "init",
+        "--repo-url",
+        "http://127.0.0.1:9/",
+        "--root",
+        str(root),
+        "--product",
+        "edge-gw",
+        "--hardware",
+        "board",
+        "--slot-a",
+        str(slot_a),
+        "--slot-b",
+        str(slot_b),
+        "--installed-version",
+        "1.0",
+    )
+    assert r.returncode == 0, r.stderr
+    return Paths(
+        {
+            "d": str(d),
+            "keys": str(DEMO_KEYS),
+            "keysdir": str(keys_dir),
+            "repo": str(world.repo_v1),
+            "tampered": str(tampered),
+            "img": str(world.v2),
+            "v1": str(world.v1),
+            "root": str(root),
+            "url": served,
+            "a": str(slot_a),
+            "b": str(slot_b),
+            "dev": str(device),
+            "refused": str(refused),
+            "nowhere": str(d / "nowhere"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    prog: str
+    command: str  # the command path this row exercises, e.g. "repo init"
+    argv: tuple[str, ...]
+    code: int
+    says: str  # a fragment the diagnostic must contain
+
+
+INIT = (
+    "--state",
+    "{d}/new-device",
+    "init",
+    "--repo-url",
+    "{url}",
+    "--root",
+    "{root}",
+    "--product",
+    "edge-gw",
+    "--slot-a",
+    "{a}",
+    "--slot-b",
+    "{b}",
+    "--installed-version",
+    "1.0",
+)
+
+
+def _init(*replace: tuple[str, str]) -> tuple[str, ...]:
+    argv = list(INIT)
+    for option, value in replace:
+        argv[argv.index(option) + 1] = value
+    return tuple(argv)
+
+
+def _rel(*argv: str) -> tuple[str, ...]:
+    return ("release", "{repo}", *argv)
+
+
+P, D = "otakit", "otakit-device"
+KEYS = ("--keys", "{keys}")
+REL = ("--product", "edge-gw", "--hardware", "board")
+ROWS = [
+    # --- publisher ---------------------------------------------------------------------------
+    Row(P, "", ("bogus",), 2, "No such command"),
+    Row(P, "repo", ("repo", "bogus"), 2, "No such command"),
+    Row(P, "repo init", ("repo", "init", "{d}/afile/sub/repo", *KEYS), 5, "Not a directory"),
+    Row(P, "repo init", ("repo", "init", "{d}/r1", "--keys", "{d}/missing.json"), 5, "missing"),
+    Row(P, "repo init", ("repo", "init", "{d}/r2", "--keys", "{d}/not-json.json"), 2, "json"),
+    Row(P, "repo init", ("repo", "init", "{d}/r3"), 2, "Missing option '--keys'"),
+    Row(P, "repo serve", ("repo", "serve", "{nowhere}"), 5, "repository"),
+    Row(P, "repo serve", ("repo", "serve", "{repo}", "--port", "70000"), 2, "--port"),
+    Row(P, "repo list", ("repo", "list", "{nowhere}"), 5, "repository"),
+    Row(P, "repo list", ("repo", "list", "{tampered}"), 3, "timestamp"),
+    Row(P, "repo refresh", ("repo", "refresh", "{nowhere}", *KEYS), 5, "repository"),
+    Row(P, "repo refresh", ("repo", "refresh", "{repo}", *KEYS, "--within", "-1"), 2, "within"),
+    Row(P, "repo status", ("repo", "status", "{nowhere}"), 5, "repository"),
+    Row(P, "repo status", ("repo", "status", "{tampered}"), 3, "timestamp"),
+    Row(P, "repo status", ("repo", "status", "{repo}", "--warn-days", "x"), 2, "warn-days"),
+    Row(
+        P,
+        "repo rotate-root",
+        ("repo", "rotate-root", "{repo}", "--old-keys", "{keys}"),
+        2,
+        "--new-keys",
+    ),
+    Row(
+        P,
+        "repo rotate-root",
+        ("repo", "rotate-root", "{nowhere}", "--old-keys", "{keys}", "--new-keys", "{keys}"),
+        5,
+        "repository",
+    ),
+    Row(P, "keys", ("keys",), 2, "Usage"),
+    Row(P, "keys generate-demo", ("keys", "generate-demo"), 2, "Missing argument"),
+    Row(P, "keys generate-demo", ("keys", "generate-demo", "{keysdir}"), 5, "--force"),
+    Row(
+        P, "release", _rel("/etc/passwd", *KEYS, *REL, "--version", "3.0"), 2, "no known filesystem"
+    ),
+    Row(P, "release", _rel("{img}", *KEYS, *REL, "--version", "1.0-rc1"), 2, "version"),
+    Row(P, "release", _rel("{img}", *KEYS, *REL, "--version", "0.9"), 2, "newer"),
+    Row(P, "release", _rel("{nowhere}", *KEYS, *REL, "--version", "3.0"), 5, "nowhere"),
+    Row(
+        P, "release", _rel("{img}", *KEYS, *REL, "--version", "3.0", "--level", "99"), 2, "--level"
+    ),
+    Row(
+        P,
+        "release",
+        _rel("{img}", *KEYS, *REL, "--version", "3.0", "--image-type", "ext5"),
+        2,
+        "ext5",
+    ),
+    Row(
+        P,
+        "release",
+        ("release", "{tampered}", "{img}", *KEYS, *REL, "--version", "3.0"),
+        3,
+        "timestamp",
+    ),
+    Row(P, "delta", ("delta",), 2, "Usage"),
+    Row(
+        P,
+        "delta create",
+        ("delta", "create", "/nonexistent/a", "{img}", "{d}/out"),
+        5,
+        "/nonexistent/a",
+    ),
+    Row(
+        P,
+        "delta create",
+        ("delta", "create", "{v1}", "{img}", "{d}/o", "--level", "0"),
+        2,
+        "--level",
+    ),
+    Row(
+        P,
+        "delta apply",
+        ("delta", "apply", "{v1}", "/etc/passwd", "{d}/out2"),
+        2,
+        "expected a delta container",
+    ),
+    Row(
+        P,
+        "delta apply",
+        ("delta", "apply", "{v1}", "/nonexistent/d", "{d}/out3"),
+        5,
+        "/nonexistent/d",
+    ),
+    Row(P, "demo", ("demo", "--workdir", "{d}/afile/x"), 5, "afile"),
+    # --- device ------------------------------------------------------------------------------
+    Row(D, "", ("bogus",), 2, "No such command"),
+    Row(D, "init", _init(("--slot-a", "dev/a.img")), 2, "absolute"),
+    Row(D, "init", _init(("--root", "/etc/passwd")), 2, "not a TUF root"),
+    Row(D, "init", _init(("--root", "{nowhere}/root.json")), 5, "root.json"),
+    Row(D, "init", _init(("--installed-version", "1.0-rc1")), 2, "--installed-version"),
+    Row(D, "init", (*INIT, "--tries", "0"), 2, "--tries"),
+    Row(D, "init", (*INIT, "--boot-backend", "lilo"), 2, "--boot-backend"),
+    Row(D, "init", (*INIT, "--boot-option", "novalue"), 2, "KEY=VALUE"),
+    Row(D, "init", (*INIT, "--image-type", "ext5"), 2, "ext5"),
+    Row(D, "init", _init(("--repo-url", "ftp://example/")), 2, "http"),
+    Row(D, "init", ("--state", "{dev}", *INIT[2:]), 5, "already initialized"),
+    Row(D, "update", ("--state", "{nowhere}", "update"), 5, "init"),
+    Row(D, "update", ("--state", "{dev}", "update", "--tries", "0"), 2, "--tries"),
+    Row(D, "update", ("--state", "{dev}", "update", "--mode", "fast"), 2, "--mode"),
+    Row(D, "update", ("--state", "{dev}", "update", "--version", "7.7"), 2, "not published"),
+    Row(D, "update", ("--state", "{dev}", "update", "--version", "x.y"), 2, "--version"),
+    Row(D, "update", ("--state", "{refused}", "update"), 4, "connection refused"),
+    Row(D, "status", ("--state", "{nowhere}", "status"), 5, "init"),
+    Row(D, "mark-good", ("--state", "{nowhere}", "mark-good"), 5, "init"),
+    Row(D, "mark-bad", ("--state", "{dev}", "mark-bad", "c"), 2, "'c' is not one of"),
+    Row(D, "mark-bad", ("--state", "{dev}", "mark-bad"), 2, "Missing argument"),
+    Row(D, "rollback", ("--state", "{nowhere}", "rollback"), 5, "init"),
+    Row(D, "clear-failed", ("--state", "{nowhere}", "clear-failed"), 5, "init"),
+    Row(D, "boot", ("--state", "{nowhere}", "boot"), 5, "init"),
+    Row(D, "verify-installed", ("--state", "{nowhere}", "verify-installed"), 5, "init"),
+]
+
+
+def _id(row: Row) -> str:
+    return f"{row.prog} {' '.join(row.argv)}"[:90]
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[_id(r) for r in ROWS])
+def test_bad_input_text(row: Row, paths: Paths) -> None:
+    r = run(row.prog, *paths.fill(row.argv))
+    assert r.returncode == row.code, f"exit {r.returncode}, expected {row.code}\n{r.stderr}"
+    assert_no_traceback(r.stderr + r.stdout)
+    assert r.stdout == "", r.stdout  # data only on stdout: a failure prints none
+    assert row.says.lower() in r.stderr.lower(), r.stderr
+    # no library class names ("DeserializationError: ...") in what a user reads
+    assert re.findall(r"\b(\w+(?:Error|Exception)):", r.stderr) == [], r.stderr
+    family = next(f for c, f in _FAMILIES.items() if c == row.code)
+    if row.code != 2 or "Usage" not in row.says:
+        assert f"{row.prog}: {family} error: " in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[_id(r) for r in ROWS])
+def test_bad_input_json(row: Row, paths: Paths) -> None:
+    r = run(row.prog, "--json", *paths.fill(row.argv))
+    assert r.returncode == row.code, f"exit {r.returncode}, expected {row.code}\n{r.stderr}"
+    assert_no_traceback(r.stderr + r.stdout)
+    doc = json.loads(r.stdout)  # exactly one JSON document
+    assert set(doc) == {"otakit_json", "error"} and doc["otakit_json"] == 1
+    err = doc["error"]
+    assert set(err) == {"family", "code", "kind", "message", "hint"}
+    assert err["code"] == row.code and err["family"] == _FAMILIES[row.code]
+    assert row.says.lower() in (err["message"] + " " + (err["hint"] or "")).lower(), err
+    assert "WARNING" not in r.stderr or "demo keys" in r.stderr
+
+
+_FAMILIES = {2: "usage", 3: "security", 4: "transport", 5: "local"}
+
+
+def test_json_after_the_command_counts_too(paths: Paths) -> None:
+    r = run(D, *paths.fill(("--state", "{dev}", "mark-bad", "c", "--json")))
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["kind"] == "usage"
+    r = run(P, *paths.fill(("repo", "status", "{nowhere}", "--json")))
+    assert r.returncode == 5 and json.loads(r.stdout)["error"]["family"] == "local"
+
+
+def test_verbose_adds_the_traceback(paths: Paths) -> None:
+    r = run(P, "-v", *paths.fill(("repo", "status", "{nowhere}")))
+    assert r.returncode == 5 and "Traceback" in r.stderr
+
+
+# --- every command has a row ------------------------------------------------------------------
+
+
+def _commands(app: typer.Typer) -> Iterator[str]:
+    def walk(cmd: object, path: str) -> Iterator[str]:
+        yield path
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            yield from walk(sub, f"{path} {name}".strip())
+
+    yield from walk(typer.main.get_command(app), "")
+
+
+def _apps() -> dict[str, typer.Typer]:
+    import signer.cli
+    import verifier.cli
+
+    return {P: signer.cli.app, D: verifier.cli.app}
+
+
+def test_every_command_of_both_clis_has_a_row() -> None:
+    covered = {(r.prog, r.command) for r in ROWS}
+    missing = [
+        (prog, c)
+        for prog, app in _apps().items()
+        for c in _commands(app)
+        if (prog, c) not in covered
+    ]
+    assert missing == []
+
+
+def test_every_command_takes_json_and_has_the_exit_code_epilog() -> None:
+    for prog, app in _apps().items():
+        root = typer.main.get_command(app)
+        for path in _commands(app):
+            cmd: object = root
+            for part in path.split():
+                cmd = cmd.commands[part]  # type: ignore[attr-defined]
+            if hasattr(cmd, "commands"):
+                continue  # groups: --json is on the root and on each command
+            opts = {o for p in cmd.params for o in p.opts}  # type: ignore[attr-defined]
+            assert "--json" in opts, (prog, path)
+            assert "Exit codes:" in (cmd.epilog or ""), (prog, path)  # type: ignore[attr-defined]
+
+
+# --- help at 80 columns -------------------------------------------------------------------
+
+
+def _help_cases() -> list[tuple[str, str]]:
+    return [(prog, c) for prog, app in _apps().items() for c in _commands(app)]
+
+
+@pytest.mark.parametrize("case", _help_cases(), ids=[f"{p} {c}" for p, c in _help_cases()])
+def test_help_fits_80_columns_uncut(case: tuple[str, str]) -> None:
+    prog, path = case
+    r = run(prog, *path.split(), "--help")
+    assert r.returncode == 0, r.stderr
+    long = [ln for ln in r.stdout.splitlines() if len(ln) > 80]
+    assert long == [], long
+    assert "…" not in r.stdout and "..." not in r.stdout.replace("[ARGS]...", ""), r.stdout
+    assert "Exit codes:" in r.stdout
+
+
+def test_version_on_both_clis() -> None:
+    from verifier import __version__
+
+    for prog in PROGS:
+        r = run(prog, "--version")
+        assert (r.returncode, r.stdout.strip()) == (0, f"{prog} {__version__}")
+
+
+def test_shell_completion_is_available() -> None:
+    for prog in PROGS:
+        r = run(prog, "--show-completion", "bash")
+        assert r.returncode == 0 and "complete" in r.stdout, r.stderr
+
+
+# --- docs/CLI.md tables -----------------------------------------------------------------------
+
+CLI_MD = (ROOT / "docs" / "CLI.md").read_text()
+
+
+def _table_after(marker: str) -> list[list[str]]:
+    block = CLI_MD.split(marker, 1)[1].split("\n\n", 1)[0]
+    rows = [ln for ln in block.splitlines() if ln.startswith("|")][2:]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+
+
+def test_exit_code_table_in_docs_is_the_code() -> None:
+    table = _table_after("<!-- exit-codes:")
+    assert [(int(r[0]), r[2]) for r in table] == list(EXIT_CODES)
+
+
+def _error_classes() -> Iterator[type[OtakitError]]:
+    for pkg in ("verifier", "repo", "signer"):
+        mod = importlib.import_module(pkg)
+        for info in pkgutil.walk_packages(mod.__path__, f"{pkg}."):
+            importlib.import_module(info.name)
+
+    def walk(c: type[OtakitError]) -> Iterator[type[OtakitError]]:
+        yield c
+        for s in c.__subclasses__():
+            yield from walk(s)
+
+    yield from walk(OtakitError)
+
+
+def test_every_error_kind_is_documented_with_its_family() -> None:
+    documented = {r[0].strip("`"): r[1] for r in _table_after("<!-- error-kinds:")}
+    found = {c.kind(): c.family for c in _error_classes() if c is not OtakitError}
+    assert documented == found
+
+
+def test_no_error_class_outside_the_errors_modules() -> None:
+    homes = {"verifier.errors", "repo.errors"}
+    strays = [f"{c.__module__}.{c.__name__}" for c in _error_classes() if c.__module__ not in homes]
+    assert strays == []
