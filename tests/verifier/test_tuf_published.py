@@ -24,14 +24,14 @@ from tuf.api.metadata import (
 from repo.errors import RepositoryStateError, UntrustedRepositoryError
 from repo.state import load_state
 from verifier.effects import RealDisk
-from verifier.errors import MetadataError
-from verifier.state import StatePaths
-from verifier.tuf import client, rootchain
-from verifier.tuf.failures import (
+from verifier.errors import (
     InvalidMetadataError,
+    MetadataError,
     MetadataExpiredError,
     MetadataSignatureError,
 )
+from verifier.state import StatePaths
+from verifier.tuf import client, rootchain
 from verifier.tuf.published import DirectorySource, verify_published
 from verifier.tuf.store import TrustedStore
 
