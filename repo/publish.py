@@ -172,12 +172,8 @@ def publisher_lock(repo_dir: Path) -> Iterator[None]:
         raise RepositoryStateError(f"{repo_dir}: expected a repository directory, found none")
     with exclusive_lock(
         repo_dir / LOCK_NAME,
-        busy=lambda held: PublisherBusyError(
-            f"{repo_dir}: another publisher is running (lock {LOCK_NAME} is {held})",
-            hint="wait for it to finish; the lock is released when that process exits",
-        ),
-        cannot_open=lambda e: RepositoryStateError(
-            f"cannot open lock in {repo_dir}: {e.strerror or e}"
-        ),
+        holder="another publisher",
+        busy=PublisherBusyError,
+        cannot_open=RepositoryStateError,
     ):
         yield

@@ -9,7 +9,6 @@ tracebacks are off because locals can hold key material.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,16 +44,15 @@ from signer.delta_cmd import delta_app
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
-from verifier import __version__
-from verifier.cli_contract import (
-    EPILOG,
-    RunState,
-    exit_with,
+from verifier.cli_common import (
+    QUIET_PUBLISHER,
+    JsonOpt,
+    VerboseOpt,
+    VersionOpt,
     new_app,
-    run_app,
-    run_state,
-    setup_logging,
+    start,
 )
+from verifier.cli_contract import EPILOG, RunState, exit_with, run_app, run_state
 
 app = new_app("Publish signed OS updates: TUF repository, releases, keys.", "otakit")
 repo_app = new_app("Create, serve, refresh and re-key TUF repositories.")
@@ -65,7 +63,6 @@ app.add_typer(delta_app, name="delta")
 
 _err = Console(stderr=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 KeysOpt = Annotated[
     Path,
     typer.Option("--keys", help="Key configuration (keys.json) naming each role's keys."),
@@ -74,28 +71,14 @@ RepoArg = Annotated[Path, typer.Argument(metavar="REPO", help="Repository direct
 DaysOpt = Annotated[int | None, typer.Option(min=1, help="Override the default expiry (days).")]
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"otakit {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
 def _global(
     ctx: typer.Context,
-    verbose: Annotated[
-        int, typer.Option("-v", "--verbose", count=True, help="Tracebacks on errors.")
-    ] = 0,
+    verbose: VerboseOpt = 0,
     json_out: JsonOpt = False,
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
-    ] = False,
+    version: VersionOpt = False,
 ) -> None:
-    run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit")
-    ctx.obj = run
-    run.verbose, run.json = verbose, json_out
-    setup_logging(run, verbose, quiet_level=logging.WARNING)
+    start(ctx, "otakit", verbose, json_out, quiet_level=QUIET_PUBLISHER)
 
 
 def _expiries(root: int | None, targets: int | None, snap: int | None, ts: int | None) -> Expiries:

@@ -15,15 +15,14 @@ import typer
 
 from repo.errors import SelfCheckError, UsageError
 from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
-from verifier.cli_contract import EPILOG, new_app, run_state
+from verifier.cli_common import JsonOpt, new_app
+from verifier.cli_contract import EPILOG, run_state
 from verifier.delta.decode import apply_delta
 from verifier.delta.format import parse_prefix
 from verifier.effects import RealDisk
 from verifier.errors import OtakitError
 
 delta_app = new_app("Build and apply delta images (debugging).")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
 @delta_app.command("create", epilog=EPILOG)

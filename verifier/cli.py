@@ -7,7 +7,6 @@ material) and so are its pretty tracebacks: a traceback appears only with ``-v``
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from typing import Annotated, Any
 
 import typer
 
-from verifier import __version__
 from verifier.artifact import ImageVersion
 from verifier.bootctl.base import DEFAULT_TRIES, MAX_TRIES, parse_slot
 from verifier.bootctl.factory import backend_names
-from verifier.cli_contract import EPILOG, RunState, new_app, run_app, run_state, setup_logging
+from verifier.cli_common import QUIET_DEVICE, JsonOpt, VerboseOpt, VersionOpt, new_app, start
+from verifier.cli_contract import EPILOG, RunState, run_app, run_state
 from verifier.effects import RealDisk
 from verifier.errors import ArtifactSchemaError, ConfigError, ImageHashMismatchError, UsageError
 from verifier.imagetype import IMAGE_TYPES, is_image_type
@@ -31,7 +30,6 @@ app = new_app(
     "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 Backend = Enum("Backend", {n: n for n in backend_names()}, type=str)  # type: ignore[misc]
 
 
@@ -72,12 +70,6 @@ def _version(text: str, option: str) -> ImageVersion:
         raise UsageError(f"{option}: {e.message}") from e
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"otakit-device {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -85,19 +77,11 @@ def _global(
         Path,
         typer.Option("--state", help="Device state directory (absolute).", envvar="OTAKIT_STATE"),
     ] = Path("/var/lib/otakit"),
-    verbose: Annotated[
-        int, typer.Option("-v", "--verbose", count=True, help="Log more; tracebacks on errors.")
-    ] = 0,
+    verbose: VerboseOpt = 0,
     json_out: JsonOpt = False,
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
-    ] = False,
+    version: VersionOpt = False,
 ) -> None:
-    run = ctx.obj if isinstance(ctx.obj, RunState) else RunState("otakit-device")
-    ctx.obj = run
-    run.verbose, run.json = verbose, json_out
-    setup_logging(run, verbose, quiet_level=logging.INFO)
+    start(ctx, "otakit-device", verbose, json_out, quiet_level=QUIET_DEVICE)
     ctx.meta["otakit.state"] = state
     if ctx.resilient_parsing:  # shell completion: touch nothing
         return

@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from verifier.errors import (
     InternalError,
@@ -34,9 +34,6 @@ from verifier.errors import (
     OtakitError,
     UsageError,
 )
-
-if TYPE_CHECKING:  # typer loads only when a CLI runs: the entry point stays light to import
-    import typer
 
 EXIT_OK = 0
 EXIT_USAGE = UsageError.exit_code
@@ -66,24 +63,6 @@ def _epilog() -> str:
 
 #: The ``--help`` epilog of every command of both CLIs.
 EPILOG = _epilog()
-
-
-def new_app(help_text: str, name: str | None = None) -> typer.Typer:
-    """A typer app (or sub-app) set up the one way both CLIs are: exit-code epilog, plain
-    help that wraps at 80 columns instead of cutting option names, no pretty tracebacks and
-    no locals (they may hold key material), shell completion available."""
-    import typer
-
-    return typer.Typer(
-        name=name,
-        help=help_text,
-        epilog=EPILOG,
-        pretty_exceptions_enable=False,
-        pretty_exceptions_show_locals=False,
-        rich_markup_mode=None,
-        no_args_is_help=True,
-        context_settings={"max_content_width": 80},
-    )
 
 
 @dataclass

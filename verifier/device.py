@@ -31,7 +31,6 @@ from verifier.effects import Disk, write_atomic
 from verifier.errors import (
     ConfigError,
     ImageHashMismatchError,
-    LocalError,
     OtakitError,
     SlotError,
     UsageError,
@@ -264,13 +263,6 @@ def device_lock(state_dir: Path) -> Iterator[None]:
         yield
         return
     with exclusive_lock(
-        state_dir / ".lock",
-        busy=lambda held: LocalError(
-            f"another otakit-device is working on {state_dir} ({held}); expected to be alone",
-            hint="wait for it to finish and retry",
-        ),
-        cannot_open=lambda e: ConfigError(
-            f"cannot open the lock file in {state_dir}: {e.strerror or e}"
-        ),
+        state_dir / ".lock", holder="another otakit-device", cannot_open=ConfigError
     ):
         yield

@@ -52,6 +52,31 @@ class Hasher:
         return Digest(self.length, self._sha.hexdigest())
 
 
+def _check_range(offset: int, length: int | None, chunk: int) -> None:
+    if offset < 0 or (length is not None and length < 0) or chunk <= 0:
+        raise ValueError(f"hash range: offset {offset}, length {length}, chunk {chunk}")
+
+
+def _hash_blocks(
+    read: Callable[[int, int], bytes],
+    offset: int,
+    length: int | None,
+    chunk: int,
+    progress: Progress | None,
+) -> Digest:
+    """The one hashing loop: ``read(position, size)`` until ``length`` or end of file."""
+    _check_range(offset, length, chunk)
+    h = Hasher()
+    while length is None or h.length < length:
+        block = read(offset + h.length, chunk if length is None else min(chunk, length - h.length))
+        if not block:
+            break
+        h.update(block)
+        if progress is not None:
+            progress(h.length)
+    return h.digest()
+
+
 def hash_fd(
     fd: int,
     *,
@@ -64,18 +89,7 @@ def hash_fd(
 
     Stops early at end of file: the returned length says how much was there.
     """
-    if offset < 0 or (length is not None and length < 0) or chunk <= 0:
-        raise ValueError(f"hash range: offset {offset}, length {length}, chunk {chunk}")
-    h = Hasher()
-    while length is None or h.length < length:
-        want = chunk if length is None else min(chunk, length - h.length)
-        block = os.pread(fd, want, offset + h.length)
-        if not block:
-            break
-        h.update(block)
-        if progress is not None:
-            progress(h.length)
-    return h.digest()
+    return _hash_blocks(lambda pos, n: os.pread(fd, n, pos), offset, length, chunk, progress)
 
 
 def hash_file(
@@ -93,18 +107,9 @@ def hash_file(
         fd = -1
     if fd >= 0:
         return hash_fd(fd, offset=offset, length=length, chunk=chunk, progress=progress)
-    if offset < 0 or (length is not None and length < 0) or chunk <= 0:
-        raise ValueError(f"hash range: offset {offset}, length {length}, chunk {chunk}")
+    _check_range(offset, length, chunk)
     f.seek(offset)
-    h = Hasher()
-    while length is None or h.length < length:
-        block = f.read(chunk if length is None else min(chunk, length - h.length))
-        if not block:
-            break
-        h.update(block)
-        if progress is not None:
-            progress(h.length)
-    return h.digest()
+    return _hash_blocks(lambda _pos, n: f.read(n), offset, length, chunk, progress)
 
 
 def hash_path(

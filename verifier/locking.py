@@ -13,32 +13,44 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-#: Builds the error for a lock that is taken; the argument reads e.g. "held by pid 4242".
-BusyError = Callable[[str], Exception]
-#: Builds the error for a lock file that cannot be opened at all.
-OpenError = Callable[[OSError], Exception]
+from verifier.errors import LocalError
 
 _MAX_PID_TEXT = 32
 
 
 @contextmanager
-def exclusive_lock(path: Path, *, busy: BusyError, cannot_open: OpenError) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created 0600 if missing) or raise ``busy(...)``."""
+def exclusive_lock(
+    path: Path,
+    *,
+    holder: str,
+    busy: type[LocalError] = LocalError,
+    cannot_open: type[LocalError] = LocalError,
+) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600 if missing).
+
+    Taken already: ``busy`` naming ``holder`` (e.g. "another publisher") and its pid. The
+    lock file cannot be opened: ``cannot_open``. Both are local errors: waiting or fixing the
+    directory helps, retrying at once does not.
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise cannot_open(e) from e
+        raise cannot_open(f"cannot open the lock file {path}: {e.strerror or e}") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise cannot_open(e) from e
-            raise busy(_holder(fd)) from e
+                raise cannot_open(f"cannot lock {path}: {e.strerror or e}") from e
+            raise busy(
+                f"{holder} is working on {path.parent} (lock {path.name} {_holder(fd)}); "
+                "expected to be alone",
+                hint="wait for it to finish; the lock is released when that process exits",
+            ) from e
         _record_pid(fd)
         yield
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from verifier.errors import LocalError
 from verifier.hashing import Digest, Hasher, hash_fd, hash_file, hash_path
 from verifier.locking import exclusive_lock
 
@@ -83,12 +84,12 @@ def test_hasher_counts_and_hashes() -> None:
 # --- lock -------------------------------------------------------------------------------------
 
 
-class Busy(Exception):
+class Busy(LocalError):
     pass
 
 
 def _lock(path: Path) -> AbstractContextManager[None]:
-    return exclusive_lock(path, busy=Busy, cannot_open=lambda e: Busy(f"open: {e}"))
+    return exclusive_lock(path, holder="another test", busy=Busy)
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_lock_of_a_killed_holder_is_free_and_names_it_while_held(tmp_path: Path)
     lock = tmp_path / "lock"
     code = (
         "import sys, time; from pathlib import Path; from verifier.locking import exclusive_lock\n"
-        "with exclusive_lock(Path(sys.argv[1]), busy=RuntimeError, cannot_open=RuntimeError):\n"
+        "with exclusive_lock(Path(sys.argv[1]), holder='the holder'):\n"
         "    print('held', flush=True); time.sleep(60)\n"
     )
     p = subprocess.Popen(
@@ -123,6 +124,14 @@ def test_lock_of_a_killed_holder_is_free_and_names_it_while_held(tmp_path: Path)
         pass
 
 
+class CannotOpen(LocalError):
+    pass
+
+
 def test_unopenable_lock_uses_the_open_error(tmp_path: Path) -> None:
-    with pytest.raises(Busy, match="open:"), _lock(tmp_path / "missing-dir" / "lock"):
+    lock = tmp_path / "missing-dir" / "lock"
+    with (
+        pytest.raises(CannotOpen, match="cannot open the lock file"),
+        exclusive_lock(lock, holder="x", cannot_open=CannotOpen),
+    ):
         pass
