@@ -51,50 +51,60 @@ def describe(exc: BaseException) -> str:
     return "failed"
 
 
+_SERVER_UP = "check the repository URL and that the server is up"
+
+#: First match wins (subclasses before their bases): our class, a suffix for the message,
+#: and the hint that tells the operator what the condition usually means.
+_MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], ...] = (
+    (
+        tuf_exc.UnsignedMetadataError,
+        MetadataError,
+        " (expected the threshold of valid signatures by keys the trusted metadata authorizes)",
+        "the metadata was not signed by the authorized keys; do not trust this server",
+    ),
+    (
+        tuf_exc.ExpiredMetadataError,
+        MetadataError,
+        "",
+        "the repository must re-sign timestamp/snapshot; if it did, check this device's clock",
+    ),
+    (
+        tuf_exc.BadVersionNumberError,
+        MetadataError,
+        "",
+        "the server offers older metadata than this device already trusts (rollback or "
+        "freeze attack, or a stale mirror)",
+    ),
+    (tuf_exc.LengthOrHashMismatchError, TargetVerificationError, "", None),
+    (tuf_exc.RepositoryError, MetadataError, "", None),
+    (
+        tuf_exc.DownloadLengthMismatchError,
+        MetadataError,
+        " (larger than the configured or signed maximum)",
+        None,
+    ),
+    (tuf_exc.DownloadHTTPError, TransportError, "", _SERVER_UP),
+    (CannotConnectError, TransportError, "", _SERVER_UP),
+    (
+        tuf_exc.SlowRetrievalError,
+        TransportError,
+        "",
+        "the server or the network is too slow; retry later (the socket timeout is a device limit)",
+    ),
+    (tuf_exc.DownloadError, TransportError, "", "retry later"),
+    (OSError, StorageError, "", None),
+)
+
+
 def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
     """Our error for a tuf (or OS) exception, keeping its message."""
     if isinstance(exc, OtakitError):
         return exc
-    msg = f"{context}: {describe(exc)}"
-    if isinstance(exc, tuf_exc.UnsignedMetadataError):
-        return MetadataError(
-            f"{context}: bad signature: {describe(exc)} (expected the threshold of valid "
-            f"signatures by keys the trusted metadata authorizes)",
-            hint="the metadata was not signed by the authorized keys; do not trust this server",
-        )
-    if isinstance(exc, tuf_exc.ExpiredMetadataError):
-        return MetadataError(
-            msg,
-            hint="the repository must re-sign timestamp/snapshot; "
-            "if it did, check this device's clock",
-        )
-    if isinstance(exc, tuf_exc.BadVersionNumberError):
-        return MetadataError(
-            msg,
-            hint="the server offers older metadata than this device "
-            "already trusts (rollback or freeze attack, or a stale mirror)",
-        )
-    if isinstance(exc, tuf_exc.LengthOrHashMismatchError):
-        return TargetVerificationError(msg)
-    if isinstance(exc, tuf_exc.RepositoryError):
-        return MetadataError(msg)
-    if isinstance(exc, tuf_exc.DownloadLengthMismatchError):
-        return MetadataError(msg + " (larger than the configured or signed maximum)")
-    if isinstance(exc, tuf_exc.DownloadHTTPError):
-        return TransportError(msg, hint="check the repository URL and that the server is up")
-    if isinstance(exc, CannotConnectError):
-        return TransportError(msg, hint="check the repository URL and that the server is up")
-    if isinstance(exc, tuf_exc.SlowRetrievalError):
-        return TransportError(
-            msg,
-            hint="the server or the network is too slow; retry later "
-            "(the socket timeout is a device limit)",
-        )
-    if isinstance(exc, tuf_exc.DownloadError):
-        return TransportError(msg, hint="retry later")
-    if isinstance(exc, OSError):
-        return StorageError(msg)
-    return MetadataError(msg)
+    for library, ours, suffix, hint in _MAPPING:
+        if isinstance(exc, library):
+            prefix = "bad signature: " if library is tuf_exc.UnsignedMetadataError else ""
+            return ours(f"{context}: {prefix}{describe(exc)}{suffix}", hint=hint)
+    return MetadataError(f"{context}: {describe(exc)}")
 
 
 @contextlib.contextmanager
