@@ -14,7 +14,11 @@ from collections.abc import Callable
 
 import pytest
 
-APT_HINT = "apt-get install nginx-light softhsm2 opensc grub-common libubootenv-tool zstd xdelta3"
+APT_HINT = (
+    "bash .ci/system-deps (apt-get install nginx-light softhsm2 opensc grub-common "
+    "libubootenv-tool zstd xdelta3 e2fsprogs squashfs-tools erofs-utils btrfs-progs dosfstools "
+    "fdisk gdisk)"
+)
 
 
 def find_tool(name: str, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")) -> str | None:
@@ -28,7 +32,8 @@ def find_tool(name: str, extra_dirs: tuple[str, ...] = ("/usr/sbin", "/sbin")) -
     return None
 
 
-def _require(name: str) -> str:
+def require(name: str) -> str:
+    """The tool's path, or skip the test (fail it under CI)."""
     path = find_tool(name)
     if path is None:
         msg = f"system tool {name!r} not found (install with: {APT_HINT})"
@@ -41,4 +46,4 @@ def _require(name: str) -> str:
 @pytest.fixture
 def require_tool() -> Callable[[str], str]:
     """``require_tool("nginx")`` returns the tool's path, or skips (fails under CI)."""
-    return _require
+    return require

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEYS = ROOT / "keys-example" / "keys.json"
@@ -36,7 +37,7 @@ def run(prog: str, *args: str, timeout: float = 120) -> subprocess.CompletedProc
 
 def ext4_image(path: Path, tree: Path, size_mib: int = 24) -> Path:
     """A real ext4 image of ``tree`` (mkfs.ext4 -d), the kind of file a pipeline releases."""
-    mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
+    mkfs = require("mkfs.ext4")
     subprocess.run(
         [mkfs, "-q", "-F", "-b", "4096", "-E", "root_owner=0:0", "-U", "clear",
          "-d", str(tree), str(path), f"{size_mib}M"],
