@@ -312,6 +312,7 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     lines = [
         f"product {data['product']} on {data['hardware']}, boot backend {data['boot_backend']}"
+        + (f", slots hold {data['image_type']} images" if data.get("image_type") else "")
     ]
     lines += [f"  warning: {w}" for w in data["warnings"]]
     for s, info in data["slots"].items():

@@ -103,7 +103,10 @@ class RunState:
         return {**data, "warnings": own + extra} if own or extra else data
 
     def warn(self, message: str) -> None:
-        """A warning: always on stderr at once, and collected for the JSON result."""
+        """A warning: on stderr at once, and collected for the JSON result. Once per command
+        run: a command that verifies the same root five times says so once, not five times."""
+        if message in self.warnings:
+            return
         self.warnings.append(message)
         sys.stderr.write(f"{self.prog}: WARNING: {message}\n")
         sys.stderr.flush()

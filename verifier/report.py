@@ -47,6 +47,7 @@ class Status:
             "hardware": self.config.hardware,
             "repo_url": self.config.repo_url,
             "boot_backend": self.config.boot_backend,
+            "image_type": self.config.image_type,
             "booted": self.boot.booted,
             "primary": self.boot.primary,
             "trial": self.boot.trial,
