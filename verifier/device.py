@@ -201,7 +201,7 @@ def warn_demo_keys(dev: Device) -> list[str]:
 # --- trial bookkeeping: the shell around verifier.transitions ---------------------------------
 
 
-def _apply(dev: Device, step: transitions.Step) -> transitions.Step:
+def apply_step(dev: Device, step: transitions.Step) -> transitions.Step:
     """Carry out a step's effects, in order (each one durable before the next)."""
     for effect in step.effects:
         if isinstance(effect, transitions.SaveJournal):
@@ -220,12 +220,12 @@ def reconcile(dev: Device, now: datetime) -> tuple[Journal, BootState]:
     step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
     if step.message:
         (log.warning if step.warning else log.info)("%s", step.message)
-    _apply(dev, step)
+    apply_step(dev, step)
     return step.journal, step.boot
 
 
 def _command(dev: Device, name: str, step: transitions.Step) -> str:
-    _apply(dev, step)
+    apply_step(dev, step)
     log.info("%s: %s", name, step.message)
     return step.message
 

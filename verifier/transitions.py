@@ -21,7 +21,7 @@ from datetime import datetime
 
 from verifier.bootctl.base import BootState, Slot, committed, marked_bad, other, with_trial
 from verifier.errors import NothingToDoError, SlotError
-from verifier.state import Failure, Journal, Pending, timestamp
+from verifier.state import Failure, Journal, Pending, SlotRecord, timestamp
 
 # --- effects ---------------------------------------------------------------------------------
 
@@ -178,16 +178,43 @@ def rollback(journal: Journal, st: BootState, tries: int, now: datetime) -> Step
             f"rollback: slot {target} holds no known-good image "
             f"({'unknown content' if rec is None else f'version {rec.version} failed'})"
         )
-    # Journal first (not armed), then the boot pointer, then "armed": a power cut in between
-    # leaves a journal that reconcile completes from what the bootloader reports.
-    written = replace(journal, pending=Pending(target, rec, armed=False))
-    armed = replace(journal, pending=Pending(target, rec, armed=True))
+    step = arm(journal, st, target, rec, tries)
+    return replace(
+        step,
+        message=f"next boot tries slot {target} (version {rec.version}); "
+        "run mark-good there to commit it",
+    )
+
+
+def arm(journal: Journal, st: BootState, target: Slot, record: SlotRecord, tries: int) -> Step:
+    """Point the next boot at ``target`` for a trial of ``record`` (an update's last stage,
+    and a rollback to the other slot).
+
+    Journal first (written, not armed), then the boot pointer, then "armed": a power cut in
+    between leaves a journal that ``reconcile`` completes from what the bootloader reports.
+    """
+    base = journal.with_slot(target, record)
+    written = replace(base, pending=Pending(target, record, armed=False))
+    armed = replace(base, pending=Pending(target, record, armed=True))
     return Step(
         armed,
         with_trial(st, target, tries),
         (SaveJournal(written), BootSetTrial(target, tries), SaveJournal(armed)),
-        f"next boot tries slot {target} (version {rec.version}); run mark-good there to commit it",
+        f"next boot tries slot {target} (version {record.version}, {tries} tries)",
     )
+
+
+def forget_target(journal: Journal, st: BootState, target: Slot) -> Step:
+    """I2, before an update writes ``target``: unbootable first, then the journal forgets
+    what it held (and any trial pending on it), so no crash can leave it bootable half-written.
+    """
+    new = journal.with_slot(target, None)
+    if journal.pending is not None and journal.pending.slot == target:
+        new = replace(new, pending=None)
+    effects: tuple[Effect, ...] = (BootMarkBad(target),)
+    if new != journal:
+        effects += (SaveJournal(new),)
+    return Step(new, marked_bad(st, target), effects, f"slot {target} is unbootable until verified")
 
 
 def clear_failures(journal: Journal, st: BootState) -> Step:

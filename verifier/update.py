@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 from tuf.api import exceptions as tuf_exc
 
+from verifier import transitions
 from verifier.artifact import BaseRef, ImageRef, ImageVersion
-from verifier.bootctl.base import Slot, check_tries, other
+from verifier.bootctl.base import BootState, Slot, check_tries, other
 from verifier.decode_full import decode_full
-from verifier.device import Device, hash_slot, reconcile, warn_demo_keys
+from verifier.device import Device, apply_step, hash_slot, reconcile, warn_demo_keys
 from verifier.download import VerifyingReader, download_staged, staging_name
 from verifier.effects import WriteHandle
 from verifier.errors import (
@@ -58,7 +59,7 @@ from verifier.preflight import (
     free_space,
     slot_capacity,
 )
-from verifier.state import Journal, Pending, SlotRecord
+from verifier.state import Journal, SlotRecord
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import OtaFetcher
@@ -170,22 +171,22 @@ def update(
             except ImageHashMismatchError as e:
                 log.warning("resume: %s; writing the slot again", e.message)
             else:
-                stage_arm(dev, journal, target, record, tries)
+                stage_arm(dev, journal, st, target, record, tries)
                 return UpdateResult(plan.version, target, "", "resumed", False, tries)
         stage_preflight(dev, plan, target, booted, options)
         fell_back = False
         used = plan.artifact
         try:
-            journal = _install(dev, tuf, journal, plan.artifact, booted, target, options, progress)
+            journal = _install(dev, tuf, journal, st, plan.artifact, target, options, progress)
         except (SecurityError, TransportError) as e:
             # Local errors (ENOSPC, EIO on the slot) would hit the full artifact too.
             if plan.fallback is None:
                 raise
             log.warning("delta path failed (%s); falling back to %s", e.message, plan.fallback.path)
             used, fell_back = plan.fallback, True
-            journal = _install(dev, tuf, journal, plan.fallback, booted, target, options, progress)
+            journal = _install(dev, tuf, journal, st, plan.fallback, target, options, progress)
         stage_verify_slot(dev, target, plan.image, progress)
-        stage_arm(dev, journal, target, record, tries)
+        stage_arm(dev, journal, st, target, record, tries)
     _clean_staging(dev)
     return UpdateResult(plan.version, target, used.path, used.info.kind, fell_back, tries)
 
@@ -194,24 +195,25 @@ def _install(
     dev: Device,
     tuf: TufClient,
     journal: Journal,
+    st: BootState,
     c: Candidate,
-    booted: Slot,
     target: Slot,
     options: UpdateOptions,
     progress: Progress | None,
 ) -> Journal:
+    booted = st.booted
     url = tuf.target_url(c)
     if options.mode == "staged":
         path = stage_download(dev, tuf.fetcher, url, c, progress)
         if c.info.base is not None:
             stage_check_base(dev, booted, c.info.base)
-        journal = stage_mark_bad(dev, journal, target)
+        journal = stage_mark_bad(dev, journal, st, target)
         with path.open("rb") as src:
             stage_decode(dev, src, c, booted, target, progress)
         return journal
     if c.info.base is not None:
         stage_check_base(dev, booted, c.info.base)
-    journal = stage_mark_bad(dev, journal, target)
+    journal = stage_mark_bad(dev, journal, st, target)
     with stage("download"):
         try:
             _, chunks = tuf.fetcher.fetch_from(url, 0)
@@ -302,18 +304,12 @@ def stage_check_base(dev: Device, booted: Slot, base: BaseRef) -> None:
     log.info("check-base: booted slot %s is base version %s", booted, base.version)
 
 
-def stage_mark_bad(dev: Device, journal: Journal, target: Slot) -> Journal:
+def stage_mark_bad(dev: Device, journal: Journal, st: BootState, target: Slot) -> Journal:
     """I2: the target slot is unbootable, and the journal forgets its content, before writing."""
     with stage("mark-bad"):
-        dev.boot.mark_bad(target)
-        p = journal.pending
-        new = journal.with_slot(target, None)
-        if p is not None and p.slot == target:
-            new = replace(new, pending=None)
-        if new != journal:
-            dev.save(new)
-    log.info("mark-bad: slot %s is unbootable until verified", target)
-    return new
+        step = apply_step(dev, transitions.forget_target(journal, st, target))
+    log.info("mark-bad: %s", step.message)
+    return step.journal
 
 
 def stage_decode(
@@ -384,14 +380,13 @@ def stage_verify_slot(
     log.info("verify-slot: slot %s reads back as the signed image", target)
 
 
-def stage_arm(dev: Device, journal: Journal, target: Slot, record: SlotRecord, tries: int) -> None:
+def stage_arm(
+    dev: Device, journal: Journal, st: BootState, target: Slot, record: SlotRecord, tries: int
+) -> None:
     """Journal the written slot, move the boot pointer, then note that it moved."""
     with stage("arm"):
-        written = replace(journal.with_slot(target, record), pending=Pending(target, record, False))
-        dev.save(written)
-        dev.boot.set_trial(target, tries)
-        dev.save(replace(written, pending=Pending(target, record, True)))
-    log.info("arm: next boot tries slot %s (version %s, %d tries)", target, record.version, tries)
+        step = apply_step(dev, transitions.arm(journal, st, target, record, tries))
+    log.info("arm: %s", step.message)
 
 
 def _report(progress: Progress | None, name: str, total: int) -> Callable[[int], None] | None:
