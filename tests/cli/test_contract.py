@@ -52,51 +52,12 @@ def paths(world: World, served: str, tmp_path_factory: pytest.TempPathFactory) -
     slot_a, slot_b = d / "a.img", d / "b.img"
     shutil.copyfile(world.v1, slot_a)
     slot_b.write_bytes(b"\0" * world.v1.stat().st_size)
-    device = d / "device"
     root = world.repo_v2 / "metadata" / "1.root.json"
-    r = run(
-        "otakit-device",
-        "--state",
-        str(device),
-        "init",
-        "--repo-url",
-        served,
-        "--root",
-        str(root),
-        "--product",
-        "edge-gw",
-        "--hardware",
-        "board",
-        "--slot-a",
-        str(slot_a),
-        "--slot-b",
-        str(slot_b),
-        "--installed-version",
-        "1.0",
-    )
-    assert r.returncode == 0, r.stderr
-    refused = d / "refused"  # a device whose server refuses connections
-    r = run(
-        "otakit-device",
-        "--state",
-        str(refused),
-        "init",
-        "--repo-url",
-        "http://127.0.0.1:9/",
-        "--root",
-        str(root),
-        "--product",
-        "edge-gw",
-        "--hardware",
-        "board",
-        "--slot-a",
-        str(slot_a),
-        "--slot-b",
-        str(slot_b),
-        "--installed-version",
-        "1.0",
-    )
-    assert r.returncode == 0, r.stderr
+    device, refused = d / "device", d / "refused"  # refused: its server refuses connections
+    for state, url in ((device, served), (refused, "http://127.0.0.1:9/")):
+        argv = [a.format(d=d, url=url, root=root, a=slot_a, b=slot_b) for a in INIT]
+        r = run("otakit-device", "--state", str(state), *argv[2:])
+        assert r.returncode == 0, r.stderr
     return Paths(
         {
             "d": str(d),
