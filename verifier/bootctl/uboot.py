@@ -72,8 +72,8 @@ def decode(env: dict[str, str], booted: Slot, where: str) -> BootState:
     if "otakit_primary" not in env:
         raise BootControlError(
             f"U-Boot environment {where}: expected variable otakit_primary, found none",
-            hint="load docs/boot/uboot-env.txt into the environment once "
-            "(fw_setenv -c CONFIG -s docs/boot/uboot-env.txt)",
+            hint="load docs/boot/uboot-env.txt into the environment once: fw_setenv -c CONFIG "
+            "-f uboot-env.txt -s uboot-env.txt (see docs/OPERATIONS.md, 'Boot backends')",
         )
     primary = parse_slot(env["otakit_primary"], f"U-Boot environment {where} otakit_primary")
     upgrade = env.get("upgrade_available", "0") or "0"
