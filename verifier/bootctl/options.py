@@ -72,7 +72,7 @@ def _check_value(kind: Kind, value: str, what: str, error: type[OtakitError]) ->
     elif kind == "program":
         _check_program(value, what, error, hint)
     elif kind == "command":
-        _check_program(split_command(value, what, error)[0], f"{what} program", error, hint)
+        _check_program(split_command(value, what, error)[0], what, error, hint)
     elif kind == "path" or value != "none":  # kind "cmdline": a path, or "none"
         require_absolute(value, what, error, hint)
 
