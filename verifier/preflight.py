@@ -14,13 +14,14 @@ The operator who really moved a slot initializes the device again and sees what 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.errors import SlotError, StorageError
+from verifier.errors import OtakitError, SlotError, StorageError, UsageError
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -119,6 +120,27 @@ def check_not_mounted_rw(path: Path, mountinfo: Path = MOUNTINFO) -> None:
                 f"or read-only before it is overwritten",
                 hint=f"umount {m.mount_point}",
             )
+
+
+def require_absolute(value: str | Path, what: str, error: type[OtakitError], hint: str) -> Path:
+    """A path the device stores (a slot, a boot-option file) must be absolute: it is used later
+    from whatever directory a command runs in, where a relative one names a different file.
+
+    ``error`` is ``UsageError`` for a path just typed (then the absolute path it meant in this
+    working directory is suggested) and ``ConfigError`` for one read back from the state.
+    """
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    suggestion = ""
+    if issubclass(error, UsageError):
+        with contextlib.suppress(OSError):  # the working directory was removed
+            suggestion = f"; did you mean {Path.cwd() / path}?"
+    raise error(
+        f"{what}: expected an absolute path, found {str(path)!r} (a relative path names a "
+        f"different file from every working directory){suggestion}",
+        hint=hint,
+    )
 
 
 def _resolve(p: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
+from verifier.bootctl.options import check_options
 from verifier.effects import Disk, write_atomic
 from verifier.errors import (
     ArtifactSchemaError,
@@ -37,6 +38,7 @@ from verifier.errors import (
     UsageError,
 )
 from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
+from verifier.preflight import require_absolute
 
 CONFIG_SCHEMA = 1
 JOURNAL_SCHEMA = 1
@@ -104,10 +106,11 @@ class DeviceConfig:
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
                 raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")
+        slot_hint = "pass the slot as an absolute path (e.g. /dev/disk/by-partlabel/...)"
         for what, path in (("slot a", self.slot_a), ("slot b", self.slot_b)):
-            _require_absolute(path, what)
+            require_absolute(path, what, UsageError, slot_hint)
         for what, path in zip(("slot a", "slot b"), self.slot_targets or (), strict=False):
-            _require_absolute(path, f"resolved {what}")
+            require_absolute(path, f"resolved {what}", UsageError, slot_hint)
         if self.slot_a == self.slot_b:
             raise ConfigError(f"slots a and b must differ, both are {self.slot_a}")
         if not _NAME_RE.match(self.boot_backend):
@@ -115,6 +118,7 @@ class DeviceConfig:
         for k, _ in self.boot_options:
             if not _OPT_RE.match(k):
                 raise ConfigError(f"boot option name: expected [a-z][a-z0-9_-]*, found {k!r}")
+        check_options(self.options, self.boot_backend, UsageError)
         try:
             check_tries(self.tries)
         except BootControlError as e:
@@ -186,6 +190,8 @@ class DeviceConfig:
         for k, v in opts.items():
             if not isinstance(v, str):
                 raise ConfigError(f"config.boot.options.{k}: expected a string, found {v!r}")
+        backend = _str(boot.get("backend"), "config.boot.backend")
+        check_options(opts, backend, ConfigError)
         tries = d.get("tries", 3)
         if not isinstance(tries, int) or isinstance(tries, bool):
             raise ConfigError(f"config.tries: expected an integer, found {tries!r}")
@@ -195,7 +201,7 @@ class DeviceConfig:
             hardware=_str(d.get("hardware"), "config.hardware"),
             slot_a=_abs_path(slots.get("a"), "config.slots.a"),
             slot_b=_abs_path(slots.get("b"), "config.slots.b"),
-            boot_backend=_str(boot.get("backend"), "config.boot.backend"),
+            boot_backend=backend,
             boot_options=tuple(sorted(opts.items())),
             tries=tries,
             image_type=cast("ImageType | None", d.get("image_type")),  # checked on construction
@@ -405,29 +411,12 @@ def _str(value: Any, what: str) -> str:
 
 
 def _abs_path(value: Any, what: str) -> Path:
-    """A stored path: a relative one would name a different file from another directory."""
-    path = Path(_str(value, what))
-    if not path.is_absolute():
-        raise ConfigError(
-            f"{what}: expected an absolute path, found {value!r} (ambiguous: it names a "
-            f"different file from every working directory)",
-            hint="initialize a new state directory with absolute slot paths",
-        )
-    return path
-
-
-def _require_absolute(path: Path, what: str) -> None:
-    """A slot path given to ``DeviceConfig`` must be absolute: the device keeps it for good."""
-    if path.is_absolute():
-        return
-    try:
-        suggestion = f"; did you mean {Path.cwd() / path}?"
-    except OSError:
-        suggestion = ""
-    raise UsageError(
-        f"{what}: expected an absolute path, found {str(path)!r}; a device stores its slot "
-        f"paths and uses them from any working directory{suggestion}",
-        hint="pass the slot as an absolute path (e.g. /dev/disk/by-partlabel/...)",
+    """A stored slot path; a relative one is refused (see ``preflight.require_absolute``)."""
+    return require_absolute(
+        _str(value, what),
+        what,
+        ConfigError,
+        "initialize a new state directory with absolute slot paths",
     )
 
 

@@ -34,7 +34,7 @@ def grub(tmp_path: Path) -> GrubBootControl:
     require_tool("grub-editenv")
     cmdline = tmp_path / "cmdline"
     write_cmdline(cmdline, "a")
-    return GrubBootControl.create(tmp_path / "grubenv", RealDisk(), "a", cmdline=cmdline)
+    return GrubBootControl(tmp_path / "grubenv", RealDisk(), cmdline=cmdline).create("a")
 
 
 def _boot(bc: GrubBootControl) -> BootState:
@@ -194,7 +194,7 @@ def test_a_power_cut_anywhere_leaves_the_old_or_the_new_block(tmp_path: Path) ->
     boot.mkdir()
     write_cmdline(tmp_path / "cmdline", "a")
     envfile = boot / "grubenv"
-    GrubBootControl.create(envfile, RealDisk(), "a", cmdline=tmp_path / "cmdline")
+    GrubBootControl(envfile, RealDisk(), cmdline=tmp_path / "cmdline").create("a")
     before = envfile.read_bytes()
 
     clean = SimDisk(boot)

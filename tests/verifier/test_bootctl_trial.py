@@ -73,7 +73,7 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Rig:
     if name == "grub":
         require_tool("grub-editenv")
         env = tmp_path / "grubenv"
-        gb = GrubBootControl.create(env, RealDisk(), "a", cmdline=cmdline)
+        gb = GrubBootControl(env, RealDisk(), cmdline=cmdline).create("a")
         return Rig(s, gb, lambda: grub_boot(env, cmdline))
     if name == "uboot":
         require_tool("fw_setenv")

@@ -14,8 +14,10 @@ Semantics (the same for every backend, modelled on RAUC's and U-Boot's bootcount
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from verifier.errors import BootControlError
 
@@ -37,6 +39,17 @@ def parse_slot(value: object, what: str = "slot") -> Slot:
     raise BootControlError(f"{what}: expected 'a' or 'b', found {value!r}")
 
 
+def env_primary(env: Mapping[str, str], where: str, hint: str) -> Slot:
+    """``otakit_primary`` from a bootloader environment (GRUB's block, U-Boot's environment).
+
+    A missing one is an error carrying the setup step (``hint``), never a default: guessing the
+    committed slot could make the fallback a slot that holds no good image.
+    """
+    if "otakit_primary" not in env:
+        raise BootControlError(f"{where}: expected variable otakit_primary, found none", hint=hint)
+    return parse_slot(env["otakit_primary"], f"{where} otakit_primary")
+
+
 @dataclass(frozen=True)
 class BootState:
     booted: Slot
@@ -55,7 +68,8 @@ class BootState:
 
 
 class BootControl(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def read(self) -> BootState: ...
     def set_trial(self, slot: Slot, tries: int) -> None: ...
@@ -115,3 +129,37 @@ def after_boot(st: BootState) -> BootState:
     if st.trial is not None and st.tries_left > 0:
         return BootState(st.trial, st.primary, st.trial, st.tries_left - 1)
     return BootState(st.primary, st.primary, None, 0)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One requested change: the state it must produce (decided by the functions above) and the
+    request as asked, e.g. ``("set-state", "b", "good")`` (the words the command backend hands
+    its handler; the others write ``new`` as their own variables)."""
+
+    new: BootState
+    request: tuple[str, ...]
+
+
+class TranslatingBootControl(ABC):
+    """A backend that only translates: it reads its variables into a ``BootState`` and makes
+    the bootloader act on a ``Change``. What set-trial, mark-good and mark-bad mean is decided
+    here, once, from the state read just before."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def read(self) -> BootState: ...
+
+    @abstractmethod
+    def apply(self, change: Change) -> None: ...
+
+    def set_trial(self, slot: Slot, tries: int) -> None:
+        new = with_trial(self.read(), slot, tries)
+        self.apply(Change(new, ("set-trial", slot, str(tries))))
+
+    def mark_good(self, slot: Slot) -> None:
+        self.apply(Change(committed(self.read(), slot), ("set-state", slot, "good")))
+
+    def mark_bad(self, slot: Slot) -> None:
+        self.apply(Change(marked_bad(self.read(), slot), ("set-state", slot, "bad")))

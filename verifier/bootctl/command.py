@@ -23,41 +23,41 @@ at once instead of at the next boot.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from verifier.bootctl.base import (
     MAX_TRIES,
     BootState,
+    Change,
     Slot,
-    committed,
-    marked_bad,
+    TranslatingBootControl,
     parse_slot,
-    with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
+from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
+from verifier.bootctl.options import check_options, split_command, timeout_option
 from verifier.effects import Disk
-from verifier.errors import BootControlError, ConfigError
+from verifier.errors import BootControlError
 
 
-class CommandBootControl:
-    name = "command"
+@dataclass(frozen=True)
+class CommandBootControl(TranslatingBootControl):
+    """``cmdline``: where to find ``otakit.slot=``; None asks the handler (``get-booted``)."""
 
-    def __init__(
-        self,
-        handler: Sequence[str],
-        *,
-        cmdline: Path | None = PROC_CMDLINE,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        """``cmdline``: where to find ``otakit.slot=``; None asks the handler (``get-booted``)."""
-        if not handler:
+    name: ClassVar[str] = "command"
+
+    handler: Sequence[str]
+    _: KW_ONLY
+    cmdline: Path | None = PROC_CMDLINE
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.handler:
             raise BootControlError("command boot backend: expected a handler program, found none")
-        self.handler = tuple(handler)
-        self.cmdline = cmdline
-        self.timeout = timeout
+        object.__setattr__(self, "handler", tuple(self.handler))  # a list passed in stays ours
 
     @classmethod
     def from_options(
@@ -67,18 +67,12 @@ class CommandBootControl:
         arguments, split like a shell would split them, but never run through a shell),
         ``cmdline`` (default /proc/cmdline; ``none`` asks the handler's ``get-booted``),
         ``timeout`` (seconds). The handler does its own writes, not through ``disk``."""
-        check_options(options, {"handler", "cmdline", "timeout"}, "command")
-        try:
-            handler = shlex.split(options.get("handler", ""))
-        except ValueError as e:
-            raise ConfigError(f"boot backend 'command' handler: {e}") from e
-        if not handler:
-            raise ConfigError("boot backend 'command': expected option handler=PROGRAM [ARGS]")
+        check_options(options, "command")
         raw = options.get("cmdline", str(PROC_CMDLINE))
         return cls(
-            handler,
+            split_command(options["handler"], "boot backend 'command' option handler"),
             cmdline=None if raw == "none" else Path(raw),
-            timeout=timeout_option(options, "command"),
+            timeout=timeout_option(options),
         )
 
     def _call(self, *args: str) -> str:
@@ -108,25 +102,14 @@ class CommandBootControl:
         trial = parse_slot(words[0], "boot handler get-trial")
         return BootState(booted, primary, trial, int(words[1]))
 
-    def _expect(self, want: BootState, request: str) -> None:
+    def apply(self, change: Change) -> None:
+        """Ask the handler, then read back: a handler that reports success without applying
+        the change is caught now rather than at the next boot."""
+        self._call(*change.request)
         got = self.read()
-        if got != want:
+        if got != change.new:
             raise BootControlError(
-                f"boot handler {request}: expected the state to become {want}, found {got}",
+                f"boot handler {' '.join(change.request)}: expected the state to become "
+                f"{change.new}, found {got}",
                 hint="the handler reported success but did not apply the change; fix the handler",
             )
-
-    def set_trial(self, slot: Slot, tries: int) -> None:
-        want = with_trial(self.read(), slot, tries)
-        self._call("set-trial", slot, str(tries))
-        self._expect(want, f"set-trial {slot} {tries}")
-
-    def mark_good(self, slot: Slot) -> None:
-        want = committed(self.read(), slot)
-        self._call("set-state", slot, "good")
-        self._expect(want, f"set-state {slot} good")
-
-    def mark_bad(self, slot: Slot) -> None:
-        want = marked_bad(self.read(), slot)
-        self._call("set-state", slot, "bad")
-        self._expect(want, f"set-state {slot} bad")

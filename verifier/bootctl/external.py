@@ -9,9 +9,9 @@ the boot environment could not be read or written.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from verifier.errors import BootControlError, ConfigError
+from verifier.errors import BootControlError
 
 DEFAULT_TIMEOUT = 30.0
 #: A boot environment is a few KiB; a tool printing more than this is misbehaving.
@@ -63,24 +63,11 @@ def run_tool(
         raise BootControlError(f"{what}: {args[0]} printed output that is not UTF-8") from e
 
 
-def check_options(options: Mapping[str, str], allowed: set[str], backend: str) -> None:
-    """Refuse unknown backend options, so a typo is found at ``init``, not at a reboot."""
-    extra = set(options) - allowed
-    if extra:
-        raise ConfigError(
-            f"boot backend {backend!r}: unknown options {sorted(extra)}; "
-            f"expected a subset of {sorted(allowed)}"
-        )
-
-
-def timeout_option(options: Mapping[str, str], backend: str) -> float:
-    raw = options.get("timeout", str(DEFAULT_TIMEOUT))
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 600:
-        raise ConfigError(
-            f"boot backend {backend!r} timeout: expected 0-600 seconds, found {raw!r}"
-        )
-    return value
+def parse_assignments(text: str) -> dict[str, str]:
+    """``name=value`` lines, as ``grub-editenv list`` and ``fw_printenv`` print them."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            env[name] = value
+    return env

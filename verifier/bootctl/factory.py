@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from verifier.bootctl.base import BootControl
-from verifier.bootctl.external import check_options
+from verifier.bootctl.options import check_options
 from verifier.effects import Disk
 from verifier.errors import ConfigError
 
@@ -47,7 +47,7 @@ def make_boot_control(
 
 def file_boot_path(options: Mapping[str, str], state_dir: Path) -> Path:
     """Where the ``file`` backend keeps its JSON boot state."""
-    check_options(options, {"path"}, "file")
+    check_options(options, "file")
     return Path(options["path"]) if "path" in options else state_dir / "boot.json"
 
 

@@ -7,27 +7,28 @@ demo can "reboot" the simulated device.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from verifier.bootctl.base import (
     BootState,
+    Change,
     Slot,
+    TranslatingBootControl,
     after_boot,
-    committed,
-    marked_bad,
     parse_slot,
-    with_trial,
 )
 from verifier.effects import Disk, write_atomic
 from verifier.errors import BootControlError
 
 
-class FileBootControl:
-    name = "file"
+@dataclass(frozen=True)
+class FileBootControl(TranslatingBootControl):
+    name: ClassVar[str] = "file"
 
-    def __init__(self, path: Path, disk: Disk) -> None:
-        self.path = path
-        self.disk = disk
+    path: Path
+    disk: Disk
 
     @classmethod
     def create(cls, path: Path, disk: Disk, booted: Slot) -> FileBootControl:
@@ -66,14 +67,8 @@ class FileBootControl:
         }
         write_atomic(self.disk, self.path, json.dumps(data, indent=2).encode() + b"\n")
 
-    def set_trial(self, slot: Slot, tries: int) -> None:
-        self._write(with_trial(self.read(), slot, tries))
-
-    def mark_good(self, slot: Slot) -> None:
-        self._write(committed(self.read(), slot))
-
-    def mark_bad(self, slot: Slot) -> None:
-        self._write(marked_bad(self.read(), slot))
+    def apply(self, change: Change) -> None:
+        self._write(change.new)
 
     def boot(self) -> BootState:
         """Simulate a reboot: take one try of a pending trial, else boot primary."""

@@ -26,19 +26,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from verifier.bootctl.base import (
     MAX_TRIES,
     BootState,
+    Change,
     Slot,
-    committed,
-    marked_bad,
+    TranslatingBootControl,
+    env_primary,
     parse_slot,
-    with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
+from verifier.bootctl.external import DEFAULT_TIMEOUT, parse_assignments, run_tool
+from verifier.bootctl.options import check_options, timeout_option
 from verifier.effects import Disk
 from verifier.errors import BootControlError
 
@@ -62,13 +65,12 @@ def encode(st: BootState) -> dict[str, str]:
 
 def decode(env: dict[str, str], booted: Slot, where: str) -> BootState:
     """Read the state back from the variables; anything unexpected is an error, not a guess."""
-    if "otakit_primary" not in env:
-        raise BootControlError(
-            f"GRUB environment {where}: expected variable otakit_primary, found none",
-            hint="initialise it once: grub-editenv FILE set otakit_primary=a otakit_trial= "
-            "otakit_tries= (see docs/OPERATIONS.md, 'Boot backends')",
-        )
-    primary = parse_slot(env["otakit_primary"], f"GRUB environment {where} otakit_primary")
+    primary = env_primary(
+        env,
+        f"GRUB environment {where}",
+        "initialise it once: grub-editenv FILE set otakit_primary=a otakit_trial= "
+        "otakit_tries= (see docs/OPERATIONS.md, 'Boot backends')",
+    )
     raw_trial = env.get("otakit_trial", "")
     trial = parse_slot(raw_trial, f"GRUB environment {where} otakit_trial") if raw_trial else None
     tries = env.get("otakit_tries", "")
@@ -80,33 +82,16 @@ def decode(env: dict[str, str], booted: Slot, where: str) -> BootState:
     return BootState(booted, primary, trial, len(tries) if trial else 0)
 
 
-def parse_list(text: str) -> dict[str, str]:
-    """Parse ``grub-editenv list`` output (``name=value`` lines)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            env[name] = value
-    return env
+@dataclass(frozen=True)
+class GrubBootControl(TranslatingBootControl):
+    name: ClassVar[str] = "grub"
 
-
-class GrubBootControl:
-    name = "grub"
-
-    def __init__(
-        self,
-        envfile: Path,
-        disk: Disk,
-        *,
-        cmdline: Path = PROC_CMDLINE,
-        editenv: str = "grub-editenv",
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        self.envfile = envfile
-        self.disk = disk
-        self.cmdline = cmdline
-        self.editenv = editenv
-        self.timeout = timeout
+    envfile: Path
+    disk: Disk
+    _: KW_ONLY
+    cmdline: Path = PROC_CMDLINE
+    editenv: str = "grub-editenv"
+    timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
     def from_options(
@@ -114,30 +99,19 @@ class GrubBootControl:
     ) -> GrubBootControl:
         """Device configuration options: ``envfile`` (default /boot/grub/grubenv),
         ``cmdline`` (default /proc/cmdline), ``editenv`` (program), ``timeout`` (seconds)."""
-        check_options(options, {"envfile", "cmdline", "editenv", "timeout"}, "grub")
+        check_options(options, "grub")
         return cls(
             Path(options.get("envfile", str(DEFAULT_ENVFILE))),
             disk,
             cmdline=Path(options.get("cmdline", str(PROC_CMDLINE))),
             editenv=options.get("editenv", "grub-editenv"),
-            timeout=timeout_option(options, "grub"),
+            timeout=timeout_option(options),
         )
 
-    @classmethod
-    def create(
-        cls,
-        envfile: Path,
-        disk: Disk,
-        primary: Slot,
-        *,
-        cmdline: Path = PROC_CMDLINE,
-        editenv: str = "grub-editenv",
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> GrubBootControl:
+    def create(self, primary: Slot) -> GrubBootControl:
         """Create (or reset) the block with ``primary`` committed and no trial."""
-        bc = cls(envfile, disk, cmdline=cmdline, editenv=editenv, timeout=timeout)
-        bc._replace(None, encode(BootState(primary, primary, None, 0)))
-        return bc
+        self._replace(None, encode(BootState(primary, primary, None, 0)))
+        return self
 
     def _check_block(self) -> bytes:
         # grub-editenv lists a missing file as empty; never mistake that for a state.
@@ -159,7 +133,7 @@ class GrubBootControl:
             timeout=self.timeout,
             what=f"read GRUB environment {self.envfile}",
         )
-        return parse_list(out)
+        return parse_assignments(out)
 
     def read(self) -> BootState:
         return decode(self.variables(), booted_slot(self.cmdline), str(self.envfile))
@@ -199,14 +173,5 @@ class GrubBootControl:
         self.disk.rename(tmp, self.envfile)
         self.disk.fsync_dir(self.envfile.parent)
 
-    def _write(self, st: BootState) -> None:
-        self._replace(self._check_block(), encode(st))
-
-    def set_trial(self, slot: Slot, tries: int) -> None:
-        self._write(with_trial(self.read(), slot, tries))
-
-    def mark_good(self, slot: Slot) -> None:
-        self._write(committed(self.read(), slot))
-
-    def mark_bad(self, slot: Slot) -> None:
-        self._write(marked_bad(self.read(), slot))
+    def apply(self, change: Change) -> None:
+        self._replace(self._check_block(), encode(change.new))

@@ -31,19 +31,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from verifier.bootctl.base import (
     MAX_TRIES,
     BootState,
+    Change,
     Slot,
-    committed,
-    marked_bad,
+    TranslatingBootControl,
+    env_primary,
     parse_slot,
-    with_trial,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, check_options, run_tool, timeout_option
+from verifier.bootctl.external import DEFAULT_TIMEOUT, parse_assignments, run_tool
+from verifier.bootctl.options import check_options, timeout_option
 from verifier.effects import Disk
 from verifier.errors import BootControlError
 
@@ -69,13 +72,12 @@ def _count(env: dict[str, str], name: str, where: str) -> int:
 
 def decode(env: dict[str, str], booted: Slot, where: str) -> BootState:
     """Read the state back from the variables; an inconsistent environment is an error."""
-    if "otakit_primary" not in env:
-        raise BootControlError(
-            f"U-Boot environment {where}: expected variable otakit_primary, found none",
-            hint="load docs/boot/uboot-env.txt into the environment once "
-            "(fw_setenv -c CONFIG -s docs/boot/uboot-env.txt)",
-        )
-    primary = parse_slot(env["otakit_primary"], f"U-Boot environment {where} otakit_primary")
+    primary = env_primary(
+        env,
+        f"U-Boot environment {where}",
+        "load docs/boot/uboot-env.txt into the environment once: fw_setenv -c CONFIG "
+        "-f uboot-env.txt -s uboot-env.txt (see docs/OPERATIONS.md, 'Boot backends')",
+    )
     upgrade = env.get("upgrade_available", "0") or "0"
     if upgrade not in ("0", "1"):
         raise BootControlError(
@@ -111,16 +113,6 @@ def encode(st: BootState) -> dict[str, str]:
     }
 
 
-def parse_printenv(text: str) -> dict[str, str]:
-    """Parse ``fw_printenv`` output (``name=value`` lines)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            env[name] = value
-    return env
-
-
 def setenv_script(values: dict[str, str]) -> bytes:
     """A ``fw_setenv -s`` script: one ``name=value`` per line, an empty value deletes."""
     for name, value in values.items():
@@ -129,25 +121,19 @@ def setenv_script(values: dict[str, str]) -> bytes:
     return "".join(f"{k}={v}\n" for k, v in values.items()).encode()
 
 
-class UBootBootControl:
-    name = "uboot"
+@dataclass(frozen=True)
+class UBootBootControl(TranslatingBootControl):
+    """``config`` is the fw_env.config describing the environment; None: the tools' default
+    (/etc/fw_env.config)."""
 
-    def __init__(
-        self,
-        config: Path | None = None,
-        *,
-        cmdline: Path = PROC_CMDLINE,
-        printenv: str = "fw_printenv",
-        setenv: str = "fw_setenv",
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        """``config`` is the fw_env.config describing the environment; None: the tools' default
-        (/etc/fw_env.config)."""
-        self.config = config
-        self.cmdline = cmdline
-        self.printenv = printenv
-        self.setenv = setenv
-        self.timeout = timeout
+    name: ClassVar[str] = "uboot"
+
+    config: Path | None = None
+    _: KW_ONLY
+    cmdline: Path = PROC_CMDLINE
+    printenv: str = "fw_printenv"
+    setenv: str = "fw_setenv"
+    timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
     def from_options(
@@ -157,13 +143,13 @@ class UBootBootControl:
         /etc/fw_env.config), ``cmdline`` (default /proc/cmdline), ``printenv``, ``setenv``
         (programs), ``timeout`` (seconds). The environment is written by fw_setenv, not
         through ``disk``."""
-        check_options(options, {"config", "cmdline", "printenv", "setenv", "timeout"}, "uboot")
+        check_options(options, "uboot")
         return cls(
             Path(options["config"]) if "config" in options else None,
             cmdline=Path(options.get("cmdline", str(PROC_CMDLINE))),
             printenv=options.get("printenv", "fw_printenv"),
             setenv=options.get("setenv", "fw_setenv"),
-            timeout=timeout_option(options, "uboot"),
+            timeout=timeout_option(options),
         )
 
     def _config_args(self) -> list[str]:
@@ -179,7 +165,7 @@ class UBootBootControl:
             timeout=self.timeout,
             what=f"read U-Boot environment {self._where}",
         )
-        return parse_printenv(out)
+        return parse_assignments(out)
 
     def set_variables(self, values: dict[str, str]) -> None:
         """Write all ``values`` in one environment update (one redundant-copy switch)."""
@@ -193,11 +179,5 @@ class UBootBootControl:
     def read(self) -> BootState:
         return decode(self.variables(), booted_slot(self.cmdline), self._where)
 
-    def set_trial(self, slot: Slot, tries: int) -> None:
-        self.set_variables(encode(with_trial(self.read(), slot, tries)))
-
-    def mark_good(self, slot: Slot) -> None:
-        self.set_variables(encode(committed(self.read(), slot)))
-
-    def mark_bad(self, slot: Slot) -> None:
-        self.set_variables(encode(marked_bad(self.read(), slot)))
+    def apply(self, change: Change) -> None:
+        self.set_variables(encode(change.new))
