@@ -542,12 +542,22 @@ def _compression_pool(workers: int, paths: tuple[Path, Path]) -> Executor:
         and threading.active_count() == 1
         and "fork" in multiprocessing.get_all_start_methods()
     ):
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_open_images,
             initargs=paths,
         )
+        # With fork, the first submit forks every worker. Fork them with SIGINT blocked: a
+        # Ctrl-C landing in a child before its initializer ignores SIGINT would otherwise end
+        # that child with a KeyboardInterrupt traceback of its own. A signal that arrives
+        # meanwhile stays pending and reaches this process when the mask is restored.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pool.submit(os.getpid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return pool
     return ThreadPoolExecutor(max_workers=workers)
 
 
@@ -559,6 +569,7 @@ def _open_images(base: Path, new: Path) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (shutting the pool
     # down), so a worker must not die printing its own KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # forked with it blocked
     for path in (base, new):
         with path.open("rb") as f:
             _WORKER_IMAGES.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
