@@ -82,7 +82,7 @@ def _delay(kind: str, seed: int) -> float:
 
 
 @pytest.mark.parametrize("seed", _seeds("release"))
-def test_sigint_duringrelease(world: World, tmp_path: Path, seed: int) -> None:
+def test_sigint_during_release(world: World, tmp_path: Path, seed: int) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(world.repo_v1, repo)
     r = interrupt(command("otakit", *release_args(repo, world.v2, "2.0")), _delay("release", seed))
