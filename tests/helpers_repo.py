@@ -122,3 +122,14 @@ def live(tmp_path: Path, keys: KeyConfig) -> Path:
 
 def root_bytes(repo_dir: Path) -> bytes:
     return (repo_dir / "metadata" / "1.root.json").read_bytes()
+
+
+def publisher_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``otakit ARGV`` in-process: (exit code, stdout, stderr)."""
+    from signer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 0), out, err

@@ -25,10 +25,10 @@ from repo.keys import KeyConfig
 from repo.refresh import refresh, repository_status
 from repo.repository import load_role_signers
 from repo.state import load_state
-from signer.cli import main
 from tests.helpers_repo import LIVE_CONTENT as A
 from tests.helpers_repo import NOW as T0
 from tests.helpers_repo import client_view, make_updater, root_bytes
+from tests.helpers_repo import publisher_cli as _run
 from tests.repo.test_repo_publish import FailingDisk
 
 
@@ -202,14 +202,6 @@ def test_refresh_refuses_a_naive_time_and_a_negative_window(live: Path, keys: Ke
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def test_cli_refresh_json_and_within(

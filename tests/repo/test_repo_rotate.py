@@ -34,11 +34,11 @@ from repo.repository import load_role_signers
 from repo.roles import TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.state import load_state
-from signer.cli import main
 from signer.keygen import generate_key_set
 from tests.helpers_repo import LIVE_CONTENT as A
 from tests.helpers_repo import LIVE_PATH, DirFetcher, client_view, make_updater, root_bytes
 from tests.helpers_repo import NOW as T0
+from tests.helpers_repo import publisher_cli as _run
 from tests.repo.test_repo_demo_keys import random_key
 from tests.repo.test_repo_publish import FailingDisk
 from verifier.effects import RealDisk
@@ -350,14 +350,6 @@ def test_a_crash_at_any_write_of_a_rotation_leaves_a_valid_repository(
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def test_cli_rotate_root_revokes_a_key(

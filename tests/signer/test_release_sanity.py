@@ -23,7 +23,6 @@ import pytest
 from repo.errors import ImageReadError, LocalError, UsageError
 from repo.keys import KeyConfig, parse_key_config
 from repo.state import load_state
-from signer.cli import main
 from signer.compress import compress_image
 from signer.delta.release import delta_builder
 from signer.demo_image import DemoImageSpec, build_image
@@ -35,6 +34,7 @@ from signer.release import (
     release,
 )
 from tests.helpers_repo import NOW
+from tests.helpers_repo import publisher_cli as cli
 from verifier.imagetype import HEAD_LENGTH
 
 PASSWD = Path("/etc/passwd")
@@ -88,14 +88,6 @@ def without_keys(keys: KeyConfig) -> KeyConfig:
     """The same key configuration with every private key file gone."""
     doc = keys.source.read_text().replace('"file2:', '"file2:gone-')
     return parse_key_config(json.loads(doc), keys.source)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def release_args(repo: Path, image: Path, keys: KeyConfig, version: str, *extra: str) -> list[str]:

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from signer.cli import main
+from tests.helpers_repo import publisher_cli as run
 
 KEYS_EXAMPLE = Path(__file__).resolve().parents[2] / "keys-example"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def test_init_release_json_and_version_refusal(
