@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from verifier.entry import interrupted_in
 from verifier.errors import (
     InternalError,
     InterruptedByUserError,
@@ -181,30 +182,13 @@ def render_error(state: RunState, err: OtakitError, exc: BaseException | None = 
     return err.exit_code
 
 
-def _interrupted_in(exc: BaseException) -> bool:
-    """Whether Ctrl-C is what really ended this: a ``KeyboardInterrupt`` anywhere in the chain
-    (a cleanup that fails while unwinding one, e.g. ``BufferError`` closing an mmap, must
-    still read as an interruption, not as a bug)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        todo += [e.__cause__, e.__context__]
-    return False
-
-
 def classify(exc: BaseException) -> OtakitError:
     """Our error for anything that escaped a command."""
     # typer >= 0.20 vendors click; its exceptions are reachable only there (version locked).
     from typer import Abort
     from typer._click.exceptions import ClickException
 
-    if _interrupted_in(exc) or isinstance(exc, Abort):
+    if interrupted_in(exc) or isinstance(exc, Abort):
         if isinstance(exc, Abort) and isinstance(exc.__context__, EOFError):
             return UsageError("input ended while a prompt was waiting for an answer")
         return InterruptedByUserError("interrupted; nothing is left half-done, rerun to converge")

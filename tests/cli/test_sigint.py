@@ -143,3 +143,36 @@ def test_sigint_during_update(world: World, served: str, tmp_path: Path, seed: i
     st = json.loads(run("otakit-device", "--state", str(state), "status", "--json").stdout)
     assert st["pending"]["version"] == "2.0" and st["trial"] == "b", st
     assert _sha(b) == _sha(world.v2) and _sha(a) == before
+
+
+# --- Ctrl-C while the CLI module loads, in the forms Python wraps it in -------------------
+
+
+@pytest.mark.parametrize(
+    "body, code, says",
+    [
+        ("raise KeyboardInterrupt", 130, "interrupted"),
+        # what CI saw: SIGINT inside a class body's __set_name__ while pkcs11 loaded
+        ("raise RuntimeError('Error calling __set_name__') from KeyboardInterrupt()", 130,
+         "interrupted"),
+        ("raise ImportError('broken install')", 1, "cannot load the command line"),
+    ],
+)  # fmt: skip
+def test_an_interrupt_while_loading_is_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+    code: int,
+    says: str,
+) -> None:
+    from verifier.entry import run as entry_run
+
+    name = f"fake_cli_{abs(hash(body))}"
+    (tmp_path / f"{name}.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        entry_run("otakit", name)
+    err = capsys.readouterr().err
+    assert exc.value.code == code
+    assert err.count("\n") == 1 and err.startswith("otakit: ") and says in err, err
