@@ -69,7 +69,7 @@ def inspect(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify SOURCE from a pinned root as a device would and show who signs what.
+    """Verify a repository from a pinned root; show who signs what.
 
     Shows every role (keys, threshold, signatures, expiry), the delegations, the targets with
     their artifact metadata, each verification failure and the findings (docs/FINDINGS.md).
@@ -185,9 +185,12 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _table(title: str, *columns: str, keep: tuple[str, ...] = ()) -> Table:
-    """A table with a left title; ``keep`` columns never wrap (dates, versions)."""
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def _table(title: str, *columns: str, keep: tuple[str, ...] = (), leading: int = 0) -> Table:
+    """A table with a left title; ``keep`` columns never wrap (dates, versions);
+    ``leading`` blank lines between rows of several lines."""
+    t = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, leading=leading
+    )
     for c in columns:
         t.add_column(c, overflow="fold", no_wrap=c in keep)
     return t
@@ -252,7 +255,9 @@ def render_text(report: InspectReport, findings: tuple[Finding, ...]) -> str:
             t.add_row(a.file, a.kind, a.detail)
         out.print(t)
     if findings:
-        t = _table("Findings (docs/FINDINGS.md)", "id", "severity", "what / fix", keep=("id",))
+        t = _table(
+            "Findings (docs/FINDINGS.md)", "id", "severity", "what / fix", keep=("id",), leading=1
+        )
         for group in _grouped(findings):
             first = group[0]
             what = "\n".join(f"{f.where}: {f.detail}" for f in group)
@@ -260,7 +265,7 @@ def render_text(report: InspectReport, findings: tuple[Finding, ...]) -> str:
         out.print(t)
     else:
         out.print("Findings: none")
-    return buf.getvalue()
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def _grouped(findings: tuple[Finding, ...]) -> list[list[Finding]]:
@@ -278,20 +283,19 @@ def _targets(out: Console, report: InspectReport) -> None:
     if not report.targets:
         out.print("Targets: none")
         return
-    t = _table("Targets", "path", "artifact", "image", "sha256", keep=("path",))
+    t = _table("Targets", "target", "kind", "image", keep=("target",), leading=1)
     for x in report.targets:
         a = x.artifact
         if a is None:
             what = f"INVALID: {x.artifact_error}" if x.artifact_error else "no artifact metadata"
-            t.add_row(x.path, what, _size(x.length), dict(x.hashes).get("sha256", "-")[:12])
+            sha = dict(x.hashes).get("sha256", "-")[:12]
+            t.add_row(f"{x.path}\n{what}", "-", f"file {_size(x.length)}\n{sha}")
             continue
-        desc = f"{a.product} {a.version} {a.kind}"
-        if a.base is not None:
-            desc += f" from {a.base.version}"
-        desc += f"\n{a.image_type or 'type ?'}, hw {','.join(a.hardware)}"
-        if a.allow_downgrade:
-            desc += ", DOWNGRADE allowed"
+        kind = a.kind if a.base is None else f"delta from {a.base.version}"
+        kind += f"\n{a.image_type or 'type ?'}" + (", DOWNGRADE ok" if a.allow_downgrade else "")
         t.add_row(
-            x.path, desc, f"{_size(a.image.length)}\n({_size(x.length)} file)", a.image.sha256[:12]
+            f"{x.path}\n{a.product} {a.version}, hardware {', '.join(a.hardware)}",
+            kind,
+            f"{_size(a.image.length)} {a.image.sha256[:12]}\nfile {_size(x.length)}",
         )
     out.print(t)
