@@ -430,3 +430,48 @@ def test_bad_arguments_are_usage_errors(
     snapshot = str(released.repo / "metadata" / "3.snapshot.json")
     code, _, err = otakit(capsys, "inspect", str(released.repo), "--root", snapshot)
     assert code == 2 and "not a TUF root" in err
+
+
+def test_a_stalled_server_is_a_transport_error_not_a_hang() -> None:
+    import socket
+    import time
+
+    from verifier.errors import TransportError
+
+    with socket.socket() as listener:  # accepts connections (backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(TransportError, match="timed out"):
+            HttpSource(url, socket_timeout=0.5).get("1.root.json")
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("signer", "keytype", "bits"),
+    [
+        (lambda: CryptoSigner.generate_rsa(size=2048), "rsa", 2048),
+        (lambda: CryptoSigner.generate_ecdsa(), "ecdsa", 256),
+        (CryptoSigner.generate_ed25519, "ed25519", None),
+    ],
+    ids=["rsa-2048", "ecdsa-p256", "ed25519"],
+)
+def test_key_sizes_are_read_from_the_public_keys(
+    signer: Callable[[], CryptoSigner], keytype: str, bits: int | None
+) -> None:
+    """A root whose targets key is weak: its size is in the report, and OTA-K002 fires."""
+    from repo.findings import find
+
+    signers = {r: signer() if r == "targets" else CryptoSigner.generate_ed25519() for r in ONLINE}
+    root_signer = CryptoSigner.generate_ed25519()
+    md = Metadata(Root(expires=NOW + timedelta(days=365), consistent_snapshot=True))
+    md.signed.add_key(root_signer.public_key, "root")
+    for r, s in signers.items():
+        md.signed.add_key(s.public_key, r)
+    md.sign(root_signer)
+    rep = build_report({}, md.to_bytes(), NOW)  # nothing published: failures, keys still shown
+    assert not rep.verified and rep.failures[0].where == "timestamp"
+    targets_key = next(k for k in rep.keys if k.roles == ("targets",))
+    assert (targets_key.keytype, targets_key.bits) == (keytype, bits)
+    assert ("OTA-K002" in {f.id for f in find(rep)}) is (keytype == "rsa")
