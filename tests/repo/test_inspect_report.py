@@ -221,6 +221,10 @@ def _broken_root_link(f: dict[str, bytes], r: Released) -> None:
     f["2.root.json"] = md.to_bytes()
 
 
+def _replayed_root(f: dict[str, bytes], r: Released) -> None:
+    f["2.root.json"] = f["1.root.json"]
+
+
 def _missing_snapshot(f: dict[str, bytes], r: Released) -> None:
     del f["3.snapshot.json"]
 
@@ -255,6 +259,7 @@ BAD = [
     Bad("targets edited after signing", _edit_targets_bytes, "targets", INV, "sha256"),
     Bad("a target's length edited", _tamper_target_length, "targets", INV, "bytes"),
     Bad("root chain broken", _broken_root_link, "root", SIG, "root v1"),
+    Bad("root N+1 is a copy of root N", _replayed_root, "root", INV, "expected version 2"),
     Bad("snapshot missing", _missing_snapshot, "snapshot", INV, "3.snapshot.json"),
     Bad("timestamp not JSON", _malformed_timestamp, "timestamp", INV, "not JSON"),
     Bad("targets binary", _binary_targets, "targets", INV, "binary data"),
@@ -475,3 +480,17 @@ def test_key_sizes_are_read_from_the_public_keys(
     targets_key = next(k for k in rep.keys if k.roles == ("targets",))
     assert (targets_key.keytype, targets_key.bits) == (keytype, bits)
     assert ("OTA-K002" in {f.id for f in find(rep)}) is (keytype == "rsa")
+
+
+def test_a_root_of_another_repository_verifies_nothing(released: Released) -> None:
+    other = CryptoSigner.generate_ed25519()
+    md = Metadata(Root(expires=NOW + timedelta(days=365), consistent_snapshot=True))
+    for r in ("root", *ONLINE):
+        md.signed.add_key(other.public_key, r)
+    md.sign(other)
+    files = files_of(released)
+    rep = build_report(files, md.to_bytes(), NOW)
+    agrees(files, md.to_bytes(), rep)
+    assert {(f.where, f.kind) for f in rep.failures} == {
+        (role, "metadata-signature") for role in ("timestamp", "snapshot", "targets")
+    }
