@@ -42,6 +42,7 @@ from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
 from signer.demo import run_demo
+from signer.inspect_cmd import inspect
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
 from verifier.cli_common import (
@@ -60,6 +61,7 @@ keys_app = new_app("Key management.")
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
+app.command("inspect", epilog=EPILOG)(inspect)
 
 _err = Console(stderr=True)
 

@@ -50,6 +50,8 @@ def _found_instead(data: bytes, role: str, exc: BaseException) -> str:
         return f"binary data ({len(data)} bytes, starting {data[:8].hex(' ')})"
     except json.JSONDecodeError as e:
         return f"text that is not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except RecursionError:  # hostile nesting ('[[[[...'): json gives up, so do we
+        return "JSON nested too deeply to read"
     if not isinstance(doc, dict):
         return f"a JSON {type(doc).__name__ if doc is not None else 'null'}, not an object"
     if "signed" not in doc or "signatures" not in doc:

@@ -1,0 +1,587 @@
+"""What a security reviewer sees of a published repository, trusted from a pinned root.
+
+``build_report`` reads metadata bytes from a source and returns an ``InspectReport``; the
+reference time is an argument, nothing is written. It walks the pieces the way
+``verifier.tuf.published.verify_published`` does, with the same lower-level checks (the root
+chain walk, parsing, signature thresholds with each key counted once, lengths and hashes,
+expiry), but records each failure and goes on where it can instead of stopping at the first,
+so a repository that does not verify is still shown with every problem pointed out.
+``verify_published`` stays the one yes/no verifier: the report's verdict is its answer, and
+the tests check that the recorded failures agree with it on every bad repository.
+
+The report also notes what python-tuf accepts silently but a reviewer must see: duplicate
+JSON keys (the parser keeps the last one, so two readers may disagree on the content) and
+fields no TUF reader knows. Judging the report is ``repo.findings``' job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar, cast
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Key,
+    Metadata,
+    Root,
+    Snapshot,
+    Targets,
+    Timestamp,
+)
+
+from verifier.artifact import ArtifactInfo
+from verifier.demokeys import is_demo_key
+from verifier.errors import ArtifactSchemaError, MetadataError
+from verifier.tuf.checks import TOP_LEVEL_ROLES, check_signatures, parse_metadata
+from verifier.tuf.published import (
+    MetadataSource,
+    _check_expiry,
+    _check_meta,
+    _parse_version,
+    verify_published,
+)
+from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, root_filename, walk_root_chain
+
+_T = TypeVar("_T")
+
+#: Version of the ``--json`` document of ``otakit inspect`` (docs/INSPECT.md).
+INSPECT_JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key of the newest root or of a delegation, and every role that lists it."""
+
+    keyid: str
+    keytype: str
+    scheme: str
+    demo: bool
+    #: RSA modulus or EC curve size, when the key's public value could be read
+    bits: int | None
+    #: sha256 of the key type and public value: two ids of one key share it
+    fingerprint: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    """One top-level role: what the newest root grants it and what its published file holds.
+
+    ``version``/``expires`` are None when the file was not reached (a failure says why)."""
+
+    name: str
+    threshold: int
+    keyids: tuple[str, ...]
+    file: str | None = None
+    version: int | None = None
+    expires: datetime | None = None
+    signatures_present: int = 0
+    #: authorized key ids with a valid signature, and those without one
+    signatures_valid: tuple[str, ...] = ()
+    signatures_missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RootLink:
+    """One step of the root chain from the pinned root (``problem``: why it was refused)."""
+
+    version: int
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A verification failure: where, its stable error kind, and the verifier's message."""
+
+    where: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """Something a TUF parser accepts that a reviewer must see (``duplicate-key``,
+    ``unknown-field``), with where in which file."""
+
+    file: str
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """A delegated role as the delegating metadata describes it (not fetched)."""
+
+    delegator: str
+    name: str
+    threshold: int
+    keyids: tuple[str, ...]
+    terminating: bool
+    paths: tuple[str, ...] | None
+    path_hash_prefixes: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """A target of the top-level targets role and its otakit artifact metadata.
+
+    ``artifact`` is None when ``custom`` holds no otakit entry (``artifact_error`` None) or
+    an entry the device would refuse (``artifact_error`` says why)."""
+
+    path: str
+    length: int
+    hashes: tuple[tuple[str, str], ...]
+    artifact: ArtifactInfo | None
+    artifact_error: str | None
+    #: why the path is not a safe relative name (None: it is)
+    path_problem: str | None
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    source: str
+    at: datetime
+    pinned_root_version: int
+    root_chain: tuple[RootLink, ...]
+    roles: tuple[RoleInfo, ...]
+    keys: tuple[KeyInfo, ...]
+    consistent_snapshot: bool
+    delegations: tuple[Delegation, ...]
+    targets: tuple[TargetInfo, ...]
+    anomalies: tuple[Anomaly, ...]
+    failures: tuple[Failure, ...]
+    #: ``verify_published``'s answer from the pinned root at ``at``
+    verified: bool
+
+    @property
+    def newest_root_version(self) -> int:
+        return max(link.version for link in self.root_chain if link.problem is None)
+
+    def role(self, name: str) -> RoleInfo:
+        return next(r for r in self.roles if r.name == name)
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Files:
+    """Each name fetched once (the walk and ``verify_published`` read the same bytes)."""
+
+    source: MetadataSource
+    got: dict[str, bytes | None] = field(default_factory=dict)
+
+    def get(self, name: str, /) -> bytes | None:
+        if name not in self.got:
+            self.got[name] = self.source.get(name)
+        return self.got[name]
+
+
+@dataclass
+class _Walk:
+    failures: list[Failure] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+
+    def attempt(self, where: str, check: Callable[[], _T]) -> _T | None:
+        """``check()``'s value, or None with its failure recorded."""
+        try:
+            return check()
+        except MetadataError as e:
+            self.failures.append(Failure(where, e.kind(), e.message))
+            return None
+
+
+def build_report(
+    source: MetadataSource,
+    pinned_root: bytes,
+    at: datetime,
+    *,
+    source_name: str = "",
+    max_root_versions: int = MAX_ROOT_VERSIONS,
+) -> InspectReport:
+    """The report of ``source`` trusted from ``pinned_root`` at time ``at`` (module docstring).
+
+    Raises only when the pinned root itself is not root metadata signed by its own
+    threshold (there is nothing to trust from), or when the source cannot be read.
+    """
+    files = _Files(source)
+    walk = _Walk()
+    chain = walk_root_chain(
+        pinned_root,
+        lambda version: files.get(root_filename(version)),
+        label="published",
+        trusted_name="the pinned root",
+        max_versions=max_root_versions,
+    )
+    links = [RootLink(r.version) for r in chain.roots]
+    for r in chain.roots:
+        walk.anomalies += _anomalies(root_filename(r.version), r.data, r.metadata)
+    if chain.stop is not None:
+        links.append(RootLink(chain.newest.version + 1, chain.stop.message))
+        walk.failures.append(Failure("root", chain.stop.kind(), chain.stop.message))
+    root_md = chain.newest.metadata
+    authority = root_md.signed
+    walk.attempt("root", partial(_check_expiry, root_md, at))
+    roles = {"root": _role_info(authority, "root", root_filename(authority.version), root_md)}
+
+    targets = _online_roles(files, authority, at, walk, roles)
+    verified = _verified(files, pinned_root, at, max_root_versions, walk)
+    return InspectReport(
+        source=source_name,
+        at=at,
+        pinned_root_version=chain.roots[0].version,
+        root_chain=tuple(links),
+        roles=tuple(roles.get(r) or _role_info(authority, r, None, None) for r in TOP_LEVEL_ROLES),
+        keys=_keys(authority, targets),
+        consistent_snapshot=authority.consistent_snapshot is True,
+        delegations=_delegations(targets),
+        targets=_targets(targets),
+        anomalies=tuple(walk.anomalies),
+        failures=tuple(walk.failures),
+        verified=verified,
+    )
+
+
+def _online_roles(
+    files: _Files, authority: Root, at: datetime, walk: _Walk, roles: dict[str, RoleInfo]
+) -> Metadata[Targets] | None:
+    """timestamp -> snapshot -> targets, as far as each file can be read and parsed."""
+    referrer, name, meta = "", "timestamp.json", None
+    targets: Metadata[Targets] | None = None
+    for role in ("timestamp", "snapshot", "targets"):
+        data = files.get(name)
+        if data is None:
+            named = f" (named by {referrer})" if referrer else ""
+            walk.failures.append(
+                Failure(role, "invalid-metadata", f"expected {name}{named}, found none")
+            )
+            return targets
+        if meta is not None:
+            walk.attempt(role, partial(_check_meta, meta, data, role, referrer))
+        md = walk.attempt(
+            role,
+            partial(parse_metadata, data, role, name)
+            if meta is None
+            else partial(_parse_version, data, role, meta.version),
+        )
+        if md is None:
+            return targets
+        walk.anomalies += _anomalies(name, data, md)
+        walk.attempt(role, partial(check_signatures, authority, role, md, f"published {role}"))
+        walk.attempt(role, partial(_check_expiry, md, at))
+        roles[role] = _role_info(authority, role, name, md)
+        referrer = name
+        if role == "timestamp":
+            meta = cast(Metadata[Timestamp], md).signed.snapshot_meta
+            name = f"{meta.version}.snapshot.json"
+        elif role == "snapshot":
+            meta = cast(Metadata[Snapshot], md).signed.meta.get("targets.json")
+            if meta is None:
+                walk.failures.append(
+                    Failure(
+                        "targets",
+                        "invalid-metadata",
+                        f"snapshot v{md.signed.version}: expected an entry for targets.json, "
+                        "found none",
+                    )
+                )
+                return None
+            name = f"{meta.version}.targets.json"
+        else:
+            targets = cast(Metadata[Targets], md)
+    return targets
+
+
+def _verified(
+    files: _Files, pinned_root: bytes, at: datetime, max_root_versions: int, walk: _Walk
+) -> bool:
+    """``verify_published``'s verdict; its error is recorded should the walk have missed it
+    (it cannot, and a test says so; a verdict must never come without its reason)."""
+    try:
+        verify_published(files, pinned_root, reference_time=at, max_root_versions=max_root_versions)
+    except MetadataError as e:
+        if not walk.failures:
+            walk.failures.append(Failure("repository", e.kind(), e.message))
+        return False
+    return True
+
+
+def _role_info(authority: Root, role: str, file: str | None, md: Metadata[Any] | None) -> RoleInfo:
+    granted = authority.roles[role]
+    if md is None:
+        return RoleInfo(role, granted.threshold, tuple(granted.keyids))
+    try:
+        result = authority.get_verification_result(role, md.signed_bytes, md.signatures)
+        valid, missing = tuple(sorted(result.signed)), tuple(sorted(result.unsigned))
+    except ValueError:  # the root grants no usable keys: checks.py reports it as a failure
+        valid, missing = (), tuple(granted.keyids)
+    return RoleInfo(
+        role,
+        granted.threshold,
+        tuple(granted.keyids),
+        file,
+        md.signed.version,
+        md.signed.expires,
+        len(md.signatures),
+        valid,
+        missing,
+    )
+
+
+def _keys(authority: Root, targets: Metadata[Targets] | None) -> tuple[KeyInfo, ...]:
+    holders: dict[str, list[str]] = {}
+    known: dict[str, Key] = dict(authority.keys)
+    for role in TOP_LEVEL_ROLES:
+        for keyid in authority.roles[role].keyids:
+            holders.setdefault(keyid, []).append(role)
+    delegations = targets.signed.delegations if targets is not None else None
+    if delegations is not None:
+        known.update(delegations.keys)
+        for d in (delegations.roles or {}).values():
+            for keyid in d.keyids:
+                holders.setdefault(keyid, []).append(d.name)
+    return tuple(
+        _key_info(keyid, known[keyid], tuple(holders.get(keyid, ()))) for keyid in sorted(known)
+    )
+
+
+def _key_info(keyid: str, key: Key, roles: tuple[str, ...]) -> KeyInfo:
+    public = json.dumps([key.keytype, key.keyval], sort_keys=True).encode()
+    return KeyInfo(
+        keyid,
+        key.keytype,
+        key.scheme,
+        is_demo_key(keyid),
+        _bits(key),
+        hashlib.sha256(public).hexdigest(),
+        roles,
+    )
+
+
+def _bits(key: Key) -> int | None:
+    """The size of an RSA or EC public key (ed25519 has one size and needs none)."""
+    pem = key.keyval.get("public")
+    if key.keytype == "ed25519" or not isinstance(pem, str) or "BEGIN" not in pem:
+        return None
+    try:
+        loaded = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        return None
+    size = getattr(loaded, "key_size", None)
+    return size if isinstance(size, int) else None
+
+
+def _delegations(targets: Metadata[Targets] | None) -> tuple[Delegation, ...]:
+    delegations = targets.signed.delegations if targets is not None else None
+    if delegations is None:
+        return ()
+    out = [
+        Delegation(
+            "targets",
+            d.name,
+            d.threshold,
+            tuple(d.keyids),
+            d.terminating,
+            tuple(d.paths) if d.paths is not None else None,
+            tuple(d.path_hash_prefixes) if d.path_hash_prefixes is not None else None,
+        )
+        for d in (delegations.roles or {}).values()
+    ]
+    if delegations.succinct_roles is not None:
+        s = delegations.succinct_roles
+        out.append(
+            Delegation(
+                "targets",
+                f"{s.name_prefix}-* ({s.number_of_bins} hash bins)",
+                s.threshold,
+                tuple(s.keyids),
+                True,
+                None,
+                None,
+            )
+        )
+    return tuple(out)
+
+
+def _targets(targets: Metadata[Targets] | None) -> tuple[TargetInfo, ...]:
+    if targets is None:
+        return ()
+    out = []
+    for path, tf in sorted(targets.signed.targets.items()):
+        custom = tf.custom
+        artifact, error = None, None
+        if isinstance(custom, dict) and "otakit" in custom:
+            try:
+                artifact = ArtifactInfo.from_custom(custom)
+            except ArtifactSchemaError as e:
+                error = e.message
+        out.append(
+            TargetInfo(
+                path,
+                tf.length,
+                tuple(sorted(tf.hashes.items())),
+                artifact,
+                error,
+                path_problem(path),
+            )
+        )
+    return tuple(out)
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a plain relative name of the form ``a/b/c`` (None: it is)."""
+    if path.startswith("/"):
+        return "an absolute path"
+    if "\\" in path:
+        return "a backslash, which some systems read as a path separator"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        return "a control character"
+    parts = path.split("/")
+    if any(p in ("..", ".") for p in parts):
+        return "a '..' or '.' component"
+    if any(p == "" for p in parts):
+        return "an empty component"
+    return None
+
+
+# --- what parsers accept silently ------------------------------------------------------------
+
+
+def duplicate_keys(data: bytes) -> list[str]:
+    """Object keys that occur twice in one object of the JSON ``data`` (parsers keep one)."""
+    found: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                found.append(k)
+            seen.add(k)
+        return dict(pairs)
+
+    try:
+        json.loads(data, object_pairs_hook=hook)
+    except (ValueError, RecursionError):
+        return []
+    return found
+
+
+def _anomalies(name: str, data: bytes, md: Metadata[Any]) -> list[Anomaly]:
+    out = [Anomaly(name, "duplicate-key", f"key {k!r} appears twice") for k in duplicate_keys(data)]
+    out += [Anomaly(name, "unknown-field", f) for f in _unknown_fields(md)]
+    return out
+
+
+def _unknown_fields(md: Metadata[Any]) -> list[str]:
+    """Fields python-tuf keeps without knowing them, by where they are (``custom`` of a
+    target is the one known field python-tuf files there)."""
+    s = md.signed
+    out = [f"{k}" for k in md.unrecognized_fields] + [f"signed.{k}" for k in s.unrecognized_fields]
+    parts: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(s, Root):
+        parts += [(f"signed.keys.{i}", k.unrecognized_fields) for i, k in s.keys.items()]
+        parts += [(f"signed.roles.{n}", r.unrecognized_fields) for n, r in s.roles.items()]
+    elif isinstance(s, Timestamp):
+        parts.append(("signed.meta.snapshot.json", s.snapshot_meta.unrecognized_fields))
+    elif isinstance(s, Snapshot):
+        parts += [(f"signed.meta.{n}", m.unrecognized_fields) for n, m in s.meta.items()]
+    elif isinstance(s, Targets):
+        for path, tf in s.targets.items():
+            extra = {k: v for k, v in tf.unrecognized_fields.items() if k != "custom"}
+            parts.append((f"signed.targets.{path}", extra))
+        if s.delegations is not None:
+            parts.append(("signed.delegations", s.delegations.unrecognized_fields))
+            for n, r in (s.delegations.roles or {}).items():
+                parts.append((f"signed.delegations.roles.{n}", r.unrecognized_fields))
+    for where, fields in parts:
+        out += [f"{where}.{k}" for k in fields]
+    return out
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def _time(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def artifact_json(a: ArtifactInfo) -> dict[str, Any]:
+    return {
+        "product": a.product,
+        "hardware": list(a.hardware),
+        "version": str(a.version),
+        "kind": a.kind,
+        "base": (
+            {"version": str(a.base.version), **a.base.image.to_dict()}
+            if a.base is not None
+            else None
+        ),
+        "image_type": a.image_type,
+        "image": a.image.to_dict(),
+        "allow_downgrade": a.allow_downgrade,
+    }
+
+
+def report_json(report: InspectReport) -> dict[str, Any]:
+    """The versioned ``--json`` document (without findings; docs/INSPECT.md)."""
+    return {
+        "otakit_inspect": INSPECT_JSON_VERSION,
+        "source": report.source,
+        "at": _time(report.at),
+        "verified": report.verified,
+        "failures": [vars(f) for f in report.failures],
+        "root_chain": {
+            "pinned": report.pinned_root_version,
+            "newest": report.newest_root_version,
+            "links": [vars(link) for link in report.root_chain],
+        },
+        "consistent_snapshot": report.consistent_snapshot,
+        "roles": [
+            {
+                "name": r.name,
+                "file": r.file,
+                "version": r.version,
+                "expires": _time(r.expires),
+                "seconds_left": (
+                    int((r.expires - report.at).total_seconds()) if r.expires is not None else None
+                ),
+                "threshold": r.threshold,
+                "keyids": list(r.keyids),
+                "signatures": {
+                    "present": r.signatures_present,
+                    "valid": list(r.signatures_valid),
+                    "missing": list(r.signatures_missing),
+                },
+            }
+            for r in report.roles
+        ],
+        "keys": [{**vars(k), "roles": list(k.roles)} for k in report.keys],
+        "delegations": [
+            {
+                **vars(d),
+                "keyids": list(d.keyids),
+                "paths": list(d.paths) if d.paths is not None else None,
+                "path_hash_prefixes": (
+                    list(d.path_hash_prefixes) if d.path_hash_prefixes is not None else None
+                ),
+            }
+            for d in report.delegations
+        ],
+        "targets": [
+            {
+                "path": t.path,
+                "length": t.length,
+                "hashes": dict(t.hashes),
+                "artifact": artifact_json(t.artifact) if t.artifact is not None else None,
+                "artifact_error": t.artifact_error,
+                "path_problem": t.path_problem,
+            }
+            for t in report.targets
+        ],
+        "anomalies": [vars(a) for a in report.anomalies],
+    }
