@@ -37,14 +37,15 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from verifier.artifact import ArtifactInfo
 from verifier.demokeys import is_demo_key
 from verifier.errors import ArtifactSchemaError, MetadataError
-from verifier.tuf.checks import TOP_LEVEL_ROLES, check_signatures, parse_metadata
-from verifier.tuf.published import (
-    MetadataSource,
-    _check_expiry,
-    _check_meta,
-    _parse_version,
-    verify_published,
+from verifier.tuf.checks import (
+    TOP_LEVEL_ROLES,
+    check_expiry,
+    check_meta,
+    check_signatures,
+    parse_metadata,
+    parse_version,
 )
+from verifier.tuf.published import MetadataSource, verify_published
 from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, root_filename, walk_root_chain
 
 _T = TypeVar("_T")
@@ -226,7 +227,7 @@ def build_report(
         walk.failures.append(Failure("root", chain.stop.kind(), chain.stop.message))
     root_md = chain.newest.metadata
     authority = root_md.signed
-    walk.attempt("root", partial(_check_expiry, root_md, at))
+    walk.attempt("root", partial(check_expiry, root_md, at))
     roles = {"root": _role_info(authority, "root", root_filename(authority.version), root_md)}
 
     targets = _online_roles(files, authority, at, walk, roles)
@@ -262,18 +263,18 @@ def _online_roles(
             )
             return targets
         if meta is not None:
-            walk.attempt(role, partial(_check_meta, meta, data, role, referrer))
+            walk.attempt(role, partial(check_meta, meta, data, role, referrer))
         md = walk.attempt(
             role,
             partial(parse_metadata, data, role, name)
             if meta is None
-            else partial(_parse_version, data, role, meta.version),
+            else partial(parse_version, data, role, meta.version),
         )
         if md is None:
             return targets
         walk.anomalies += _anomalies(name, data, md)
         walk.attempt(role, partial(check_signatures, authority, role, md, f"published {role}"))
-        walk.attempt(role, partial(_check_expiry, md, at))
+        walk.attempt(role, partial(check_expiry, md, at))
         roles[role] = _role_info(authority, role, name, md)
         referrer = name
         if role == "timestamp":

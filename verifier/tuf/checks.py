@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
-from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError
 
-from verifier.errors import InvalidMetadataError, MetadataSignatureError
+from verifier.errors import InvalidMetadataError, MetadataExpiredError, MetadataSignatureError
 from verifier.tuf.failures import describe
 
 TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
@@ -85,4 +87,44 @@ def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) 
             f"{label} v{md.signed.version}: expected {result.threshold} valid signature(s) "
             f"from keys in root v{authority.version}, found {len(distinct)}",
             role=role,
+        )
+
+
+def parse_version(data: bytes, role: str, version: int) -> Metadata[Any]:
+    """``N.role.json`` parsed, and its version exactly ``N`` (the name a referrer used)."""
+    name = f"{version}.{role}.json"
+    md = parse_metadata(data, role, name)
+    if md.signed.version != version:
+        raise InvalidMetadataError(f"{name}: expected version {version}, found {md.signed.version}")
+    return md
+
+
+def check_meta(meta: MetaFile, data: bytes, role: str, referrer: str) -> None:
+    """``data`` has the length and every hash its referrer recorded."""
+    if meta.length is not None and meta.length != len(data):
+        raise InvalidMetadataError(
+            f"{role} v{meta.version}: {referrer} says {meta.length} bytes, found {len(data)}"
+        )
+    for algo, want in sorted((meta.hashes or {}).items()):
+        try:
+            found = hashlib.new(algo, data).hexdigest()
+        except ValueError as e:
+            raise InvalidMetadataError(
+                f"{role} v{meta.version}: {referrer} records a {algo!r} hash, "
+                "expected an algorithm this verifier knows (sha256)"
+            ) from e
+        if found != want:
+            raise InvalidMetadataError(
+                f"{role} v{meta.version}: {algo} differs from the one recorded in {referrer} "
+                f"(expected {want}, found {found})"
+            )
+
+
+def check_expiry(md: Metadata[Any], reference_time: datetime) -> None:
+    """Valid at ``reference_time`` (the caller's clock: time is passed in)."""
+    if md.signed.is_expired(reference_time):
+        raise MetadataExpiredError(
+            f"published {md.signed.type} v{md.signed.version}: expected it valid at "
+            f"{reference_time.isoformat()}, found it expired at {md.signed.expires.isoformat()}",
+            hint="the publisher must re-sign it (otakit repo refresh)",
         )

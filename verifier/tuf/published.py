@@ -15,17 +15,22 @@ before the online metadata (see ``repo.rotate``).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
-from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
-from verifier.errors import InvalidMetadataError, LocalError, MetadataExpiredError
+from verifier.errors import InvalidMetadataError, LocalError
 from verifier.tuf import rootchain
-from verifier.tuf.checks import check_signatures, parse_metadata
+from verifier.tuf.checks import (
+    check_expiry,
+    check_meta,
+    check_signatures,
+    parse_metadata,
+    parse_version,
+)
 from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, RootChain, root_filename
 
 #: A bound on one metadata file read from a directory (the largest real targets are far smaller).
@@ -128,9 +133,9 @@ def verify_published(
     snap_meta = timestamp.signed.snapshot_meta
     snapshot_name = f"{snap_meta.version}.snapshot.json"
     snapshot_bytes = _get(files, snapshot_name, "timestamp.json")
-    _check_meta(snap_meta, snapshot_bytes, "snapshot", "timestamp.json")
+    check_meta(snap_meta, snapshot_bytes, "snapshot", "timestamp.json")
     snapshot = cast(
-        Metadata[Snapshot], _parse_version(snapshot_bytes, "snapshot", snap_meta.version)
+        Metadata[Snapshot], parse_version(snapshot_bytes, "snapshot", snap_meta.version)
     )
     check_signatures(authority, "snapshot", snapshot, "published snapshot")
 
@@ -141,15 +146,13 @@ def verify_published(
         )
     targets_name = f"{targets_meta.version}.targets.json"
     targets_bytes = _get(files, targets_name, snapshot_name)
-    _check_meta(targets_meta, targets_bytes, "targets", snapshot_name)
-    targets = cast(
-        Metadata[Targets], _parse_version(targets_bytes, "targets", targets_meta.version)
-    )
+    check_meta(targets_meta, targets_bytes, "targets", snapshot_name)
+    targets = cast(Metadata[Targets], parse_version(targets_bytes, "targets", targets_meta.version))
     check_signatures(authority, "targets", targets, "published targets")
 
     if reference_time is not None:
         for md in (chain.newest.metadata, timestamp, snapshot, targets):
-            _check_expiry(md, reference_time)
+            check_expiry(md, reference_time)
     return PublishedState(
         chain,
         timestamp,
@@ -168,40 +171,3 @@ def _get(files: MetadataSource, name: str, referrer: str | None) -> bytes:
         named = f" (named by {referrer})" if referrer else ""
         raise InvalidMetadataError(f"expected {name}{named}, found none")
     return data
-
-
-def _parse_version(data: bytes, role: str, version: int) -> Metadata[Any]:
-    name = f"{version}.{role}.json"
-    md = parse_metadata(data, role, name)
-    if md.signed.version != version:
-        raise InvalidMetadataError(f"{name}: expected version {version}, found {md.signed.version}")
-    return md
-
-
-def _check_meta(meta: MetaFile, data: bytes, role: str, referrer: str) -> None:
-    if meta.length is not None and meta.length != len(data):
-        raise InvalidMetadataError(
-            f"{role} v{meta.version}: {referrer} says {meta.length} bytes, found {len(data)}"
-        )
-    for algo, want in sorted((meta.hashes or {}).items()):
-        try:
-            found = hashlib.new(algo, data).hexdigest()
-        except ValueError as e:
-            raise InvalidMetadataError(
-                f"{role} v{meta.version}: {referrer} records a {algo!r} hash, "
-                "expected an algorithm this verifier knows (sha256)"
-            ) from e
-        if found != want:
-            raise InvalidMetadataError(
-                f"{role} v{meta.version}: {algo} differs from the one recorded in {referrer} "
-                f"(expected {want}, found {found})"
-            )
-
-
-def _check_expiry(md: Metadata[Any], reference_time: datetime) -> None:
-    if md.signed.is_expired(reference_time):
-        raise MetadataExpiredError(
-            f"published {md.signed.type} v{md.signed.version}: expected it valid at "
-            f"{reference_time.isoformat()}, found it expired at {md.signed.expires.isoformat()}",
-            hint="the publisher must re-sign it (otakit repo refresh)",
-        )
