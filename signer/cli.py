@@ -41,6 +41,7 @@ from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
+from signer.image_cmd import image_app
 from signer.demo import run_demo
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
@@ -60,6 +61,7 @@ keys_app = new_app("Key management.")
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
+app.add_typer(image_app, name="image")
 
 _err = Console(stderr=True)
 
