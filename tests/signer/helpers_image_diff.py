@@ -14,14 +14,14 @@ from tests.conftest import require
 FORMATS = ("ext4", "squashfs", "tar", "dir")
 
 
-def build(fmt: str, tree: Path, out: Path) -> Path:
+def build(fmt: str, tree: Path, out: Path, size: str = "32M") -> Path:
     """``tree`` as an image of format ``fmt`` (a directory is itself)."""
     if fmt == "dir":
         return tree
     if fmt == "ext4":
         mkfs = require("mkfs.ext4")
         subprocess.run(
-            [mkfs, "-q", "-F", "-b", "4096", "-I", "256", "-d", str(tree), str(out), "32M"],
+            [mkfs, "-q", "-F", "-b", "4096", "-I", "256", "-d", str(tree), str(out), size],
             check=True, capture_output=True,
         )  # fmt: skip
     elif fmt == "squashfs":
