@@ -21,14 +21,14 @@ image_app = new_app("Compare OS images (reviewing).")
 @image_app.command("diff", epilog=EPILOG)
 def diff(
     ctx: typer.Context,
-    a: Annotated[Path, typer.Argument(help="Old image: ext4, squashfs, tar, a directory, or raw.")],
+    a: Annotated[Path, typer.Argument(help="Old image: ext4, squashfs, tar, a directory, raw.")],
     b: Annotated[Path, typer.Argument(help="New image.")],
     limit: Annotated[
         int, typer.Option(min=0, help="Rows in the text table, largest first (0: all).")
     ] = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """What changed from A to B: files added, removed and modified, packages, bytes.
+    """Files and packages added, removed or modified from A to B.
 
     Nothing is mounted, written or extracted; ext4, squashfs, tar and directories are compared
     file by file, anything else block by block. The JSON schema is in docs/IMAGE-DIFF.md.
