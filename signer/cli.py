@@ -41,8 +41,8 @@ from repo.serve import make_server, server_url
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
-from signer.image_cmd import image_app
 from signer.demo import run_demo
+from signer.image_cmd import image_app
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
 from verifier.cli_common import (

@@ -161,6 +161,7 @@ class Ext4Reader:
             self._tables.append(table)
         self._hashes: dict[int, str] = {}
         self._xattr_blocks: dict[int, bytes] = {}
+        self._itable: dict[int, bytes] = {}
         # ext4 has no shared data blocks (no reflinks): a walk reads each block about once.
         # A crafted image whose files or extent nodes all point at the same blocks runs out
         # of budget instead of hashing the filesystem a thousand times over.
@@ -201,8 +202,16 @@ class Ext4Reader:
         table = self._tables[group]
         if table < self.first_data_block or table >= self.blocks:
             raise self._bad(f"group {group}'s inode table is outside the filesystem")
-        raw = self._read(table * self.bs + index * self.inode_size, self.inode_size)
-        return _Inode(ino, raw, self.inode_size)
+        # one read per inode-table block, not per inode: a directory's inodes are neighbours
+        per_block = self.bs // self.inode_size
+        key = table + index // per_block
+        block = self._itable.get(key)
+        if block is None:
+            if len(self._itable) > 1024:
+                self._itable.clear()
+            block = self._itable[key] = self._read(key * self.bs, self.bs)
+        at = (index % per_block) * self.inode_size
+        return _Inode(ino, block[at : at + self.inode_size], self.inode_size)
 
     # --- file data ---------------------------------------------------------------------------
 
