@@ -112,7 +112,10 @@ def _clip(path: str, width: int) -> str:
 
 
 def render_text(d: ImageDiff, limit: int) -> str:
-    lines = [f"A: {d.a.path} ({d.a.type})", f"B: {d.b.path} ({d.b.type})"]
+    lines = [
+        f"{name}: {_clip(s.path, _WIDTH - 6 - len(s.type))} ({s.type})"
+        for name, s in (("A", d.a), ("B", d.b))
+    ]
     if d.blocks is not None:
         bl = d.blocks
         lines.append(
@@ -151,6 +154,7 @@ def render_text(d: ImageDiff, limit: int) -> str:
             lines.append(f"  - {name} {v}")
         for (name, _), old, new in p.upgraded + p.downgraded:
             lines.append(f"  ~ {name} {old} -> {new}")
+    lines = [line if len(line) <= _WIDTH else line[: _WIDTH - 1] + "…" for line in lines]
     s = f.summary()
     lines.append(
         f"{s['added']} added, {s['removed']} removed, {s['modified']} modified, "
