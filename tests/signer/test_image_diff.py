@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from signer.imagediff.diff import FileChange
 from signer.imagediff.dpkg import compare_versions, diff_packages, parse_status
 from signer.imagediff.report import SCHEMA, ImageDiff, diff_images
 from tests.cli.helpers_cli import run
+from tests.conftest import require
 from tests.signer.helpers_image_diff import FORMATS, build, is_root, set_xattr
 
 STATUS_A = """\
@@ -210,3 +212,23 @@ def test_the_cli_prints_an_80_column_table_and_a_versioned_json_document(
     assert doc["packages"]["upgraded"][0]["name"] == "openssl"
     r = run("otakit", "image", "diff", str(ia), str(ib), "--limit", "1")
     assert r.returncode == 0 and "more (--limit 0 or --json for all)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "features",
+    [("-O", "inline_data"), ("-t", "ext2", "-O", "^extent,^64bit")],
+    ids=["inline-data", "ext2-block-maps"],
+)
+def test_ext4_variants_read_like_the_tree_they_were_built_from(
+    features: tuple[str, ...], trees: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Inline data (small files and directories inside the inode) and ext2's indirect block
+    maps (a 300 KB file needs the single-indirect block) are read as the tree holds them."""
+    _, b = trees
+    img = tmp_path / "v.img"
+    subprocess.run(
+        [require("mkfs.ext4"), "-q", "-F", *features, "-d", str(b), str(img), "16M"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    d = diff_images(str(b), str(img))
+    assert {c.path: c.change for c in _by_path(d).values()} == {"/lost+found": "added"}
