@@ -14,6 +14,7 @@ from verifier.errors import LocalError, OtakitError, SecurityError, TransportErr
 __all__ = [
     "DeltaBuildError",
     "DemoFailedError",
+    "ImageFormatError",
     "ImageReadError",
     "KeyConfigError",
     "LocalError",
@@ -68,6 +69,10 @@ class RepositoryStateError(LocalError):
 
 class ImageReadError(LocalError):
     """The input image cannot be read."""
+
+
+class ImageFormatError(ImageReadError):
+    """An image's filesystem is corrupt or truncated, or breaks a reader's bound."""
 
 
 class PublisherBusyError(LocalError):

@@ -42,6 +42,7 @@ from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
 from signer.demo import run_demo
+from signer.image_cmd import image_app
 from signer.inspect_cmd import inspect
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
@@ -62,6 +63,7 @@ app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
 app.command("inspect", epilog=EPILOG)(inspect)
+app.add_typer(image_app, name="image")
 
 _err = Console(stderr=True)
 

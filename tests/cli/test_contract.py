@@ -217,6 +217,11 @@ ROWS = [
     Row(P, "inspect", ("inspect", "diff", "--root", "{root}"), 2, "reserved"),
     Row(P, "inspect", ("inspect", "ftp://host/r", "--root", "{root}"), 2, "http"),
     Row(P, "inspect", ("inspect", "http://127.0.0.1:9", "--root", "{root}"), 4, "refused"),
+    Row(P, "image", ("image",), 2, "Usage"),
+    Row(P, "image diff", ("image", "diff", "{nowhere}", "{img}"), 5, "nowhere"),
+    Row(P, "image diff", ("image", "diff", "{img}"), 2, "Missing argument"),
+    Row(P, "image diff", ("image", "diff", "{d}", "/etc/passwd"), 2, "cannot compare a directory"),
+    Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--limit", "-1"), 2, "--limit"),
     # --- device ------------------------------------------------------------------------------
     Row(D, "", ("bogus",), 2, "No such command"),
     Row(D, "init", _init(("--slot-a", "dev/a.img")), 2, "absolute"),

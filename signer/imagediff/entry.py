@@ -1,0 +1,81 @@
+"""The one record every reader yields for a path in an image, and what a reader returns."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from repo.errors import ImageFormatError
+
+Kind = Literal["file", "dir", "symlink", "chardev", "blockdev", "fifo", "socket", "hardlink"]
+
+#: Longer xattr values are recorded by hash: a listing stays small whatever the image holds.
+XATTR_INLINE_MAX: Final = 64
+
+#: Content kept whole for the package summary (a dpkg status file of a large system is a few
+#: MiB); a larger file is hashed like any other and not kept.
+KEEP_MAX: Final = 64 << 20
+
+#: More entries than any real OS image holds; a crafted image stops here with a clear error.
+MAX_ENTRIES: Final = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a diff compares for one path. ``mode`` is the permission bits (with setuid,
+    setgid, sticky); ``sha256`` only for regular files; ``xattrs`` sorted by name, values as
+    hex (or ``sha256:...`` when long). Times are left out on purpose: every rebuild changes
+    them, and a reviewer asks what the files are, not when they were written."""
+
+    path: str
+    kind: Kind
+    mode: int
+    uid: int
+    gid: int
+    size: int = 0
+    sha256: str | None = None
+    target: str | None = None
+    rdev: tuple[int, int] | None = None
+    xattrs: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "mode": f"{self.mode:04o}",
+            "uid": self.uid,
+            "gid": self.gid,
+            "size": self.size,
+            "sha256": self.sha256,
+            "target": self.target,
+            "rdev": list(self.rdev) if self.rdev is not None else None,
+            "xattrs": dict(self.xattrs),
+        }
+
+
+def xattr_value(value: bytes) -> str:
+    if len(value) <= XATTR_INLINE_MAX:
+        return value.hex()
+    return "sha256:" + hashlib.sha256(value).hexdigest()
+
+
+@dataclass
+class Listing:
+    """One image read: its entries by path, the few files kept whole (``keep``), and paths the
+    image holds that could not be compared safely (absolute, ``..``, a name with a slash, a
+    directory reached twice) — reported, never followed or written anywhere."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    kept: dict[str, bytes] = field(default_factory=dict)
+    unsafe: list[str] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> None:
+        if len(self.entries) >= MAX_ENTRIES:
+            raise ImageFormatError(
+                f"the image holds more than {MAX_ENTRIES} entries; expected an OS image"
+            )
+        self.entries[entry.path] = entry
+
+
+def join(parent: str, name: str) -> str:
+    return parent + name if parent.endswith("/") else f"{parent}/{name}"
