@@ -4,25 +4,20 @@ point below the root is not crossed (it is another filesystem, not part of this 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Final
 
 from repo.errors import ImageReadError
-from signer.imagediff.entry import KEEP_MAX, Entry, Kind, Listing, join, xattr_value
-
-_CHUNK: Final = 1 << 20
-_KINDS: Final[dict[int, Kind]] = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFCHR: "chardev",
-    stat.S_IFBLK: "blockdev",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
+from signer.imagediff.entry import (
+    KEEP_MAX,
+    KIND_OF_MODE,
+    Entry,
+    Listing,
+    hash_content,
+    join,
+    xattr_value,
+)
 
 
 def read_dir(root: str, keep: frozenset[str]) -> Listing:
@@ -49,26 +44,17 @@ def read_dir(root: str, keep: frozenset[str]) -> Listing:
 def _entry(
     real: str, path: str, st: os.stat_result, keep: frozenset[str], listing: Listing
 ) -> Entry:
-    kind = _KINDS[stat.S_IFMT(st.st_mode)]
+    kind = KIND_OF_MODE[stat.S_IFMT(st.st_mode)]
     sha = target = None
     rdev = None
     size = 0
     if kind == "file":
         size = st.st_size
-        h = hashlib.sha256()
-        kept = path in keep and size <= KEEP_MAX
-        parts: list[bytes] = []
         # O_NOFOLLOW: the entry was a regular file when listed; if it has been swapped for
         # a link since, the open fails rather than reading the link's target
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                if kept:
-                    parts.append(chunk)
-        sha = h.hexdigest()
-        if kept:
-            listing.kept[path] = b"".join(parts)
+            sha = hash_content(f, path, path in keep and size <= KEEP_MAX, listing)
     elif kind == "symlink":
         target = str(Path(real).readlink())
         size = len(os.fsencode(target))

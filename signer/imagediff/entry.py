@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from repo.errors import ImageFormatError
 
@@ -79,3 +80,33 @@ class Listing:
 
 def join(parent: str, name: str) -> str:
     return parent + name if parent.endswith("/") else f"{parent}/{name}"
+
+
+#: Content is read and hashed in chunks of this size: memory stays flat whatever the file.
+CHUNK: Final = 1 << 20
+
+#: The entry kind of a POSIX file-type mode (``stat.S_IFMT``); ext4 and directories share it.
+KIND_OF_MODE: Final[dict[int, Kind]] = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFBLK: "blockdev",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def hash_content(f: IO[bytes] | None, path: str, keep: bool, listing: Listing) -> str:
+    """sha256 of everything ``f`` yields, read in ``CHUNK``s; with ``keep`` the bytes are
+    also kept in ``listing`` (the few small files a summary reads, e.g. dpkg's status)."""
+    h = hashlib.sha256()
+    parts: list[bytes] = []
+    if f is not None:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            if keep:
+                parts.append(chunk)
+    if keep:
+        listing.kept[path] = b"".join(parts)
+    return h.hexdigest()

@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from typing import Final
 
 from repo.errors import ImageFormatError
-from signer.imagediff.entry import KEEP_MAX, Entry, Kind, Listing, join, xattr_value
+from signer.imagediff.entry import (
+    CHUNK,
+    KEEP_MAX,
+    KIND_OF_MODE,
+    Entry,
+    Listing,
+    join,
+    xattr_value,
+)
 
 _SB_OFFSET: Final = 1024
 _MAGIC: Final = 0xEF53
@@ -51,19 +59,8 @@ _XATTR_PREFIX: Final = {
     7: "system.",
     8: "system.richacl",
 }
-_CHUNK: Final = 1 << 20
 _MAX_PATH: Final = 4096
 _MAX_DEPTH: Final = 1024
-
-_KINDS: Final[dict[int, Kind]] = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFCHR: "chardev",
-    stat.S_IFBLK: "blockdev",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
 
 
 class _Inode:
@@ -294,7 +291,7 @@ class Ext4Reader:
         return out
 
     def _chunks(self, node: _Inode) -> Iterator[bytes]:
-        """The file's content in chunks of at most ``_CHUNK`` bytes, holes as zeros."""
+        """The file's content in chunks of at most ``CHUNK`` bytes, holes as zeros."""
         if node.flags & _FL_INLINE:
             data = node.block + self._xattrs(node).get("system.data", b"")
             if node.size > len(data):
@@ -308,7 +305,7 @@ class Ext4Reader:
             )
         left = node.size
         pos = 0  # logical block
-        per_chunk = max(1, _CHUNK // self.bs)
+        per_chunk = max(1, CHUNK // self.bs)
         for logical, phys, count in self._runs(node):
             while pos < logical and left > 0:  # a hole
                 n = min(logical - pos, per_chunk)
@@ -325,7 +322,7 @@ class Ext4Reader:
                 done += n
             pos = logical + count
         while left > 0:
-            take = min(_CHUNK, left)
+            take = min(CHUNK, left)
             yield self._zeros(take)
             left -= take
 
@@ -404,7 +401,7 @@ class Ext4Reader:
     # --- the walk ----------------------------------------------------------------------------
 
     def _entry(self, path: str, node: _Inode, keep: frozenset[str], listing: Listing) -> Entry:
-        kind = _KINDS.get(stat.S_IFMT(node.mode))
+        kind = KIND_OF_MODE.get(stat.S_IFMT(node.mode))
         if kind is None:
             raise self._bad(f"{path}: inode {node.ino} has unknown file type {node.mode:o}")
         xattrs = tuple(

@@ -10,15 +10,13 @@ reported (``Listing.unsafe``) and left out of the comparison.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import posixpath
 import tarfile
 from typing import IO, Final
 
 from repo.errors import ImageFormatError
-from signer.imagediff.entry import KEEP_MAX, Entry, Kind, Listing, xattr_value
+from signer.imagediff.entry import KEEP_MAX, Entry, Kind, Listing, hash_content, xattr_value
 
-_CHUNK: Final = 1 << 20
 _PAX_XATTR: Final = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 
 _KINDS: Final[dict[bytes, Kind]] = {
@@ -88,17 +86,7 @@ def _member(
     if kind == "file":
         size = member.size
         fileobj = tar.extractfile(member)  # a view of the stream, nothing written
-        h = hashlib.sha256()
-        kept = path in keep and size <= KEEP_MAX
-        parts: list[bytes] = []
-        if fileobj is not None:
-            while chunk := fileobj.read(_CHUNK):
-                h.update(chunk)
-                if kept:
-                    parts.append(chunk)
-        sha = h.hexdigest()
-        if kept:
-            listing.kept[path] = b"".join(parts)
+        sha = hash_content(fileobj, path, path in keep and size <= KEEP_MAX, listing)
     elif kind == "symlink":
         target = member.linkname
         size = len(target.encode("utf-8", "surrogateescape"))
