@@ -97,10 +97,10 @@ def test_sigint_during_release(world: World, tmp_path: Path, seed: int) -> None:
     assert_clean(r, "otakit")
 
     again = release(repo, world.v2, "2.0")
-    if r.code == 0:  # it had finished: the rerun is refused as not newer, nothing changes
-        assert again.returncode == 2 and "already published" in again.stderr, again.stderr
-    else:
-        assert again.returncode == 0, again.stderr
+    # Published already (it finished, or the signal came after timestamp.json, the commit
+    # point): the rerun is refused and changes nothing. Otherwise the rerun publishes.
+    published = again.returncode == 2 and "already published" in again.stderr
+    assert published or (again.returncode == 0 and r.code != 0), again.stderr
     status = run("otakit", "repo", "status", str(repo), "--json")
     assert status.returncode == 0, status.stderr
     listed = run("otakit", "repo", "list", str(repo), "--json")
