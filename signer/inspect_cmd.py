@@ -22,21 +22,20 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from repo.errors import LocalError, UsageError
+from repo.errors import UsageError
 from repo.findings import Finding, at_or_above, find
 from repo.inspect_report import InspectReport, build_report, report_json
 from repo.sources import open_source
 from verifier.cli_common import JsonOpt
 from verifier.cli_contract import RunState, run_state
 from verifier.demokeys import DEMO_KEY_WARNING
-from verifier.errors import MetadataError, SecurityError
-from verifier.tuf.rootchain import walk_root_chain
+from verifier.errors import SecurityError
+from verifier.tuf.client import load_root_bytes
 
 #: The exit code of a repository that does not verify, or of findings at ``--fail-on``.
 EXIT_VERDICT = SecurityError.exit_code
 #: Names kept free for ``otakit inspect diff`` and ``otakit inspect history``.
 RESERVED = ("diff", "history")
-_MAX_ROOT_FILE = 1 << 20
 
 
 class FailOn(StrEnum):
@@ -82,7 +81,7 @@ def inspect(
             hint=f"for a directory of that name, write ./{source}",
         )
     when = _parse_at(at)
-    pinned = _read_root(root)
+    pinned = load_root_bytes(root)
     src = open_source(source)
     report = build_report(src, pinned, when, source_name=str(src))
     findings = find(report)
@@ -120,28 +119,6 @@ def _parse_at(text: str | None) -> datetime:
             param_hint="--at",
         ) from None
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def _read_root(path: Path) -> bytes:
-    """The pinned root's bytes, refused unless they are root metadata signed by its own
-    threshold (there is nothing to trust from otherwise)."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_ROOT_FILE + 1)
-    except OSError as e:
-        raise LocalError(f"--root {path}: {e.strerror or e}") from e
-    if len(data) > _MAX_ROOT_FILE:
-        raise UsageError(
-            f"--root {path}: expected root metadata, found over {_MAX_ROOT_FILE} bytes"
-        )
-    try:
-        walk_root_chain(data, lambda _v: None, label="pinned", trusted_name=str(path))
-    except MetadataError as e:
-        raise UsageError(
-            f"--root: not a TUF root to trust: {e.message}",
-            hint="give the root metadata your devices pin (a trusted copy of N.root.json)",
-        ) from e
-    return data
 
 
 # --- text ------------------------------------------------------------------------------------

@@ -195,3 +195,11 @@ def test_a_root_that_does_not_carry_its_own_threshold_is_refused(tmp_path: Path)
         load_root_bytes(path)
     path.write_bytes(w.sim.root_bytes)
     assert load_root_bytes(path) == w.sim.root_bytes
+
+
+def test_a_huge_root_file_is_refused_after_a_bounded_read(tmp_path: Path) -> None:
+    """--root pointed at an image by mistake: refused without reading it all (P4)."""
+    big = tmp_path / "image.img"
+    big.write_bytes(b"{" + b" " * (600 * 1024))
+    with pytest.raises(UsageError, match="expected at most 524288 bytes"):
+        load_root_bytes(big)

@@ -84,14 +84,24 @@ class TufLimits:
 _ROOT_HINT = "give the repository's metadata/1.root.json, or a later root you already trust"
 
 
-def load_root_bytes(path: Path) -> bytes:
-    """Read and check a root file: parseable TUF root metadata signed by its own threshold."""
+def load_root_bytes(path: Path, *, max_length: int = TufLimits.root_max_length) -> bytes:
+    """Read and check a root file: parseable TUF root metadata signed by its own threshold.
+
+    Read bounded (P4): ``--root`` pointed at an image by mistake must not read gigabytes.
+    """
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(max_length + 1)
     except OSError as e:
         raise ConfigError(
             f"cannot read root metadata {path}: {e.strerror or e}", hint=_ROOT_HINT
         ) from e
+    if len(data) > max_length:
+        raise UsageError(
+            f"{path}: not a TUF root metadata JSON file (expected at most {max_length} bytes, "
+            f"found more)",
+            hint=_ROOT_HINT,
+        )
     md, found = try_parse(data, "root")
     if md is None:
         raise UsageError(
