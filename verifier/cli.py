@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +29,6 @@ from verifier.imagetype import IMAGE_TYPES, is_image_type
 app = new_app(
     "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
 )
-
-Backend = Enum("Backend", {n: n for n in backend_names()}, type=str)  # type: ignore[misc]
 
 
 class SlotName(StrEnum):
@@ -100,7 +98,9 @@ def init(
     slot_b: Annotated[Path, typer.Option(help="Slot b, absolute.")],
     installed_version: Annotated[str, typer.Option(help="Version of the image in slot a.")],
     hardware: Annotated[str, typer.Option(help="This device's hardware id.")] = "generic",
-    boot_backend: Annotated[Backend, typer.Option(help="Boot control backend.")] = "file",  # type: ignore[assignment]
+    boot_backend: Annotated[
+        str, typer.Option(help=f"Boot control backend: {', '.join(backend_names())}.")
+    ] = "file",
     boot_option: Annotated[
         list[str] | None, typer.Option(help="Backend option KEY=VALUE (repeatable).")
     ] = None,
@@ -139,7 +139,7 @@ def init(
             hardware,
             slot_a,
             slot_b,
-            str(getattr(boot_backend, "value", boot_backend)),
+            boot_backend,
             tuple(sorted(options)),
             tries,
             image_type,

@@ -229,7 +229,7 @@ ROWS = [
     Row(D, "init", _init(("--root", "{nowhere}/root.json")), 5, "root.json"),
     Row(D, "init", _init(("--installed-version", "1.0-rc1")), 2, "--installed-version"),
     Row(D, "init", (*INIT, "--tries", "0"), 2, "--tries"),
-    Row(D, "init", (*INIT, "--boot-backend", "lilo"), 2, "--boot-backend"),
+    Row(D, "init", (*INIT, "--boot-backend", "lilo"), 2, "boot backend: expected one of"),
     Row(D, "init", (*INIT, "--boot-option", "novalue"), 2, "KEY=VALUE"),
     Row(D, "init", (*INIT, "--image-type", "ext5"), 2, "ext5"),
     Row(D, "init", _init(("--repo-url", "ftp://example/")), 2, "http"),
