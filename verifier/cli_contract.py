@@ -33,23 +33,27 @@ from verifier.errors import (
     LocalError,
     NothingToDoError,
     OtakitError,
+    SecurityError,
+    TransportError,
     UsageError,
 )
 
-EXIT_OK = 0
-EXIT_USAGE = UsageError.exit_code
+EXIT_OK = NothingToDoError.exit_code
 EXIT_INTERRUPTED = InterruptedByUserError.exit_code
 
 #: The exit-code table, rendered into every ``--help`` epilog and kept equal to docs/CLI.md
-#: by a test.
+#: by a test; the codes are the error families' own, so the table cannot drift from them.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "success, also 'nothing to do' (no newer image, nothing due)"),
-    (1, "internal error (a bug: please report it with the -v output)"),
-    (2, "usage: bad option, argument or request (e.g. a version not published)"),
-    (3, "security: not authentic, not fresh or not for us; never retry silently"),
-    (4, "transport: network or server problem; retry later"),
-    (5, "local: disk, slot, boot environment, key file or configuration"),
-    (130, "interrupted (Ctrl-C); rerun to converge"),
+    (EXIT_OK, "success, also 'nothing to do' (no newer image, nothing due)"),
+    (InternalError.exit_code, "internal error (a bug: please report it with the -v output)"),
+    (UsageError.exit_code, "usage: bad option, argument or request (e.g. a version not published)"),
+    (
+        SecurityError.exit_code,
+        "security: not authentic, not fresh or not for us; never retry silently",
+    ),
+    (TransportError.exit_code, "transport: network or server problem; retry later"),
+    (LocalError.exit_code, "local: disk, slot, boot environment, key file or configuration"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C); rerun to converge"),
 )
 
 
