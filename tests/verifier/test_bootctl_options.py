@@ -201,3 +201,12 @@ def test_a_relative_boot_option_via_the_cli_exits_2_and_creates_nothing(tmp_path
     assert "option envfile: expected an absolute path, found 'rel/grubenv'" in r.stderr
     assert str(tmp_path / "rel" / "grubenv") in r.stderr  # the suggestion
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root.json"]
+
+
+def test_every_backend_has_one_option_table_and_one_builder() -> None:
+    """Two registries must name the same backends (a backend missing from either would pass
+    ``init``'s option check and fail at the first boot-state read, or the reverse)."""
+    from verifier.bootctl.factory import backend_names
+    from verifier.bootctl.options import OPTIONS
+
+    assert set(OPTIONS) == set(backend_names())
