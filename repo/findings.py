@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import combinations, pairwise
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
+from repo.inspect_history import History
 from repo.inspect_report import InspectReport, TargetInfo
-from verifier.artifact import ArtifactInfo
+from verifier.artifact import ArtifactInfo, ImageVersion
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
@@ -75,16 +76,17 @@ class Finding:
 
 #: (where, detail) for each place a rule fires
 Hits = Iterator[tuple[str, str]]
-Check = Callable[[InspectReport, Policy], Hits]
+#: what a rule judges: one ``InspectReport``, or a ``History`` of versions
+Subject = TypeVar("Subject", InspectReport, History)
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(Generic[Subject]):
     id: str
     severity: Severity
     title: str
     fix: str
-    check: Check
+    check: Callable[[Subject, Policy], Hits]
 
 
 # --- roles and keys --------------------------------------------------------------------------
@@ -295,7 +297,7 @@ def _unknown_fields(report: InspectReport, policy: Policy) -> Hits:
             yield a.file, f"unknown field {a.detail}"
 
 
-RULES: tuple[Rule, ...] = (
+RULES: tuple[Rule[InspectReport], ...] = (
     Rule("OTA-R001", "high", "root threshold is 1", "add root keys held by different people "
          "and raise the root threshold to 2 or more (otakit repo rotate-root)",
          _root_threshold_one),
@@ -342,15 +344,98 @@ RULES: tuple[Rule, ...] = (
 )  # fmt: skip
 
 
-def find(report: InspectReport, policy: Policy | None = None) -> tuple[Finding, ...]:
-    """Every finding of ``report``, most severe first (then by ID)."""
-    policy = policy or Policy()
+# --- across versions (otakit inspect history) -------------------------------------------------
+
+
+def _threshold_lowered(history: History, policy: Policy) -> Hits:
+    for e in history.roots:
+        if e.changes is None:
+            continue
+        for role in e.changes.roles:
+            for c in role.changes:
+                lowered = isinstance(c.old, int) and isinstance(c.new, int) and c.new < c.old
+                if c.field == "threshold" and lowered:
+                    yield (
+                        f"root v{e.version}",
+                        f"{role.name} threshold lowered from {c.old} to {c.new} "
+                        f"(root v{e.changes.old.root_version} -> v{e.version})",
+                    )
+
+
+def _newest_fulls(report: InspectReport) -> dict[str, ImageVersion]:
+    newest: dict[str, ImageVersion] = {}
+    for _, a in _fulls(report):
+        if a.product not in newest or a.version > newest[a.product]:
+            newest[a.product] = a.version
+    return newest
+
+
+def _newest_went_back(history: History, policy: Policy) -> Hits:
+    for e in history.targets:
+        if e.changes is None:
+            continue
+        before, after = _newest_fulls(e.changes.old), _newest_fulls(e.changes.new)
+        was = f"targets v{e.changes.old.role('targets').version}"
+        for product, old in sorted(before.items()):
+            new = after.get(product)
+            if new is None:
+                yield (
+                    f"targets v{e.version}",
+                    f"no full image of {product} is listed any more (newest {old} in {was})",
+                )
+            elif new < old:
+                yield f"targets v{e.version}", f"newest {product} went from {old} ({was}) to {new}"
+
+
+def _version_republished(history: History, policy: Policy) -> Hits:
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for e in history.targets:
+        if e.report is None:
+            continue
+        for t, a in _fulls(e.report):
+            key = (a.product, str(a.version))
+            first = seen.setdefault(key, (a.image.sha256, e.version))
+            if first[0] != a.image.sha256:
+                yield (
+                    f"targets v{e.version}",
+                    f"{a.product} {a.version} ({t.path}) is another image than the "
+                    f"{a.product} {a.version} of targets v{first[1]}",
+                )
+                seen[key] = (a.image.sha256, e.version)
+
+
+HISTORY_RULES: tuple[Rule[History], ...] = (
+    Rule("OTA-H001", "high", "a root rotation lowered a threshold", "restore the threshold "
+         "with a new rotation unless lowering it was decided and recorded", _threshold_lowered),
+    Rule("OTA-H002", "medium", "the newest image of a product went back between targets "
+         "versions", "confirm the withdrawal was intended (a recall); otherwise find out who "
+         "signed that targets version", _newest_went_back),
+    Rule("OTA-H003", "high", "an image version re-published with other content", "never "
+         "reuse a version: release the new image under a higher version", _version_republished),
+)  # fmt: skip
+
+#: Every rule, as docs/FINDINGS.md lists them.
+ALL_RULES: tuple[Rule[Any], ...] = (*RULES, *HISTORY_RULES)
+
+
+def _run(rules: tuple[Rule[Subject], ...], subject: Subject, policy: Policy) -> tuple[Finding, ...]:
     out = [
         Finding(rule.id, rule.severity, rule.title, where, detail, rule.fix)
-        for rule in RULES
-        for where, detail in rule.check(report, policy)
+        for rule in rules
+        for where, detail in rule.check(subject, policy)
     ]
     return tuple(sorted(out, key=lambda f: (-severity_rank(f.severity), f.id)))
+
+
+def find(report: InspectReport, policy: Policy | None = None) -> tuple[Finding, ...]:
+    """Every finding of ``report``, most severe first (then by ID)."""
+    return _run(RULES, report, policy or Policy())
+
+
+def find_history(history: History, policy: Policy | None = None) -> tuple[Finding, ...]:
+    """Every finding across the versions of ``history`` (``HISTORY_RULES``), most severe
+    first. The current state's own findings are ``find(history.current)``."""
+    return _run(HISTORY_RULES, history, policy or Policy())
 
 
 def at_or_above(findings: tuple[Finding, ...], severity: str) -> tuple[Finding, ...]:

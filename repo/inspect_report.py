@@ -9,6 +9,14 @@ so a repository that does not verify is still shown with every problem pointed o
 ``verify_published`` stays the one yes/no verifier: the report's verdict is its answer, and
 the tests check that the recorded failures agree with it on every bad repository.
 
+``build_report`` shows the current state (timestamp -> snapshot -> targets) or, given a
+``Pick``, the state as of one version of one role (``REPO@targets:4``): root N alone, or
+snapshot N and the targets it records, or targets N alone. A past version is judged by the
+same signature and hash checks, under the newest root of the chain whose keys accept it (the
+root in force when it was signed), but not for expiry (a superseded version expiring is
+normal); ``verify_published`` only answers for the current state, so a past version's
+verdict is the walk's own.
+
 The report also notes what python-tuf accepts silently but a reviewer must see: duplicate
 JSON keys (the parser keeps the last one, so two readers may disagree on the content) and
 fields no TUF reader knows. Judging the report is ``repo.findings``' job.
@@ -36,7 +44,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 
 from verifier.artifact import ArtifactInfo
 from verifier.demokeys import is_demo_key
-from verifier.errors import ArtifactSchemaError, MetadataError
+from verifier.errors import ArtifactSchemaError, MetadataError, UsageError
 from verifier.tuf.checks import (
     TOP_LEVEL_ROLES,
     check_expiry,
@@ -46,12 +54,40 @@ from verifier.tuf.checks import (
     parse_version,
 )
 from verifier.tuf.published import MetadataSource, verify_published
-from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, root_filename, walk_root_chain
+from verifier.tuf.rootchain import (
+    MAX_ROOT_VERSIONS,
+    TrustedRoot,
+    root_filename,
+    walk_root_chain,
+)
 
 _T = TypeVar("_T")
 
 #: Version of the ``--json`` document of ``otakit inspect`` (docs/INSPECT.md).
 INSPECT_JSON_VERSION = 1
+
+
+#: The roles a ``Pick`` may name.
+PICK_ROLES = ("root", "timestamp", "snapshot", "targets")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One version of one role: the repository state a reviewer asks for with
+    ``REPO@targets:4`` (``repo.sources.parse_state`` parses it)."""
+
+    role: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if self.role not in PICK_ROLES or self.version < 1:
+            raise UsageError(
+                f"expected a role of {', '.join(PICK_ROLES)} and a version >= 1, "
+                f"found {self.role}:{self.version}"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.version}"
 
 
 @dataclass(frozen=True)
@@ -156,12 +192,22 @@ class InspectReport:
     targets: tuple[TargetInfo, ...]
     anomalies: tuple[Anomaly, ...]
     failures: tuple[Failure, ...]
-    #: ``verify_published``'s answer from the pinned root at ``at``
+    #: ``verify_published``'s answer from the pinned root at ``at`` (for a ``pick``: no
+    #: failure recorded)
     verified: bool
+    #: the version shown, None for the current state
+    pick: Pick | None = None
+    #: the root whose grants the roles are shown and checked under (None: the newest)
+    authority_version: int | None = None
 
     @property
     def newest_root_version(self) -> int:
         return max(link.version for link in self.root_chain if link.problem is None)
+
+    @property
+    def root_version(self) -> int:
+        """The root the report's roles and keys come from."""
+        return self.authority_version or self.newest_root_version
 
     def role(self, name: str) -> RoleInfo:
         return next(r for r in self.roles if r.name == name)
@@ -204,17 +250,21 @@ def build_report(
     *,
     source_name: str = "",
     max_root_versions: int = MAX_ROOT_VERSIONS,
+    pick: Pick | None = None,
 ) -> InspectReport:
-    """The report of ``source`` trusted from ``pinned_root`` at time ``at`` (module docstring).
+    """The report of ``source`` trusted from ``pinned_root`` at time ``at``, of its current
+    state or of the version ``pick`` names (module docstring).
 
     Raises only when the pinned root itself is not root metadata signed by its own
-    threshold (there is nothing to trust from), or when the source cannot be read.
+    threshold (there is nothing to trust from), when the source cannot be read, or when
+    ``pick`` names a version the source does not hold (``UsageError``).
     """
     files = _Files(source)
     walk = _Walk()
+    last = pick.version if pick is not None and pick.role == "root" else None
     chain = walk_root_chain(
         pinned_root,
-        lambda version: files.get(root_filename(version)),
+        lambda v: files.get(root_filename(v)) if last is None or v <= last else None,
         label="published",
         trusted_name="the pinned root",
         max_versions=max_root_versions,
@@ -225,62 +275,141 @@ def build_report(
     if chain.stop is not None:
         links.append(RootLink(chain.newest.version + 1, chain.stop.message))
         walk.failures.append(Failure("root", chain.stop.kind(), chain.stop.message))
-    root_md = chain.newest.metadata
-    authority = root_md.signed
-    walk.attempt("root", partial(check_expiry, root_md, at))
-    roles = {"root": _role_info(authority, "root", root_filename(authority.version), root_md)}
-
-    targets = _online_roles(files, authority, at, walk, roles)
-    verified = _verified(files, pinned_root, at, max_root_versions, walk)
+    roles: dict[str, RoleInfo] = {}
+    targets: Metadata[Targets] | None = None
+    authority = chain.newest
+    if pick is None or pick.role == "timestamp":
+        walk.attempt("root", partial(check_expiry, authority.metadata, at))
+        targets, _ = _online_roles(files, (authority,), "timestamp", None, at, walk, roles)
+        now = roles.get("timestamp")
+        if pick is not None and (now is None or now.version != pick.version):
+            raise _not_held(source_name, pick, "timestamp.json", chain.newest, roles)
+    elif pick.role == "root":
+        if chain.stop is None and chain.newest.version != pick.version:
+            name = root_filename(max(chain.newest.version + 1, pick.version))
+            raise _not_held(source_name, pick, name, chain.newest, roles)
+    else:
+        name = f"{pick.version}.{pick.role}.json"
+        if files.get(name) is None:
+            raise _not_held(source_name, pick, name, chain.newest, roles)
+        newest_first = tuple(reversed(chain.roots))
+        targets, authority = _online_roles(
+            files, newest_first, pick.role, pick.version, None, walk, roles
+        )
+    roles["root"] = _role_info(
+        authority.metadata.signed, "root", root_filename(authority.version), authority.metadata
+    )
+    grants = authority.metadata.signed
+    verified = (
+        _verified(files, pinned_root, at, max_root_versions, walk)
+        if pick is None or pick.role == "timestamp"
+        else not walk.failures
+    )
     return InspectReport(
         source=source_name,
         at=at,
         pinned_root_version=chain.roots[0].version,
         root_chain=tuple(links),
-        roles=tuple(roles.get(r) or _role_info(authority, r, None, None) for r in TOP_LEVEL_ROLES),
-        keys=_keys(authority, targets),
-        consistent_snapshot=authority.consistent_snapshot is True,
+        roles=tuple(roles.get(r) or _role_info(grants, r, None, None) for r in TOP_LEVEL_ROLES),
+        keys=_keys(grants, targets),
+        consistent_snapshot=grants.consistent_snapshot is True,
         delegations=_delegations(targets),
         targets=_targets(targets),
         anomalies=tuple(walk.anomalies),
         failures=tuple(walk.failures),
         verified=verified,
+        pick=pick,
+        authority_version=authority.version,
     )
 
 
+def _not_held(
+    source: str, pick: Pick, name: str, newest: TrustedRoot, roles: dict[str, RoleInfo]
+) -> UsageError:
+    """``pick`` names a version ``source`` does not hold: say which file was expected and
+    why it may be missing."""
+    at = f"{source}@{pick}" if source else str(pick)
+    if pick.role == "timestamp":
+        now = roles.get("timestamp")
+        found = f"v{now.version}" if now is not None and now.version else "none readable"
+        return UsageError(
+            f"{at}: only the current timestamp is kept ({name}), expected v{pick.version}, "
+            f"found {found}",
+            hint="compare snapshot or targets versions instead (REPO@snapshot:N)",
+        )
+    if pick.role == "root" and newest.version > pick.version:
+        return UsageError(
+            f"{at}: expected a root at or after the pinned root, found root v{pick.version} "
+            f"before the pinned root v{newest.version}",
+            hint="pin an older root to compare versions before it",
+        )
+    if pick.role != "root" and newest.metadata.signed.consistent_snapshot is not True:
+        return UsageError(
+            f"{at}: expected metadata/{name}, found none: this repository does not keep "
+            f"versioned {pick.role} files (consistent snapshots are off)",
+            hint="only the current state can be inspected; compare two copies of the repository",
+        )
+    return UsageError(
+        f"{at}: expected metadata/{name}, found none",
+        hint=f"'otakit inspect history' lists the {pick.role} versions the repository keeps",
+    )
+
+
+#: the role each online role's metadata names next, down to targets
+_NEXT = {"timestamp": "snapshot", "snapshot": "targets"}
+
+
 def _online_roles(
-    files: _Files, authority: Root, at: datetime, walk: _Walk, roles: dict[str, RoleInfo]
-) -> Metadata[Targets] | None:
-    """timestamp -> snapshot -> targets, as far as each file can be read and parsed."""
-    referrer, name, meta = "", "timestamp.json", None
-    targets: Metadata[Targets] | None = None
-    for role in ("timestamp", "snapshot", "targets"):
+    files: _Files,
+    authorities: tuple[TrustedRoot, ...],
+    start: str,
+    version: int | None,
+    at: datetime | None,
+    walk: _Walk,
+    roles: dict[str, RoleInfo],
+) -> tuple[Metadata[Targets] | None, TrustedRoot]:
+    """From ``start`` down to targets, as far as each file can be read and parsed.
+
+    The first file is ``timestamp.json`` (``version`` None) or ``VERSION.START.json``; it
+    picks the authority for the rest: the newest of ``authorities`` whose keys accept it
+    (the first when none does, under which the failure is recorded). Expiry is judged at
+    ``at`` (None: not judged)."""
+    referrer, role, meta = "", start, None
+    name = "timestamp.json" if version is None else f"{version}.{start}.json"
+    authority = authorities[0]
+    while True:
         data = files.get(name)
         if data is None:
             named = f" (named by {referrer})" if referrer else ""
             walk.failures.append(
                 Failure(role, "invalid-metadata", f"expected {name}{named}, found none")
             )
-            return targets
+            return None, authority
         if meta is not None:
             walk.attempt(role, partial(check_meta, meta, data, role, referrer))
+        want = meta.version if meta is not None else version
         md = walk.attempt(
             role,
             partial(parse_metadata, data, role, name)
-            if meta is None
-            else partial(parse_version, data, role, meta.version),
+            if want is None
+            else partial(parse_version, data, role, want),
         )
         if md is None:
-            return targets
+            return None, authority
         walk.anomalies += _anomalies(name, data, md)
-        walk.attempt(role, partial(check_signatures, authority, role, md, f"published {role}"))
-        walk.attempt(role, partial(check_expiry, md, at))
-        roles[role] = _role_info(authority, role, name, md)
+        if not referrer:
+            authority = _authority(authorities, role, md)
+        grants = authority.metadata.signed
+        walk.attempt(role, partial(check_signatures, grants, role, md, f"published {role}"))
+        if at is not None:
+            walk.attempt(role, partial(check_expiry, md, at))
+        roles[role] = _role_info(grants, role, name, md)
+        if role == "targets":
+            return cast(Metadata[Targets], md), authority
         referrer = name
         if role == "timestamp":
             meta = cast(Metadata[Timestamp], md).signed.snapshot_meta
-            name = f"{meta.version}.snapshot.json"
-        elif role == "snapshot":
+        else:
             meta = cast(Metadata[Snapshot], md).signed.meta.get("targets.json")
             if meta is None:
                 walk.failures.append(
@@ -291,11 +420,20 @@ def _online_roles(
                         "found none",
                     )
                 )
-                return None
-            name = f"{meta.version}.targets.json"
-        else:
-            targets = cast(Metadata[Targets], md)
-    return targets
+                return None, authority
+        role = _NEXT[role]
+        name = f"{meta.version}.{role}.json"
+
+
+def _authority(roots: tuple[TrustedRoot, ...], role: str, md: Metadata[Any]) -> TrustedRoot:
+    """The first (newest) of ``roots`` whose keys for ``role`` accept ``md``, else the first."""
+    for r in roots:
+        try:
+            check_signatures(r.metadata.signed, role, md, role)
+        except MetadataError:
+            continue
+        return r
+    return roots[0]
 
 
 def _verified(
@@ -507,7 +645,7 @@ def _unknown_fields(md: Metadata[Any]) -> list[str]:
 # --- JSON ------------------------------------------------------------------------------------
 
 
-def _time(t: datetime | None) -> str | None:
+def json_time(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t is not None else None
 
 
@@ -528,14 +666,35 @@ def artifact_json(a: ArtifactInfo) -> dict[str, Any]:
     }
 
 
+def key_json(k: KeyInfo) -> dict[str, Any]:
+    return {**vars(k), "roles": list(k.roles)}
+
+
+def target_json(t: TargetInfo) -> dict[str, Any]:
+    return {
+        "path": t.path,
+        "length": t.length,
+        "hashes": dict(t.hashes),
+        "artifact": artifact_json(t.artifact) if t.artifact is not None else None,
+        "artifact_error": t.artifact_error,
+        "path_problem": t.path_problem,
+    }
+
+
+def failure_json(f: Failure) -> dict[str, Any]:
+    return dict(vars(f))
+
+
 def report_json(report: InspectReport) -> dict[str, Any]:
     """The versioned ``--json`` document (without findings; docs/INSPECT.md)."""
     return {
         "otakit_inspect": INSPECT_JSON_VERSION,
         "source": report.source,
-        "at": _time(report.at),
+        "at": json_time(report.at),
         "verified": report.verified,
-        "failures": [vars(f) for f in report.failures],
+        "state": str(report.pick) if report.pick is not None else "current",
+        "root_version": report.root_version,
+        "failures": [failure_json(f) for f in report.failures],
         "root_chain": {
             "pinned": report.pinned_root_version,
             "newest": report.newest_root_version,
@@ -547,7 +706,7 @@ def report_json(report: InspectReport) -> dict[str, Any]:
                 "name": r.name,
                 "file": r.file,
                 "version": r.version,
-                "expires": _time(r.expires),
+                "expires": json_time(r.expires),
                 "seconds_left": (
                     int((r.expires - report.at).total_seconds()) if r.expires is not None else None
                 ),
@@ -561,7 +720,7 @@ def report_json(report: InspectReport) -> dict[str, Any]:
             }
             for r in report.roles
         ],
-        "keys": [{**vars(k), "roles": list(k.roles)} for k in report.keys],
+        "keys": [key_json(k) for k in report.keys],
         "delegations": [
             {
                 **vars(d),
@@ -573,16 +732,6 @@ def report_json(report: InspectReport) -> dict[str, Any]:
             }
             for d in report.delegations
         ],
-        "targets": [
-            {
-                "path": t.path,
-                "length": t.length,
-                "hashes": dict(t.hashes),
-                "artifact": artifact_json(t.artifact) if t.artifact is not None else None,
-                "artifact_error": t.artifact_error,
-                "path_problem": t.path_problem,
-            }
-            for t in report.targets
-        ],
+        "targets": [target_json(t) for t in report.targets],
         "anomalies": [vars(a) for a in report.anomalies],
     }

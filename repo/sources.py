@@ -1,7 +1,8 @@
 """Where a reviewer's tools read a published repository from: a directory or an HTTP(S) URL.
 
-``open_source`` is the one parser of a SOURCE argument, so ``inspect`` and the commands that
-will compare repository states read them the same way. Every source is read-only and bounded
+``open_source`` is the one parser of a SOURCE argument, and ``parse_state`` of a STATE
+(``SOURCE`` or ``SOURCE@targets:4``), so ``inspect``, ``inspect diff`` and ``inspect history``
+read them the same way. Every source is read-only and bounded
 (P4: size per file, a socket timeout and a total deadline per request) and fetches only names
 of the fixed metadata pattern (P3: an untrusted name is never a path — a version number read
 from metadata turns into ``N.snapshot.json``, nothing else). Targets (the artifacts) are never
@@ -18,6 +19,7 @@ from pathlib import Path
 from tuf.api import exceptions as tuf_exc
 
 from repo.errors import RepositoryStateError, UsageError
+from repo.inspect_report import PICK_ROLES, Pick
 from verifier.errors import InvalidMetadataError
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import HttpFetcher
@@ -100,6 +102,30 @@ class HttpSource:
         return self.base_url
 
 
+#: ``SOURCE@ROLE:VERSION`` (``REPO@targets:4``); ROLE without ``/``, so the ``@`` of a URL's
+#: user part (``http://user@host:8080/r``) is not taken for one
+STATE_SUFFIX = re.compile(r"^(?P<source>.+)@(?P<role>[A-Za-z]+):(?P<version>[^@]*)$")
+
+
+def parse_state(text: str) -> tuple[LocalSource | HttpSource, Pick | None]:
+    """The source and the version a STATE argument names: ``SOURCE`` (its current state) or
+    ``SOURCE@ROLE:N`` (the state as of version N of ROLE; ``repo.inspect_report.Pick``)."""
+    m = STATE_SUFFIX.match(text)
+    if m is None or (m["role"] not in PICK_ROLES and "/" in m["version"]):
+        return open_source(text), None
+    role, version = m["role"], m["version"]
+    if role not in PICK_ROLES:
+        raise UsageError(
+            f"{text}: expected SOURCE@ROLE:N with ROLE one of {', '.join(PICK_ROLES)}, "
+            f"found {role!r}"
+        )
+    if not re.fullmatch(r"[1-9][0-9]{0,9}", version):
+        raise UsageError(
+            f"{text}: expected a version number (1, 2, ...) after {role}:, found {version!r}"
+        )
+    return open_source(m["source"]), Pick(role, int(version))
+
+
 def open_source(text: str) -> LocalSource | HttpSource:
     """The source a SOURCE argument names: an ``http(s)://`` base URL (the repository root,
     with ``metadata/`` below it) or a repository directory."""
@@ -119,4 +145,11 @@ def open_source(text: str) -> LocalSource | HttpSource:
     return LocalSource(repo_dir)
 
 
-__all__ = ["HttpSource", "LocalSource", "MetadataSource", "check_name", "open_source"]
+__all__ = [
+    "HttpSource",
+    "LocalSource",
+    "MetadataSource",
+    "check_name",
+    "open_source",
+    "parse_state",
+]

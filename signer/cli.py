@@ -43,7 +43,7 @@ from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
 from signer.demo import run_demo
 from signer.image_cmd import image_app
-from signer.inspect_cmd import inspect
+from signer.inspect_cmd import inspect_app
 from signer.keygen import generate_demo_keys
 from signer.release import list_published, release
 from verifier.cli_common import (
@@ -62,7 +62,7 @@ keys_app = new_app("Key management.")
 app.add_typer(repo_app, name="repo")
 app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
-app.command("inspect", epilog=EPILOG)(inspect)
+app.add_typer(inspect_app, name="inspect")
 app.add_typer(image_app, name="image")
 
 _err = Console(stderr=True)

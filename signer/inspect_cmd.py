@@ -1,10 +1,12 @@
-"""``otakit inspect SOURCE --root ROOT.json``: a repository as a security reviewer sees it.
+"""``otakit inspect``: a repository as a security reviewer sees it.
 
-Parse, call ``repo.inspect_report.build_report`` and ``repo.findings.find``, render: rich
-tables on stdout (plain text, readable at 80 columns), or the versioned JSON document of
-docs/INSPECT.md. The report is printed even when the repository does not verify, and the
-exit code says so (3); ``--fail-on`` makes findings at or above a severity exit 3 too.
-Nothing is written.
+Three commands: ``inspect [show] STATE`` (one state: ``repo.inspect_report.build_report`` and
+``repo.findings.find``), ``inspect diff OLD NEW`` (``repo.inspect_diff.diff_reports`` of two
+reports) and ``inspect history REPO`` (``repo.inspect_history.build_history``). Each parses,
+calls the library, renders: rich tables on stdout (plain text, readable at 80 columns), or
+the versioned JSON documents of docs/INSPECT.md. A report is printed even when what it shows
+does not verify, and the exit code says so (3); ``--fail-on`` makes findings at or above a
+severity exit 3 too. Nothing is written.
 """
 
 from __future__ import annotations
@@ -21,21 +23,60 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from typer._click import Context
+from typer.core import TyperGroup
 
-from repo.errors import UsageError
-from repo.findings import Finding, at_or_above, find
-from repo.inspect_report import InspectReport, build_report, report_json
-from repo.sources import open_source
-from verifier.cli_common import JsonOpt
-from verifier.cli_contract import RunState, run_state
+from repo.findings import Finding, at_or_above, find, find_history
+from repo.inspect_diff import FieldChange, ReportDiff, diff_json, diff_reports
+from repo.inspect_history import History, VersionEntry, build_history, history_json
+from repo.inspect_report import InspectReport, RoleInfo, TargetInfo, build_report, report_json
+from repo.sources import open_source, parse_state
+from verifier.cli_common import JsonOpt, new_app
+from verifier.cli_contract import EPILOG, RunState, run_state
 from verifier.demokeys import DEMO_KEY_WARNING
 from verifier.errors import SecurityError
 from verifier.tuf.client import load_root_bytes
 
 #: The exit code of a repository that does not verify, or of findings at ``--fail-on``.
 EXIT_VERDICT = SecurityError.exit_code
-#: Names kept free for ``otakit inspect diff`` and ``otakit inspect history``.
-RESERVED = ("diff", "history")
+#: The subcommand ``otakit inspect SOURCE ...`` stands for.
+DEFAULT_COMMAND = "show"
+
+
+class InspectGroup(TyperGroup):
+    """``otakit inspect SOURCE ...`` is ``otakit inspect show SOURCE ...``: the report of one
+    state keeps its short form, and ``diff`` and ``history`` are subcommands beside it (a
+    directory of one of those names is ``./diff``)."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        i = next((n for n, a in enumerate(args) if a != "--json"), None)
+        if i is not None and args[i] not in self.commands and args[i] not in ctx.help_option_names:
+            args = [*args[:i], DEFAULT_COMMAND, *args[i:]]
+        return super().parse_args(ctx, args)
+
+
+inspect_app = new_app(
+    "Review a repository from a pinned root: one state, two compared, or its history.\n\n"
+    "'otakit inspect SOURCE --root ROOT.json' is short for 'otakit inspect show ...'."
+)
+inspect_app.info.cls = InspectGroup
+
+StateArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SOURCE",
+        help="Repository directory or http(s):// URL (with metadata/); SOURCE@targets:N, "
+        "SOURCE@root:N or SOURCE@snapshot:N for one version in it.",
+    ),
+]
+RootOpt = Annotated[
+    Path,
+    typer.Option("--root", help="The pinned root metadata to trust (e.g. 1.root.json)."),
+]
+AtOpt = Annotated[
+    str | None,
+    typer.Option(help="Judge expiry at this ISO 8601 time (default: now), e.g. 2027-01-31."),
+]
 
 
 class FailOn(StrEnum):
@@ -46,26 +87,24 @@ class FailOn(StrEnum):
     critical = "critical"
 
 
-def inspect(
+FailOnOpt = Annotated[
+    FailOn | None,
+    typer.Option("--fail-on", help="Exit 3 if a finding of this severity or above exists."),
+]
+
+
+@inspect_app.callback()
+def _inspect(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    run_state(ctx, json_out)
+
+
+@inspect_app.command("show", epilog=EPILOG)
+def show(
     ctx: typer.Context,
-    source: Annotated[
-        str,
-        typer.Argument(
-            metavar="SOURCE", help="Repository directory or http(s):// URL (with metadata/)."
-        ),
-    ],
-    root: Annotated[
-        Path,
-        typer.Option("--root", help="The pinned root metadata to trust (e.g. 1.root.json)."),
-    ],
-    at: Annotated[
-        str | None,
-        typer.Option(help="Judge expiry at this ISO 8601 time (default: now), e.g. 2027-01-31."),
-    ] = None,
-    fail_on: Annotated[
-        FailOn | None,
-        typer.Option("--fail-on", help="Exit 3 if a finding of this severity or above exists."),
-    ] = None,
+    source: StateArg,
+    root: RootOpt,
+    at: AtOpt = None,
+    fail_on: FailOnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a repository from a pinned root; show who signs what.
@@ -75,31 +114,113 @@ def inspect(
     Reads metadata only; writes nothing.
     """
     run = run_state(ctx, json_out)
-    if source in RESERVED:
-        raise UsageError(
-            f"SOURCE: {source!r} is reserved for 'otakit inspect {source}' (not available yet)",
-            hint=f"for a directory of that name, write ./{source}",
-        )
+    when = _parse_at(at)
+    pinned = load_root_bytes(root)
+    report = _report(run, source, pinned, when)
+    findings = find(report)
+    doc = {**report_json(report), "findings": [f.to_json() for f in findings]}
+    run.result(doc, render_text(report, findings))
+    _exit(run, (report,), findings, fail_on)
+
+
+@inspect_app.command("diff", epilog=EPILOG)
+def diff(
+    ctx: typer.Context,
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The state before: like SOURCE.")],
+    new: Annotated[
+        str,
+        typer.Argument(
+            metavar="NEW",
+            help="The state after: a directory, an http(s):// URL, or REPO@targets:N, "
+            "REPO@root:N, REPO@snapshot:N.",
+        ),
+    ],
+    root: RootOpt,
+    at: AtOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """What changed from OLD to NEW: roles, keys, thresholds, expiries, delegations, targets.
+
+    Both states are verified from the pinned root; one that does not verify is compared all
+    the same, its failures listed, and the command exits 3. A past version (REPO@targets:4)
+    needs a repository that keeps versioned files (consistent snapshots).
+    """
+    run = run_state(ctx, json_out)
+    when = _parse_at(at)
+    pinned = load_root_bytes(root)
+    d = diff_reports(_report(run, old, pinned, when), _report(run, new, pinned, when))
+    run.result(diff_json(d), render_diff(d))
+    _exit(run, (d.old, d.new), (), None)
+
+
+@inspect_app.command("history", epilog=EPILOG)
+def history(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="REPO", help="Repository directory or http(s):// URL (with metadata/)."
+        ),
+    ],
+    root: RootOpt,
+    at: AtOpt = None,
+    fail_on: FailOnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every root and targets version the repository holds, and what each changed.
+
+    Each version is verified from the pinned root (a targets version under the root whose
+    keys signed it) and compared with the one before it; findings across versions
+    (OTA-H..., docs/FINDINGS.md) are listed and gate with --fail-on.
+    """
+    run = run_state(ctx, json_out)
     when = _parse_at(at)
     pinned = load_root_bytes(root)
     src = open_source(source)
-    report = build_report(src, pinned, when, source_name=str(src))
-    findings = find(report)
+    h = build_history(src, pinned, when, source_name=str(src))
+    findings = find_history(h)
+    _warn_demo(run, h.source, h.current)
+    doc = {**history_json(h), "findings": [f.to_json() for f in findings]}
+    run.result(doc, render_history(h, findings))
+    reports = (h.current, *(e.report for e in h.roots + h.targets if e.report is not None))
+    _exit(run, reports, findings, fail_on, history=h)
+
+
+def _report(run: RunState, text: str, pinned: bytes, when: datetime) -> InspectReport:
+    """The report of a STATE argument (``SOURCE`` or ``SOURCE@role:N``), warning once per
+    repository that uses the public demo keys."""
+    src, pick = parse_state(text)
+    name = f"{src}@{pick}" if pick is not None else str(src)
+    report = build_report(src, pinned, when, source_name=name, pick=pick)
+    _warn_demo(run, str(src), report)
+    return report
+
+
+def _warn_demo(run: RunState, name: str, report: InspectReport) -> None:
     if any(k.demo and k.roles for k in report.keys):
-        run.warn(f"{src}: {DEMO_KEY_WARNING}")
-    doc = {**report_json(report), "findings": [f.to_json() for f in findings]}
-    run.result(doc, render_text(report, findings))
-    _exit(run, report, findings, fail_on)
+        run.warn(f"{name}: {DEMO_KEY_WARNING}")
 
 
 def _exit(
-    run: RunState, report: InspectReport, findings: tuple[Finding, ...], fail_on: FailOn | None
+    run: RunState,
+    reports: tuple[InspectReport, ...],
+    findings: tuple[Finding, ...],
+    fail_on: FailOn | None,
+    *,
+    history: History | None = None,
 ) -> None:
-    if not report.verified:
+    """Exit 3 when a report does not verify (or a refused root in ``history``), or when a
+    finding is at or above ``fail_on``; the reports are on stdout already."""
+    bad = [r for r in reports if not r.verified]
+    for r in bad:
         run.note(
-            f"{run.prog}: {report.source} does NOT verify from the pinned root: "
-            f"{len(report.failures)} failure(s), listed in the report"
+            f"{run.prog}: {r.source} does NOT verify from the pinned root: "
+            f"{len(r.failures)} failure(s), listed in the report"
         )
+    refused = [e for e in history.roots if e.report is None] if history is not None else []
+    for e in refused:
+        run.note(f"{run.prog}: root v{e.version} was refused: {e.problem}")
+    if bad or refused:
         raise typer.Exit(EXIT_VERDICT)
     if fail_on is not None:
         over = at_or_above(findings, fail_on.value)
@@ -276,3 +397,175 @@ def _targets(out: Console, report: InspectReport) -> None:
             f"{_size(a.image.length)} {a.image.sha256[:12]}\nfile {_size(x.length)}",
         )
     out.print(t)
+
+
+# --- diff and history text -------------------------------------------------------------------
+
+
+def _console(buf: io.StringIO) -> Console:
+    return Console(file=buf, width=_width(), no_color=True, highlight=False, emoji=False)
+
+
+def _text(buf: io.StringIO) -> str:
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def _value(field: str, v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, tuple):
+        return ", ".join(v) or "none"
+    text = str(v)
+    if field.endswith("sha256") or field.startswith("hashes."):
+        return text[:12]
+    return text
+
+
+def _change(c: FieldChange) -> str:
+    return f"{c.field} {_value(c.field, c.old)} -> {_value(c.field, c.new)}"
+
+
+def _side(label: str, r: InspectReport) -> str:
+    verdict = "VERIFIED" if r.verified else "NOT VERIFIED"
+    return f"{label}: {verdict} under root v{r.root_version}: {r.source}"
+
+
+def _artifact_line(target: TargetInfo) -> str:
+    a = target.artifact
+    if a is None:
+        return f"file {_size(target.length)}, no artifact metadata"
+    kind = a.kind if a.base is None else f"delta from {a.base.version}"
+    extra = ", DOWNGRADE ok" if a.allow_downgrade else ""
+    return f"{a.product} {a.version} {kind}, {a.image_type or 'type ?'}{extra}"
+
+
+def _summary(d: ReportDiff, quiet: str | None = None) -> list[str]:
+    """One line per change; ``quiet`` names a role whose version and expiry changes are
+    left out (a history row shows them in their own columns)."""
+    lines = [_change(c) for c in d.repository]
+    for r in d.roles:
+        changes = [c for c in r.changes if r.name != quiet or c.field not in ("version", "expires")]
+        lines += [f"{r.name}: {_change(c)}" for c in changes]
+        lines += [f"{r.name}: + key {k[:16]}" for k in r.keys_added]
+        lines += [f"{r.name}: - key {k[:16]}" for k in r.keys_removed]
+    for x in d.delegations:
+        what = "; ".join(_change(c) for c in x.changes) if x.status == "changed" else ""
+        sign = {"added": "+", "removed": "-", "changed": "~"}[x.status]
+        lines.append(f"{sign} delegation {x.delegator} -> {x.name}" + (f": {what}" if what else ""))
+    for t in d.targets:
+        if t.status == "changed":
+            lines.append(f"~ {t.path}: " + "; ".join(_change(c) for c in t.changes))
+        else:
+            sign = "+" if t.status == "added" else "-"
+            lines.append(f"{sign} {t.path} ({_artifact_line(t.target)})")
+    return lines
+
+
+def _failures(out: Console, reports: list[tuple[str, InspectReport]]) -> None:
+    rows = [(label, f) for label, r in reports for f in r.failures]
+    if rows:
+        t = _table("Verification failures", "side", "where", "kind", "what")
+        for label, f in rows:
+            t.add_row(label, f.where, f.kind, f.message)
+        out.print(t)
+
+
+def render_diff(d: ReportDiff) -> str:
+    """The human diff: both sides and their verdicts, then a table per part that changed."""
+    buf = io.StringIO()
+    out = _console(buf)
+    out.print(_side("old", d.old), overflow="fold")
+    out.print(_side("new", d.new), overflow="fold")
+    _failures(out, [("old", d.old), ("new", d.new)])
+    if not d.changed:
+        out.print("No changes.")
+        return _text(buf)
+    if d.repository:
+        out.print("Repository: " + "; ".join(_change(c) for c in d.repository))
+    if d.roles:
+        t = _table("Roles", "role", "change", keep=("role",))
+        for r in d.roles:
+            lines = [_change(c) for c in r.changes]
+            lines += [f"+ key {k[:16]}" for k in r.keys_added]
+            lines += [f"- key {k[:16]}" for k in r.keys_removed]
+            t.add_row(r.name, "\n".join(lines))
+        out.print(t)
+    if d.keys_added or d.keys_removed:
+        t = _table("Keys", "", "key id", "type / scheme", "demo", "roles")
+        for sign, keys in (("+", d.keys_added), ("-", d.keys_removed)):
+            for k in keys:
+                demo = "DEMO" if k.demo else "no"
+                t.add_row(sign, k.keyid[:16], f"{k.keytype} / {k.scheme}", demo, ", ".join(k.roles))
+        out.print(t)
+    if d.delegations:
+        t = _table("Delegations", "", "delegator -> role", "change")
+        for x in d.delegations:
+            sign = {"added": "+", "removed": "-", "changed": "~"}[x.status]
+            t.add_row(sign, f"{x.delegator} -> {x.name}", "\n".join(_change(c) for c in x.changes))
+        out.print(t)
+    if d.targets:
+        t = _table("Targets", "", "target", "what", keep=("",))
+        for y in d.targets:
+            if y.status == "changed":
+                t.add_row("~", y.path, "\n".join(_change(c) for c in y.changes))
+            else:
+                t.add_row("+" if y.status == "added" else "-", y.path, _artifact_line(y.target))
+        out.print(t)
+    return _text(buf)
+
+
+def _signatures(role: RoleInfo) -> str:
+    sigs = f"{len(role.signatures_valid)}/{role.threshold} valid"
+    return sigs if len(role.signatures_valid) >= role.threshold else f"{sigs} (BELOW THRESHOLD)"
+
+
+def _history_table(title: str, entries: tuple[VersionEntry, ...], first: str) -> Table:
+    t = _table(title, "version", "root", "expires", "signatures", "changes", keep=("version",))
+    for e in entries:
+        r = e.report
+        if r is None:
+            t.add_row(str(e.version), "-", "-", "-", f"REFUSED: {e.problem}")
+            continue
+        role = r.role(e.role)
+        changes = _summary(e.changes, quiet=e.role) if e.changes is not None else [first]
+        changes += [f"FAILURE {f.where}: {f.message}" for f in r.failures]
+        t.add_row(
+            str(e.version),
+            f"v{r.root_version}",
+            _time(role.expires),
+            _signatures(role),
+            "\n".join(changes) or "(no change)",
+        )
+    return t
+
+
+def render_history(h: History, findings: tuple[Finding, ...]) -> str:
+    """The human history: a table of root versions, one of targets versions, the findings."""
+    buf = io.StringIO()
+    out = _console(buf)
+    verdict = "every version listed VERIFIES" if h.verified else "NOT everything VERIFIES"
+    out.print(f"repository: {h.source}", overflow="fold")
+    out.print(f"verdict: {verdict} from pinned root v{h.current.pinned_root_version}")
+    _failures(out, [("current", h.current)])
+    if h.roots_not_listed:
+        out.print(f"({h.roots_not_listed} older root versions not listed)")
+    out.print(_history_table("Root versions", h.roots, "the pinned root"))
+    if h.targets_not_listed:
+        out.print(f"({h.targets_not_listed} older targets versions not listed)")
+    out.print(_history_table("Targets versions", h.targets, "the oldest held"))
+    if h.targets_not_kept:
+        kept = ", ".join(str(v) for v in h.targets_not_kept)
+        out.print(f"targets versions not kept: {kept}", overflow="fold")
+    if findings:
+        t = _table(
+            "Findings across versions (docs/FINDINGS.md)", "id", "severity", "what / fix",
+            keep=("id",), leading=1,
+        )  # fmt: skip
+        for group in _grouped(findings):
+            first = group[0]
+            what = "\n".join(f"{f.where}: {f.detail}" for f in group)
+            t.add_row(first.id, first.severity, f"{first.title}\n{what}\nfix: {first.fix}")
+        out.print(t)
+    else:
+        out.print("Findings across versions: none")
+    return _text(buf)
