@@ -56,8 +56,9 @@ class InspectGroup(TyperGroup):
 
 
 inspect_app = new_app(
-    "Review a repository from a pinned root: one state, two compared, or its history.\n\n"
-    "'otakit inspect SOURCE --root ROOT.json' is short for 'otakit inspect show ...'."
+    "Review repositories from a pinned root (show, diff, history).\n\n"
+    "'otakit inspect SOURCE --root ROOT.json' is short for\n"
+    "'otakit inspect show SOURCE --root ROOT.json'."
 )
 inspect_app.info.cls = InspectGroup
 
@@ -126,7 +127,7 @@ def show(
 @inspect_app.command("diff", epilog=EPILOG)
 def diff(
     ctx: typer.Context,
-    old: Annotated[str, typer.Argument(metavar="OLD", help="The state before: like SOURCE.")],
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The state before (the forms of NEW).")],
     new: Annotated[
         str,
         typer.Argument(
@@ -139,8 +140,10 @@ def diff(
     at: AtOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """What changed from OLD to NEW: roles, keys, thresholds, expiries, delegations, targets.
+    """Compare two repository states (a release, a key ceremony).
 
+    Lists the roles, keys, thresholds, expiries, delegations and targets added, removed or
+    changed from OLD to NEW.
     Both states are verified from the pinned root; one that does not verify is compared all
     the same, its failures listed, and the command exits 3. A past version (REPO@targets:4)
     needs a repository that keeps versioned files (consistent snapshots).
@@ -167,11 +170,11 @@ def history(
     fail_on: FailOnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Every root and targets version the repository holds, and what each changed.
+    """List every root and targets version held, and what each changed.
 
     Each version is verified from the pinned root (a targets version under the root whose
-    keys signed it) and compared with the one before it; findings across versions
-    (OTA-H..., docs/FINDINGS.md) are listed and gate with --fail-on.
+    keys signed it) and compared with the one before it; findings across versions (OTA-H001
+    and on, docs/FINDINGS.md) are listed and gate with --fail-on.
     """
     run = run_state(ctx, json_out)
     when = _parse_at(at)
@@ -515,8 +518,8 @@ def render_diff(d: ReportDiff) -> str:
 
 
 def _signatures(role: RoleInfo) -> str:
-    sigs = f"{len(role.signatures_valid)}/{role.threshold} valid"
-    return sigs if len(role.signatures_valid) >= role.threshold else f"{sigs} (BELOW THRESHOLD)"
+    ok = len(role.signatures_valid) >= role.threshold
+    return f"{len(role.signatures_valid)}/{role.threshold} {'valid' if ok else 'INVALID'}"
 
 
 def _history_table(title: str, entries: tuple[VersionEntry, ...], first: str) -> Table:

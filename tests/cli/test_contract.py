@@ -214,7 +214,7 @@ ROWS = [
     Row(P, "inspect", ("inspect", "{repo}", "--root", "{nowhere}/root.json"), 5, "root.json"),
     Row(P, "inspect", ("inspect", "{repo}", "--root", "{root}", "--at", "soon"), 2, "--at"),
     Row(P, "inspect", ("inspect", "{repo}", "--root", "{root}", "--fail-on", "x"), 2, "--fail-on"),
-    Row(P, "inspect", ("inspect", "diff", "--root", "{root}"), 2, "reserved"),
+    Row(P, "inspect diff", ("inspect", "diff", "--root", "{root}"), 2, "Missing argument"),
     Row(P, "inspect", ("inspect", "ftp://host/r", "--root", "{root}"), 2, "http"),
     Row(P, "inspect", ("inspect", "http://127.0.0.1:9", "--root", "{root}"), 4, "refused"),
     Row(P, "image", ("image",), 2, "Usage"),
@@ -248,6 +248,51 @@ ROWS = [
     Row(D, "clear-failed", ("--state", "{nowhere}", "clear-failed"), 5, "init"),
     Row(D, "boot", ("--state", "{nowhere}", "boot"), 5, "init"),
     Row(D, "verify-installed", ("--state", "{nowhere}", "verify-installed"), 5, "init"),
+    # --- otakit inspect show / diff / history ------------------------------------------------
+    Row(P, "inspect show", ("inspect", "show", "{nowhere}", "--root", "{root}"), 5, "repository"),
+    Row(
+        P, "inspect show", ("inspect", "show", "{repo}@targets:x", "--root", "{root}"), 2, "version"
+    ),
+    Row(P, "inspect diff", ("inspect", "diff", "{repo}", "{repo}"), 2, "Missing option '--root'"),
+    Row(
+        P,
+        "inspect diff",
+        ("inspect", "diff", "{repo}@nope:1", "{repo}", "--root", "{root}"),
+        2,
+        "ROLE one of",
+    ),
+    Row(
+        P,
+        "inspect diff",
+        ("inspect", "diff", "{repo}@targets:99", "{repo}", "--root", "{root}"),
+        2,
+        "99.targets.json",
+    ),
+    Row(
+        P,
+        "inspect diff",
+        ("inspect", "diff", "{repo}", "{nowhere}", "--root", "{root}"),
+        5,
+        "nowhere",
+    ),
+    Row(
+        P,
+        "inspect diff",
+        ("inspect", "diff", "{repo}", "http://127.0.0.1:9", "--root", "{root}"),
+        4,
+        "refused",
+    ),
+    Row(
+        P, "inspect history", ("inspect", "history", "{nowhere}", "--root", "{root}"), 5, "nowhere"
+    ),
+    Row(P, "inspect history", ("inspect", "history", "{repo}"), 2, "Missing option '--root'"),
+    Row(
+        P,
+        "inspect history",
+        ("inspect", "history", "{repo}", "--root", "{d}/not-json.json"),
+        2,
+        "not a TUF root",
+    ),
 ]
 
 

@@ -70,7 +70,10 @@ def _lower_root_threshold(conf: Path) -> KeyConfig:
 
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
-    d = tmp_path_factory.mktemp("story")
+    return build_story(tmp_path_factory.mktemp("story"))
+
+
+def build_story(d: Path) -> Story:
     keys = generate_demo_keys(d / "keys")
     repo = d / "repo"
     from repo.repository import init
