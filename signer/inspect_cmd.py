@@ -442,15 +442,24 @@ def _artifact_line(target: TargetInfo) -> str:
     return f"{a.product} {a.version} {kind}, {a.image_type or 'type ?'}{extra}"
 
 
-def _summary(d: ReportDiff, quiet: str | None = None) -> list[str]:
-    """One line per change; ``quiet`` names a role whose version and expiry changes are
-    left out (a history row shows them in their own columns)."""
-    lines = [_change(c) for c in d.repository]
+def _summary(d: ReportDiff, role: str) -> list[str]:
+    """One line per change for a history row of ``role``: its version and expiry are
+    columns of their own, and a targets row shows the root only as the one it is signed
+    under (the root rows show what changed in it)."""
+    lines = [
+        f"signed under root v{c.old} -> v{c.new}" if c.field == "root_version" else _change(c)
+        for c in d.repository
+        if role == "targets" or c.field != "root_version"
+    ]
     for r in d.roles:
-        changes = [c for c in r.changes if r.name != quiet or c.field not in ("version", "expires")]
+        if role == "targets" and r.name != "targets":
+            continue
+        changes = [c for c in r.changes if r.name != role or c.field not in ("version", "expires")]
         lines += [f"{r.name}: {_change(c)}" for c in changes]
-        lines += [f"{r.name}: + key {k[:16]}" for k in r.keys_added]
-        lines += [f"{r.name}: - key {k[:16]}" for k in r.keys_removed]
+        if r.keys_added:
+            lines.append(f"{r.name}: + key " + ", ".join(k[:8] for k in r.keys_added))
+        if r.keys_removed:
+            lines.append(f"{r.name}: - key " + ", ".join(k[:8] for k in r.keys_removed))
     for x in d.delegations:
         what = "; ".join(_change(c) for c in x.changes) if x.status == "changed" else ""
         sign = {"added": "+", "removed": "-", "changed": "~"}[x.status]
@@ -459,8 +468,7 @@ def _summary(d: ReportDiff, quiet: str | None = None) -> list[str]:
         if t.status == "changed":
             lines.append(f"~ {t.path}: " + "; ".join(_change(c) for c in t.changes))
         else:
-            sign = "+" if t.status == "added" else "-"
-            lines.append(f"{sign} {t.path} ({_artifact_line(t.target)})")
+            lines.append(f"{'+' if t.status == 'added' else '-'} {t.path}")
     return lines
 
 
@@ -530,7 +538,7 @@ def _history_table(title: str, entries: tuple[VersionEntry, ...], first: str) ->
             t.add_row(str(e.version), "-", "-", "-", f"REFUSED: {e.problem}")
             continue
         role = r.role(e.role)
-        changes = _summary(e.changes, quiet=e.role) if e.changes is not None else [first]
+        changes = _summary(e.changes, e.role) if e.changes is not None else [first]
         changes += [f"FAILURE {f.where}: {f.message}" for f in r.failures]
         t.add_row(
             str(e.version),
