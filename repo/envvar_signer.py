@@ -34,7 +34,7 @@ from securesystemslib.signer import (  # type: ignore[attr-defined]
 from repo.errors import KeyConfigError, LocalError, UsageError
 
 SCHEME = "envvar"
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 def pem_signer(pem: bytes, public: Key, what: str, secrets: SecretsHandler | None) -> CryptoSigner:

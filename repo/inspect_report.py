@@ -42,6 +42,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from verifier import strictjson
 from verifier.artifact import ArtifactInfo
 from verifier.demokeys import is_demo_key
 from verifier.errors import ArtifactSchemaError, MetadataError, UsageError
@@ -592,22 +593,11 @@ def path_problem(path: str) -> str | None:
 
 
 def duplicate_keys(data: bytes) -> list[str]:
-    """Object keys that occur twice in one object of the JSON ``data`` (parsers keep one)."""
-    found: list[str] = []
+    """Object keys that occur twice in one object of the JSON ``data`` (parsers keep one).
 
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                found.append(k)
-            seen.add(k)
-        return dict(pairs)
-
-    try:
-        json.loads(data, object_pairs_hook=hook)
-    except (ValueError, RecursionError):
-        return []
-    return found
+    The device's own strict reader finds them (``verifier.strictjson``), so the reviewer is
+    shown exactly what a device refuses."""
+    return [d.key for d in strictjson.duplicates(data)]
 
 
 def _anomalies(name: str, data: bytes, md: Metadata[Any]) -> list[Anomaly]:

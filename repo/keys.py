@@ -64,7 +64,7 @@ from repo.roles import TOP_LEVEL_ROLES
 _register_envvar()
 
 FORMAT_VERSION = 1
-_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _MAX_KEYS_PER_ROLE = 64
 
 

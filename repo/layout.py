@@ -19,8 +19,8 @@ METADATA_DIR = "metadata"
 TARGETS_DIR = "targets"
 LOCK_NAME = ".otakit-publish.lock"
 
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def metadata_dir(repo_dir: Path) -> Path:

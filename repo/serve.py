@@ -25,8 +25,8 @@ from repo.errors import LocalError
 from repo.layout import METADATA_DIR, TARGETS_DIR
 
 CHUNK = 1 << 16
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
-_RANGE_RE = re.compile(r"^bytes=([0-9]{1,19})-([0-9]{0,19})$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}\Z")
+_RANGE_RE = re.compile(r"^bytes=([0-9]{1,19})-([0-9]{0,19})\Z")
 
 
 def resolve_request_path(root: Path, raw_path: str) -> Path | None:

@@ -26,7 +26,7 @@ from verifier.tuf.fetcher import HttpFetcher
 from verifier.tuf.published import MAX_METADATA_BYTES, DirectorySource, MetadataSource
 
 #: The only names a source serves: versioned top-level roles and the unversioned timestamp.
-METADATA_NAME = re.compile(r"^(?:[1-9][0-9]{0,9}\.(?:root|snapshot|targets)|timestamp)\.json$")
+METADATA_NAME = re.compile(r"^(?:[1-9][0-9]{0,9}\.(?:root|snapshot|targets)|timestamp)\.json\Z")
 
 #: Bounds of one HTTP metadata request: no answer for this long is a failure ...
 HTTP_SOCKET_TIMEOUT_S = 20.0

@@ -40,9 +40,10 @@ CUSTOM_KEY = "otakit"
 #: No image otakit handles is larger than this (1 TiB); bounds every length before use.
 MAX_IMAGE_LENGTH = 1 << 40
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a final newline, and "1.2.3\n" is no version.
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+_VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}\Z")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 Kind = Literal["full", "delta"]
 
@@ -182,7 +183,7 @@ class ArtifactInfo:
                 f"otakit artifact: expected an object, found {type(data).__name__}"
             )
         schema = data.get("schema")
-        if not isinstance(schema, str) or not re.match(r"^[0-9]+\.[0-9]+$", schema):
+        if not isinstance(schema, str) or not re.match(r"^[0-9]+\.[0-9]+\Z", schema):
             raise ArtifactSchemaError(f"schema: expected 'MAJOR.MINOR', found {schema!r}")
         if int(schema.split(".")[0]) != SCHEMA_MAJOR:
             raise ArtifactSchemaError(

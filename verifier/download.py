@@ -31,7 +31,7 @@ from verifier.tuf.fetcher import OtaFetcher
 log = logging.getLogger("otakit.download")
 
 Progress = Callable[[int], None]
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 #: fsync a partial download this often so a resumed run does not lose everything
 SYNC_EVERY = 8 << 20
 

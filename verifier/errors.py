@@ -197,3 +197,8 @@ class NothingToDoError(OtakitError):
 
     exit_code = 0
     family = "ok"
+
+
+class TrustedMetadataError(LocalError):
+    """The device's own trusted metadata (``STATE/root.json``, ``STATE/metadata``) is damaged:
+    never dropped silently, since it holds the rollback floor of every role."""

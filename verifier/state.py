@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from verifier import strictjson
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, Slot, check_tries, parse_slot
 from verifier.bootctl.options import check_options
@@ -47,8 +48,8 @@ MAX_FAILED = 64
 
 _T = TypeVar("_T")
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_OPT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+_OPT_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class DeviceConfig:
             raise ConfigError(
                 f"image_type: expected one of {', '.join(IMAGE_TYPES)}, found {self.image_type!r}"
             )
-        if not re.match(r"^https?://[^\s]+$", self.repo_url):
+        if not re.match(r"^https?://[^\s]+\Z", self.repo_url):
             raise ConfigError(f"repo_url: expected an http(s) URL, found {self.repo_url!r}")
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
@@ -282,7 +283,7 @@ class Failure:
     def from_dict(cls, data: Any) -> Failure:
         d = _obj(data, "journal.failure", {"version", "sha256", "slot", "reason", "at"})
         sha = _str(d.get("sha256"), "journal.failure.sha256")
-        if not re.match(r"^[0-9a-f]{64}$", sha):
+        if not re.match(r"^[0-9a-f]{64}\Z", sha):
             raise ConfigError(f"journal.failure.sha256: expected 64 hex digits, found {sha!r}")
         return cls(
             _schema(lambda: ImageVersion.parse(d.get("version"))),
@@ -360,15 +361,17 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 
 def _load(path: Path, what: str) -> Any:
+    """Strict JSON (``verifier.strictjson``): a duplicated key is refused, not last-wins."""
     try:
-        return json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError as e:
         raise ConfigError(
             f"{what} {path} does not exist",
             hint="run 'otakit-device --state DIR init ...' first",
         ) from e
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{what} {path} is unreadable: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{what} {path} is unreadable: {e.strerror or e}") from e
+    return strictjson.loads(data, name=f"{what} {path}", error=ConfigError)
 
 
 def load_config(paths: StatePaths) -> DeviceConfig:

@@ -158,6 +158,7 @@ def update(
         dev.config.metadata_url,
         dev.config.targets_url,
         dev.disk,
+        now=now,
         fetcher=fetcher,
         limits=options.limits,
     ) as tuf:

@@ -95,6 +95,7 @@ def device_refresh(repo: Path, state_dir: Path, pinned: bytes) -> list[int]:
         f"file://{repo}/metadata/",
         f"file://{repo}/targets/",
         RealDisk(),
+        now=datetime.now(UTC),
         fetcher=DirFetcher(),  # type: ignore[arg-type]
     ) as client:
         client.refresh()

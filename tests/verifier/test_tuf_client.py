@@ -14,9 +14,15 @@ import pytest
 from tuf.api import exceptions as tuf_exc
 
 from tests.simdisk import PowerCut, SimDisk
-from tests.verifier.conftest import World, evolve, make_world
+from tests.verifier.conftest import NOW, World, evolve, make_world
 from verifier.effects import RealDisk
-from verifier.errors import MetadataError, StorageError, TargetVerificationError, TransportError
+from verifier.errors import (
+    MetadataError,
+    StorageError,
+    TargetVerificationError,
+    TransportError,
+    TrustedMetadataError,
+)
 from verifier.state import StatePaths
 from verifier.tuf.client import TufClient, trusted_candidates
 from verifier.tuf.failures import map_tuf_error
@@ -31,6 +37,7 @@ def _client(w: World, disk: object | None = None) -> TufClient:
         "http://repo.test/metadata/",
         "http://repo.test/targets/",
         disk or RealDisk(),
+        now=NOW,
         fetcher=w.sim,  # type: ignore[arg-type]
     )
 
@@ -117,7 +124,7 @@ def test_offline_read_rejects_tampered_trusted_targets(tmp_path: Path) -> None:
     doc = json.loads(files["targets"].read_bytes())
     doc["signed"]["expires"] = "2099-01-01T00:00:00Z"  # extend validity without the key
     files["targets"].write_bytes(json.dumps(doc).encode())
-    with pytest.raises(MetadataError):
+    with pytest.raises(TrustedMetadataError, match="is signed by no trusted root's targets keys"):
         trusted_candidates(StatePaths(w.state))
 
 
@@ -239,7 +246,8 @@ def test_a_device_far_behind_follows_more_rotations_than_one_refresh_may_walk(
     assert (roots / "41.root.json").exists()
 
 
-def test_a_damaged_stored_root_is_never_trusted_and_is_replaced(tmp_path: Path) -> None:
+def test_a_damaged_stored_root_is_never_trusted_nor_silently_skipped(tmp_path: Path) -> None:
+    """Skipping it would fall back to root 1, whose keys root 2 may have revoked (issue 9)."""
     w = _primed(tmp_path)
     w.sim.rotate_root()
     w.sim.publish()
@@ -248,7 +256,9 @@ def test_a_damaged_stored_root_is_never_trusted_and_is_replaced(tmp_path: Path) 
     stored = StatePaths(w.state).metadata / "root" / "2.root.json"
     doc = json.loads(stored.read_bytes())
     doc["signed"]["expires"] = "2099-01-01T00:00:00Z"  # signatures no longer match
-    stored.write_bytes(json.dumps(doc).encode())
-    with _client(w) as c:
-        c.refresh()  # re-fetches root 2 from the repository and verifies it
-    assert stored.read_bytes() == w.sim.files["metadata/2.root.json"]
+    damaged = json.dumps(doc).encode()
+    stored.write_bytes(damaged)
+    with pytest.raises(TrustedMetadataError, match=r"root/2\.root\.json does not verify") as e:
+        _client(w)
+    assert e.value.hint and "OPERATIONS.md" in e.value.hint
+    assert stored.read_bytes() == damaged  # left for the operator to look at

@@ -53,7 +53,12 @@ def _refresh_error(tmp_path: Path, port: int) -> TransportError:
     base = f"http://127.0.0.1:{port}"
     limits = TufLimits(socket_timeout=0.5)
     client = TufClient(
-        StatePaths(w.state), f"{base}/metadata/", f"{base}/targets/", RealDisk(), limits=limits
+        StatePaths(w.state),
+        f"{base}/metadata/",
+        f"{base}/targets/",
+        RealDisk(),
+        now=NOW,
+        limits=limits,
     )
     with client, pytest.raises(TransportError) as refused:
         client.refresh()

@@ -29,6 +29,7 @@ from verifier.errors import (
     MetadataError,
     MetadataExpiredError,
     MetadataSignatureError,
+    TrustedMetadataError,
 )
 from verifier.state import StatePaths
 from verifier.tuf import client, rootchain
@@ -463,8 +464,8 @@ def test_the_device_and_the_publisher_walk_the_root_chain_with_the_same_function
     assert callers == ["published", "stored"]
 
 
-def test_the_device_walk_stops_quietly_at_a_bad_stored_root_and_keeps_the_last_good_one(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_the_device_walk_refuses_a_bad_stored_root_as_the_publisher_does(
+    tmp_path: Path,
 ) -> None:
     p = Pub.new()
     p.rotate("timestamp")
@@ -478,9 +479,9 @@ def test_the_device_walk_stops_quietly_at_a_bad_stored_root_and_keeps_the_last_g
     doc["signed"]["expires"] = "2099-01-01T00:00:00Z"  # signature no longer matches
     (roots / "2.root.json").write_bytes(json.dumps(doc).encode())
     paths = StatePaths(state)
-    with caplog.at_level("WARNING", logger="otakit.tuf"):
-        got = client.newest_verified_root(paths, TrustedStore(paths.metadata, RealDisk()))
-    assert got == p.first_root
-    assert "stored root 2 does not verify" in caplog.text
+    with pytest.raises(
+        TrustedMetadataError, match=r"2\.root\.json does not verify: stored root v2"
+    ):
+        client.newest_verified_root(paths, TrustedStore(paths.metadata, RealDisk()))
     with pytest.raises(MetadataSignatureError, match="published root v2"):  # publisher: refuse
         verify_published({**p.files, "2.root.json": json.dumps(doc).encode()}, p.first_root)

@@ -1,10 +1,15 @@
-"""The two checks every metadata file gets, wherever its bytes came from.
+"""The checks every metadata file gets, wherever its bytes came from.
 
 * it parses as metadata of the role the referrer promised (and if not, the message says what
   the bytes look like instead: binary data, text that is not JSON, another role ...);
 * a threshold of *distinct* keys the delegator authorizes signed it. python-tuf counts
   key ids; a root that lists one key under two ids would let one signature count twice, so
   keys are also told apart by their public value.
+
+The device adds ``precheck`` in front of python-tuf (``PrecheckingFetcher`` for what ngclient
+downloads, ``TrustedStore`` for what it reads back): strict JSON (``verifier.strictjson``), no
+signature listed twice, and no public key listed under two ids, refused outright rather than
+counted once (docs/THREAT-MODEL.md says why).
 """
 
 from __future__ import annotations
@@ -17,10 +22,68 @@ from typing import Any
 from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError
 
-from verifier.errors import InvalidMetadataError, MetadataExpiredError, MetadataSignatureError
+from verifier import strictjson
+from verifier.errors import (
+    InvalidMetadataError,
+    MetadataExpiredError,
+    MetadataSignatureError,
+    OtakitError,
+)
 from verifier.tuf.failures import describe
 
 TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
+
+
+def precheck(data: bytes, name: str, *, error: type[OtakitError] = InvalidMetadataError) -> None:
+    """Refuse what python-tuf would accept silently, before it sees ``data`` (named ``name``).
+
+    Shape problems (not an object, no ``signed``) are left to the parser, whose message says
+    what the bytes are instead; this only looks where the shape is already right.
+    """
+    doc = strictjson.loads(data, name=name, error=error)
+    if not isinstance(doc, dict):
+        return
+    sigs = doc.get("signatures")
+    if isinstance(sigs, list):
+        seen: set[str] = set()
+        for sig in sigs:
+            keyid = sig.get("keyid") if isinstance(sig, dict) else None
+            if isinstance(keyid, str):
+                if keyid in seen:
+                    raise error(
+                        f"{name}: the signature of key {keyid[:16]} is listed twice: expected "
+                        "each key's signature once"
+                    )
+                seen.add(keyid)
+    signed = doc.get("signed")
+    if not isinstance(signed, dict):
+        return
+    delegations = signed.get("delegations")
+    for where, keys in (
+        ("signed.keys", signed.get("keys")),
+        (
+            "signed.delegations.keys",
+            delegations.get("keys") if isinstance(delegations, dict) else None,
+        ),
+    ):
+        if isinstance(keys, dict):
+            _one_id_per_key(keys, f"{name} {where}", error)
+
+
+def _one_id_per_key(keys: dict[str, Any], label: str, error: type[OtakitError]) -> None:
+    """One public key under two ids would let one signature count twice (python-tuf counts
+    ids): refused, whatever the thresholds (docs/THREAT-MODEL.md)."""
+    owner: dict[tuple[str, str], str] = {}
+    for keyid, key in sorted(keys.items()):
+        if not isinstance(key, dict):
+            continue
+        public = (str(key.get("keytype")), json.dumps(key.get("keyval"), sort_keys=True))
+        if public in owner:
+            raise error(
+                f"{label}: one public key is listed under two key ids ({owner[public][:16]} and "
+                f"{keyid[:16]}): expected each key once, so that one signature counts once"
+            )
+        owner[public] = keyid
 
 
 def try_parse(data: bytes, role: str) -> tuple[Metadata[Any] | None, str]:

@@ -9,12 +9,17 @@ Only ngclient's public API is used (``Updater``, ``UpdaterConfig``, ``FetcherInt
 * **Durable metadata** (``store``): the ``Updater`` runs on a scratch copy of the trusted
   metadata, committed after a successful refresh so a power cut never mixes two sets.
 * **One error hierarchy** (``failures``): every tuf exception becomes ours, keeping its text.
+* **Strict bytes** (``checks.precheck``): what ngclient downloads (``strictfetch``) and what it
+  reads back from the store is refused before python-tuf parses it if it has a duplicate JSON
+  key, a signature listed twice or a key under two ids; damaged local trust is an error.
+* **A clock floor** (``verifier.timefloor``): expiry is checked against ``max(now, floor)``,
+  ``now`` being the caller's clock (time is passed in), and the floor is advanced after every
+  refresh attempt.
 
-Clock: ngclient checks expiry against the system clock (read when the ``Updater`` loads the
-trusted root); its public API has no way to pass a reference time. A device whose clock is far
-wrong will refuse fresh metadata (clock behind: "expired" never triggers, but rollback
-protection still holds via version numbers; clock ahead: everything looks expired). Keep the
-clock synced (NTP/RTC) — the error message says which file expired and when.
+ngclient reads the clock once, when the ``Updater`` loads its trusted root, into
+``TrustedMetadataSet.reference_time``, and offers no public way to pass one. That attribute
+is the one private name this wrapper sets (``_set_reference_time``, failing closed if it is
+gone); tests/verifier/test_clock_floor.py pins it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 from urllib import parse
@@ -38,21 +44,25 @@ from verifier.effects import Disk
 from verifier.errors import (
     ArtifactSchemaError,
     ConfigError,
+    InternalError,
     MetadataError,
     OtakitError,
+    TrustedMetadataError,
     UsageError,
 )
 from verifier.plan import Candidate
 from verifier.state import StatePaths
+from verifier.timefloor import floor_path, load_floor, save_floor
 from verifier.tuf import rootchain
-from verifier.tuf.checks import check_signatures, parse_metadata, try_parse
+from verifier.tuf.checks import check_signatures, precheck, try_parse
 from verifier.tuf.failures import tuf_errors
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
-from verifier.tuf.store import NoDisk, TrustedStore
+from verifier.tuf.store import RECOVERY_HINT, NoDisk, TrustedStore, read_trusted
+from verifier.tuf.strictfetch import PrecheckingFetcher
 
 log = logging.getLogger("otakit.tuf")
 
-_HEX_RE = re.compile(r"^[0-9a-f]{16,128}$")
+_HEX_RE = re.compile(r"^[0-9a-f]{16,128}\Z")
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ def load_root_bytes(path: Path, *, max_length: int = TufLimits.root_max_length) 
             f"of type root and 'signatures', found {found})",
             hint=_ROOT_HINT,
         )
+    precheck(data, f"{path}", error=UsageError)  # what python-tuf accepted but we do not
     check_signatures(md.signed, "root", md, f"{path}: root")
     return data
 
@@ -123,22 +134,30 @@ class TufClient:
         targets_url: str,
         disk: Disk,
         *,
+        now: datetime,
         fetcher: OtaFetcher | None = None,
         limits: TufLimits | None = None,
     ) -> None:
         self.limits = limits or TufLimits()
+        self.now = now
+        self._disk = disk
+        self._floor_path = floor_path(paths.root)
+        self.floor = load_floor(self._floor_path)
+        #: what expiry is checked against: the caller's clock, unless behind the floor
+        self.reference_time = self.floor.reference(now)
         self.fetcher = fetcher or HttpFetcher(socket_timeout=self.limits.socket_timeout)
         self.store = TrustedStore(paths.metadata, disk)
         self.targets_url = targets_url if targets_url.endswith("/") else targets_url + "/"
         self._scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))
         try:
-            self.store.materialize(self._scratch)
             # Bootstrap from the newest root whose chain from the pinned root verifies, as
             # ngclient does from its cache: python-tuf walks at most max_root_rotations
             # versions *from the bootstrap root*, so bootstrapping from the pinned root
             # would strand every device once a repository has had that many roots.
             with tuf_errors("loading the trusted root"):
-                bootstrap = newest_verified_root(paths, self.store)
+                chain = _trusted_chain(paths, self.store)
+            self.store.check_roles([r.metadata.signed for r in chain.roots])
+            self.store.materialize(self._scratch)
         except OSError as e:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise ConfigError(f"cannot load trusted metadata from {paths.root}: {e}") from e
@@ -151,10 +170,11 @@ class TufClient:
                 metadata_url,
                 str(self._scratch / "targets"),
                 self.targets_url,
-                self.fetcher,
+                PrecheckingFetcher(self.fetcher),
                 self.limits.updater_config(),
-                bootstrap=bootstrap,
+                bootstrap=chain.newest.data,
             )
+        _set_reference_time(self._updater, self.reference_time)
 
     def __enter__(self) -> TufClient:
         return self
@@ -174,8 +194,13 @@ class TufClient:
             # Roots ngclient verified (each against its predecessor) are progress even when a
             # later step failed: keep them, so a device far behind advances on every attempt.
             self.store.commit_roots(self._scratch)
+            try:
+                self._advance_floor()
+            except OtakitError as e:  # the refresh failure is the news; this one is logged
+                log.warning("time floor not advanced: %s", e.message)
             raise
         self.store.commit(self._scratch)
+        self._advance_floor()
         with tuf_errors("reading verified targets"):
             md = Metadata[Targets].from_bytes((self._scratch / "targets.json").read_bytes())
             out = []
@@ -186,6 +211,12 @@ class TufClient:
                     if c is not None:
                         out.append(c)
         return out
+
+    def _advance_floor(self) -> None:
+        """The clock reading of this attempt, capped by what is now trusted (timefloor)."""
+        new = self.floor.advanced(self.now, self.store.expiry_bound())
+        save_floor(self._disk, self._floor_path, self.floor, new)
+        self.floor = new
 
     def consistent_snapshot(self) -> bool:
         with tuf_errors("reading the trusted root"):
@@ -230,31 +261,55 @@ def candidate(tf: TargetFile) -> Candidate | None:
     return Candidate(tf.path, tf.length, tuple(tf.hashes.items()), info)
 
 
-def _newest_root(paths: StatePaths, store: TrustedStore) -> rootchain.TrustedRoot:
-    chain = rootchain.walk_root_chain(
-        paths.pinned_root.read_bytes(),
-        store.stored_root,
-        label="stored",
-        trusted_name=f"pinned root {paths.pinned_root}",
-    )
-    if chain.stop is not None:
-        log.warning(
-            "stored root %d does not verify (%s); ignoring it and later ones",
-            chain.newest.version + 1,
-            chain.stop.message,
+def _set_reference_time(updater: Updater, when: datetime) -> None:
+    """Make ngclient check expiry against ``when`` (see the module docstring).
+
+    Fails closed: should python-tuf rename the attribute, every refresh is refused rather
+    than silently checked against the system clock.
+    """
+    trusted = getattr(updater, "_trusted_set", None)
+    if not isinstance(getattr(trusted, "reference_time", None), datetime):
+        raise InternalError(
+            "python-tuf's Updater no longer keeps TrustedMetadataSet.reference_time; the "
+            "device cannot apply its time floor (update verifier/tuf/client.py)"
         )
-    return chain.newest
+    trusted.reference_time = when  # type: ignore[union-attr]
+
+
+def _trusted_chain(paths: StatePaths, store: TrustedStore) -> rootchain.RootChain:
+    """The stored roots from the pinned root; any that does not verify is an error.
+
+    Stored roots were each verified before they were written: one that no longer verifies
+    was damaged, and skipping it would fall back to an older root, whose keys may have been
+    revoked for a reason.
+    """
+    pinned = read_trusted(paths.pinned_root, "pinned root")
+    try:
+        chain = rootchain.walk_root_chain(
+            pinned,
+            store.stored_root,
+            label="stored",
+            trusted_name=f"pinned root {paths.pinned_root}",
+        )
+    except MetadataError as e:
+        raise TrustedMetadataError(e.message, hint=RECOVERY_HINT) from e
+    if chain.stop is not None:
+        version = chain.newest.version + 1
+        raise TrustedMetadataError(
+            f"trusted root {store.dir / 'root' / f'{version}.root.json'} does not verify: "
+            f"{chain.stop.message}",
+            hint=RECOVERY_HINT,
+        )
+    return chain
 
 
 def newest_verified_root(paths: StatePaths, store: TrustedStore) -> bytes:
-    """The newest stored root whose chain from the pinned root verifies, as bytes.
+    """The newest stored root, its chain from the pinned root verified, as bytes.
 
-    The walk is ``rootchain.walk_root_chain``, the publisher's too. A gap or a bad link ends
-    it: what follows is ignored, never trusted, and the next refresh fetches a good copy.
-    Expiry is not checked here (intermediate roots may have expired; the refresh checks the
-    final one).
+    The walk is ``rootchain.walk_root_chain``, the publisher's too. Expiry is not checked
+    here (intermediate roots may have expired; the refresh checks the final one).
     """
-    return _newest_root(paths, store).data
+    return _trusted_chain(paths, store).newest.data
 
 
 def trusted_candidates(paths: StatePaths) -> list[Candidate]:
@@ -266,22 +321,17 @@ def trusted_candidates(paths: StatePaths) -> list[Candidate]:
     """
     store = TrustedStore(paths.metadata, NoDisk())
     with tuf_errors("trusted metadata"):
-        root = _newest_root(paths, store).metadata.signed
-        files = store.current()[1]
-        if "targets" not in files or "snapshot" not in files:
+        chain = _trusted_chain(paths, store)
+        root = chain.newest.metadata.signed
+        roles = store.check_roles([r.metadata.signed for r in chain.roots])
+        if "targets" not in roles or "snapshot" not in roles:
             raise MetadataError(
                 f"no trusted targets metadata in {paths.metadata}",
                 hint="run 'otakit-device update' once with network access",
             )
-        targets = cast(
-            Metadata[Targets],
-            parse_metadata(files["targets"].read_bytes(), "targets", str(files["targets"])),
-        )
+        targets = cast(Metadata[Targets], roles["targets"])
         check_signatures(root, "targets", targets, "trusted targets")
-        snapshot = cast(
-            Metadata[Snapshot],
-            parse_metadata(files["snapshot"].read_bytes(), "snapshot", str(files["snapshot"])),
-        )
+        snapshot = cast(Metadata[Snapshot], roles["snapshot"])
         check_signatures(root, "snapshot", snapshot, "trusted snapshot")
         meta = snapshot.signed.meta.get("targets.json")
         if meta is None or meta.version != targets.signed.version:

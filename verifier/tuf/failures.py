@@ -7,12 +7,15 @@ text (which names the file and the numbers) under our context, never ``ClassName
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator
 
 from tuf.api import exceptions as tuf_exc
 from tuf.api.serialization import DeserializationError
 
 from verifier.errors import (
+    InvalidMetadataError,
     MetadataError,
     OtakitError,
     StorageError,
@@ -34,6 +37,27 @@ _PLAIN = {
 }
 
 
+_TWICE_RE = re.compile(r"^Multiple signatures found for keyid:? *([0-9a-fA-F]*)")
+
+
+def _parse_failure(cause: BaseException | None) -> str:
+    """What python-tuf's "Failed to deserialize JSON" was about, in words a user can act on."""
+    if isinstance(cause, json.JSONDecodeError):
+        if cause.pos >= len(cause.doc.rstrip()) or cause.msg.startswith("Unterminated string"):
+            return (
+                "not valid TUF metadata: the JSON is truncated "
+                f"(it ends after {len(cause.doc)} characters)"
+            )
+        where = f"line {cause.lineno} column {cause.colno}"
+        return f"not valid TUF metadata: not JSON ({cause.msg} at {where})"
+    if cause is not None and (m := _TWICE_RE.match(str(cause))):
+        key = f" of key {m.group(1)[:16]}" if m.group(1) else ""
+        return f"not valid TUF metadata: the signature{key} is listed twice"
+    if cause is None:
+        return "not valid TUF metadata"
+    return f"not valid TUF metadata: {describe(cause)}"
+
+
 def describe(exc: BaseException) -> str:
     """The useful text of a library exception, without its class name."""
     text = str(exc)
@@ -41,8 +65,8 @@ def describe(exc: BaseException) -> str:
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     if isinstance(exc, KeyError):
         text = f"missing field {text}"
-    if isinstance(exc, DeserializationError) and exc.__cause__ is not None:
-        text = f"{text or 'cannot parse'} ({describe(exc.__cause__)})"
+    if isinstance(exc, DeserializationError):
+        text = _parse_failure(exc.__cause__)
     if text:
         return text
     for cls in type(exc).__mro__:
@@ -76,6 +100,12 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
         "freeze attack, or a stale mirror)",
     ),
     (tuf_exc.LengthOrHashMismatchError, TargetVerificationError, "", None),
+    (
+        DeserializationError,
+        InvalidMetadataError,
+        "",
+        "the file is damaged or was not written by a TUF writer; do not trust this server",
+    ),
     (tuf_exc.RepositoryError, MetadataError, "", None),
     (
         tuf_exc.DownloadLengthMismatchError,
