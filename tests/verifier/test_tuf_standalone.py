@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from securesystemslib.signer import Signature, SSlibKey
 from tuf.api.metadata import MetaFile
 
 from tests.cli.helpers_cli import run
@@ -327,3 +328,36 @@ def test_unreachable_repository(client: Client) -> None:
     err = client.fails("refresh", says="connection refused")
     assert err["family"] == "transport"
     assert client.listing() == ["root.json"]
+
+
+def test_one_key_listed_under_two_ids_counts_once(client: Client) -> None:
+    """Root v2 lists the timestamp key twice (threshold 2); one signature under both ids.
+
+    python-tuf counts key ids and accepts it; the write-back check counts distinct keys
+    (``checks.check_signatures``, as the device does): the timestamp is refused, not stored.
+    """
+    client.init()
+    client.ok("refresh")
+    before = client.on_disk()
+    repo = client.repo
+    key = repo.signers["timestamp"].public_key
+    twin = SSlibKey("f" * 64, key.keytype, key.scheme, key.keyval)
+    repo.root.signed.add_key(twin, "timestamp")
+    repo.root.signed.roles["timestamp"].threshold = 2
+    repo.root.signed.version += 1
+    repo.root.signatures.clear()
+    repo.root.sign(repo.signers["root"])
+    repo.file("2.root.json").write_bytes(repo.root.to_bytes())
+    ts = repo.timestamp
+    ts.signed.version += 1
+    ts.signatures.clear()
+    sig = ts.sign(repo.signers["timestamp"])
+    ts.signatures[twin.keyid] = Signature(twin.keyid, sig.signature)
+    repo.file("timestamp.json").write_bytes(ts.to_bytes())
+
+    err = client.fails("refresh", says="expected 2 valid signature(s)")
+    assert err["kind"] == "metadata-signature"
+    after = client.on_disk()
+    assert after["root.json"] == repo.served("2.root.json")  # the root verified: kept
+    assert after["timestamp.json"] == before["timestamp.json"]
+    assert client.listing() == TOP_FILES
