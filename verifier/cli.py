@@ -25,6 +25,7 @@ from verifier.cli_contract import EPILOG, RunState, run_app, run_state
 from verifier.effects import RealDisk
 from verifier.errors import ArtifactSchemaError, ConfigError, ImageHashMismatchError, UsageError
 from verifier.imagetype import IMAGE_TYPES, is_image_type
+from verifier.tuf_cmd import app as tuf_app
 
 app = new_app(
     "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
@@ -81,11 +82,14 @@ def _global(
 ) -> None:
     start(ctx, "otakit-device", verbose, json_out, quiet_level=QUIET_DEVICE)
     ctx.meta["otakit.state"] = state
-    if ctx.resilient_parsing:  # shell completion: touch nothing
+    if ctx.resilient_parsing or ctx.invoked_subcommand == "tuf":  # completion; tuf: no state
         return
     from verifier.device import device_lock
 
     ctx.with_resource(device_lock(state))
+
+
+app.add_typer(tuf_app, name="tuf")
 
 
 @app.command(epilog=EPILOG)

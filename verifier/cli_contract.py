@@ -228,6 +228,21 @@ def _json_asked(exc: BaseException, state: RunState) -> bool:
     return state.json
 
 
+def report_failure(state: RunState, exc: BaseException) -> int:
+    """Render whatever ended a command (ours, typer's, an OSError, a bug) the one way both CLIs
+    do; returns the exit code of its family. Never raises."""
+    try:
+        err = classify(exc)
+    except Exception as bug:  # the contract itself must never end in a traceback
+        err = InternalError(f"while reporting {type(exc).__name__}: {bug}")
+    if not isinstance(exc, OtakitError) and isinstance(err, UsageError):
+        state.json = _json_asked(exc, state)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and not state.json:
+            sys.stderr.write(ctx.get_usage() + "\n")
+    return render_error(state, err, exc)
+
+
 def run_app(app: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> int:
     """Run a typer app under the contract; returns the exit code (never raises)."""
     state = RunState(prog)
@@ -237,16 +252,7 @@ def run_app(app: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> i
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
-        try:
-            err = classify(exc)
-        except Exception as bug:  # the contract itself must never end in a traceback
-            err = InternalError(f"while reporting {type(exc).__name__}: {bug}")
-        if not isinstance(exc, OtakitError) and isinstance(err, UsageError):
-            state.json = _json_asked(exc, state)
-            ctx = getattr(exc, "ctx", None)
-            if ctx is not None and not state.json:
-                sys.stderr.write(ctx.get_usage() + "\n")
-        return render_error(state, err, exc)
+        return report_failure(state, exc)
     if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130)
         return render_error(state, classify(KeyboardInterrupt()))
     return rv if isinstance(rv, int) else EXIT_OK
