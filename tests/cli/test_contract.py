@@ -306,6 +306,7 @@ ROWS = [
         ("inspect", "history", "{repo}", "--root", "{d}/not-json.json"),
         2,
         "not a TUF root",
+    ),
     # --- device: the standalone TUF client exits 1 on any failure (docs/CLI.md) ---------------
     Row(D, "tuf", ("tuf",), 1, "Usage", "usage"),
     Row(D, "tuf", ("tuf", "--metadata-dir", "{tuf}", "bogus"), 1, "No such command", "usage"),
