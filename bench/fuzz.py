@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -221,7 +220,7 @@ def _dump(obj: Any) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
 
 
-# --- harnesses -------------------------------------------------------------------------------------
+# --- harnesses ---------------------------------------------------------------------------------
 
 _TYPE_RE = re.compile(rb'"_type"\s*:\s*"([a-z]{1,16})"')
 
@@ -333,11 +332,9 @@ def _device_state() -> tuple[bytes, bytes]:
         slot_targets=(Path("/dev/sda2"), Path("/dev/sda3")),
     )
     rec = SlotRecord(ImageVersion.parse("1.0"), ImageRef(4096, "ab" * 32))
-    journal = Journal(
-        slots=(rec, None),
-        pending=Pending("b", SlotRecord(ImageVersion.parse("2.0"), ImageRef(8192, "cd" * 32)), True),
-        failures=(Failure(ImageVersion.parse("1.5"), "ef" * 32, "b", "trial failed", "2026-01-01T00:00:00+00:00"),),
-    )  # fmt: skip
+    pending = Pending("b", SlotRecord(ImageVersion.parse("2.0"), ImageRef(8192, "cd" * 32)), True)
+    failed = Failure(ImageVersion.parse("1.5"), "ef" * 32, "b", "trial failed", "2026-01-01")
+    journal = Journal(slots=(rec, None), pending=pending, failures=(failed,))
     return _dump(config.to_dict()), _dump(journal.to_dict())
 
 
