@@ -20,9 +20,11 @@ Devices come from two templates made once per module: one that trusts the 1.0 me
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -48,12 +50,10 @@ PRODUCT = "edge-gw"
 HW = "board-x"
 ERA_1, ERA_2 = "trusts-1.0", "trusts-2.0"
 
-#: How a device is told to give up on a slow link. issue 9 (transport deadlines) decides the
-#: real knob; until then nothing bounds a download and the slow-retrieval tests hang until
-#: SLOW_LINK_KILL_AFTER, which is exactly the hole.
+#: A short deadline for the slow-retrieval tests (``update --download-deadline`` and
+#: ``--cycle-deadline``, issue 9). Before those options exist nothing bounds a download: the
+#: tests then run without them and hang until SLOW_LINK_KILL_AFTER, which is the hole itself.
 SLOW_LINK_DEADLINE_S = 3
-SLOW_LINK_ENV = {"OTAKIT_DEADLINE": str(SLOW_LINK_DEADLINE_S)}
-SLOW_LINK_ARGS: tuple[str, ...] = ()
 SLOW_LINK_KILL_AFTER = 9.0
 
 #: A device clock set back (the clock-floor hole): the test launcher sets the process's
@@ -101,6 +101,25 @@ class Published:
 
     def artifacts(self, version: str) -> list[Path]:
         return sorted((self.repo_v2 / "targets" / PRODUCT / version).iterdir())
+
+
+@functools.cache
+def update_options() -> frozenset[str]:
+    """The options ``otakit-device update`` has (some arrive with issue 9's fixes)."""
+    proc = subprocess.run(
+        command("otakit-device", "update", "--help"), capture_output=True, text=True, env=env()
+    )
+    return frozenset(re.findall(r"--[a-z][a-z-]+", proc.stdout))
+
+
+def deadline_args() -> tuple[str, ...]:
+    have = update_options()
+    return tuple(
+        arg
+        for opt in ("--download-deadline", "--cycle-deadline")
+        if opt in have
+        for arg in (opt, str(SLOW_LINK_DEADLINE_S))
+    )
 
 
 def _cli(prog: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -308,11 +327,18 @@ def templates(published: Published, net: Net) -> dict[str, Path]:
     out[ERA_1] = published.dir / "tpl-1"
     shutil.copytree(dev.dir, out[ERA_1], symlinks=True)
 
+    # ERA_2: what a successful update leaves in the state directory (the 2.0 metadata, any
+    # other trust the device keeps), with the slots, boot state and journal of ERA_1 put
+    # back: a device that trusts 2.0 and has no failed cycle to back off from.
     net.publish(published.repo_v2)
-    net.proxy.set("/targets/*", Fail(404))
     proc = dev.update()
-    assert proc.returncode == 4, proc.stderr  # the 2.0 metadata is trusted, no target fetched
-    net.proxy.clear()
+    assert proc.returncode == 0 and '"done"' in proc.stdout, proc.stderr
+    era_1 = out[ERA_1]
+    for name in ("slot-b.img", "state/journal.json", "state/boot.json"):
+        shutil.copyfile(era_1 / name, dev.dir / name)
+    shutil.rmtree(dev.state / "staging", ignore_errors=True)
+    if (era_1 / "state" / "staging").exists():
+        shutil.copytree(era_1 / "state" / "staging", dev.state / "staging")
     out[ERA_2] = published.dir / "tpl-2"
     shutil.copytree(dev.dir, out[ERA_2], symlinks=True)
     return out
@@ -358,7 +384,8 @@ def refused(
 def installs_genuine_2_0(dev: Device, net: Net) -> None:
     """Nothing lost: with the attacker gone, the same device installs the real 2.0."""
     net.proxy.clear()
-    proc = dev.update()
+    # the attack made a cycle fail; with issue 9's backoff the next timer run would wait
+    proc = dev.update(*(("--now",) if "--now" in update_options() else ()))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     done = json.loads(proc.stdout.splitlines()[-1])
     assert (done["event"], done["version"]) == ("done", "2.0"), done
@@ -575,7 +602,7 @@ def test_slow_retrieval(device: Callable[[str], Device], net: Net, where: str) -
     net.proxy.set(where, Drip(interval=0.5, chunk=1))
     before = dev.observed()
     try:
-        proc = dev.update(*SLOW_LINK_ARGS, extra_env=SLOW_LINK_ENV, timeout=SLOW_LINK_KILL_AFTER)
+        proc = dev.update(*deadline_args(), timeout=SLOW_LINK_KILL_AFTER)
     except subprocess.TimeoutExpired:
         pytest.fail(
             f"update still running {SLOW_LINK_KILL_AFTER:g} s into a drip on {where} "
@@ -612,3 +639,54 @@ def test_wrong_software_installation(
     proc = dev.update()
     refused(proc, SECURITY, {"target-verification"}, "as signed")
     assert dev.observed() == before
+
+
+def test_the_hostile_proxy_does_what_each_rule_says(net: Net, published: Published) -> None:
+    """The attacker's tool itself: each rule changes the answer the way its name says."""
+    import http.client
+
+    from tests.e2e.hostile import Truncate, WrongLength
+
+    net.publish(published.repo_v2)
+    real = published.meta(published.repo_v2, "timestamp.json")
+    path = "/metadata/timestamp.json"
+    port = int(net.proxy.url.rsplit(":", 1)[1])
+
+    def get() -> tuple[int, str | None, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            try:
+                body = resp.read()
+            except http.client.IncompleteRead as e:
+                body = e.partial
+            return resp.status, resp.getheader("Content-Length"), body
+        finally:
+            conn.close()
+
+    try:
+        assert get() == (200, str(len(real)), real)
+        for rule, expected in [
+            (Replace(b"forged"), (200, "6", b"forged")),
+            (Fail(503), (503, None, None)),
+            (Truncate(10), (200, str(len(real)), real[:10])),
+            (WrongLength(5), (200, "5", real[:5])),
+        ]:
+            net.proxy.clear()
+            net.proxy.set(path, rule)
+            status, length, body = get()
+            assert status == expected[0], rule
+            if expected[1] is not None:
+                assert (length, body) == expected[1:], rule
+        net.proxy.clear()
+        net.proxy.set(path, Endless(fill=b"x" * 1024))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.getheader("Content-Length") is None
+        assert len(resp.read(1 << 20)) == 1 << 20  # more than any real file, and still going
+        conn.close()
+        assert net.proxy.requests == [path]  # the log restarts with each clear()
+    finally:
+        net.proxy.clear()
