@@ -197,3 +197,10 @@ class NothingToDoError(OtakitError):
 
     exit_code = 0
     family = "ok"
+
+
+class RedirectedWriteError(SecurityError):
+    """A file the device was about to write is a symlink, a hard link, not a regular file or
+    block device, or not its own: writing would go somewhere else. Inside the device's 0700
+    directories only root or the device can plant such an entry, so it is reported as
+    tampering (never written through, never removed silently)."""
