@@ -69,8 +69,11 @@ class PublishDisk(RealDisk):
     """The real disk, but files are created world-readable (``RealDisk`` makes them 0600,
     right for device state, wrong for a repository served by nginx as www-data)."""
 
-    def open_write(self, path: Path, *, truncate: bool) -> WriteHandle:
-        handle = super().open_write(path, truncate=truncate)
+    #: directories too: nginx, running as another user, must traverse them
+    dir_mode = 0o777  # before the umask, as ``mkdir`` does by default
+
+    def open_write(self, path: Path, *, new: bool, truncate: bool = False) -> WriteHandle:
+        handle = super().open_write(path, new=new, truncate=truncate)
         try:
             path.chmod(PUBLISHED_MODE)
         except OSError as e:
@@ -126,7 +129,8 @@ def _store_blob(disk: Disk, repo_dir: Path, blob: TargetBlob) -> None:
         return  # same content-addressed bytes already there (an earlier attempt got this far)
     _make_dirs(disk, dest.parent, targets_dir(repo_dir))
     tmp = dest.with_name(f".{dest.name}.tmp")
-    h = disk.open_write(tmp, truncate=True)
+    disk.unlink(tmp)  # left by an interrupted attempt; the new one is created exclusively
+    h = disk.open_write(tmp, new=True)
     copied = Hasher()
     try:
         with blob.source.open("rb") as src:

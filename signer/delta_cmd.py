@@ -91,7 +91,7 @@ def apply(
     except OtakitError as e:
         # the wrong file was named: a usage problem, not a failed security check
         raise UsageError(f"{delta}: expected a delta container, found {e.message}") from e
-    handle = RealDisk().open_write(out, truncate=True)
+    handle = RealDisk().open_write(out, new=not out.exists(), truncate=True)
     try:
         with delta.open("rb") as d, base.open("rb") as b:
             apply_delta(

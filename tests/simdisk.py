@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from verifier.effects import storage_error
+from verifier.effects import PRIVATE_DIR_MODE, open_fd, storage_error
 from verifier.errors import StorageError
 
 Op = Literal["open_write", "pwrite", "fsync", "close", "rename", "unlink", "fsync_dir", "mkdir"]
@@ -98,8 +98,13 @@ class SimHandle:
     def pwrite(self, data: bytes, offset: int) -> None:
         fault = self._disk._effect("pwrite", self._path)
         if fault is not None:
-            if fault.kind == "short_write":
-                os.pwrite(self._fd, data[: len(data) // 2], offset)
+            if fault.kind == "short_write":  # what RealDisk reports after a partial write
+                half = len(data) // 2
+                os.pwrite(self._fd, data[:half], offset)
+                raise StorageError(
+                    f"short write to {self._path}: wrote {half} of {len(data)} bytes at "
+                    f"offset {offset}: {os.strerror(_ERRNO['short_write'])}"
+                )
             raise self._disk._error(fault, "pwrite", self._path)
         os.pwrite(self._fd, data, offset)
 
@@ -193,17 +198,16 @@ class SimDisk:
 
     # --- the Disk protocol ----------------------------------------------------------------
 
-    def open_write(self, path: Path, *, truncate: bool) -> SimHandle:
+    def open_write(self, path: Path, *, new: bool, truncate: bool = False) -> SimHandle:
         p = self._inside(path)
         fault = self._effect("open_write", p)
         if fault is not None:
             raise self._error(fault, "open_write", p)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
-        try:
-            fd = os.open(p, flags, 0o600)
-        except OSError as e:
-            raise storage_error(_WHAT["open_write"], p, e) from e
+        # the real disk's own open: O_NOFOLLOW, O_EXCL for new files, the same checks
+        fd = open_fd(p, new=new, truncate=truncate)
         self._open.add(fd)
+        if new:
+            self._names.pop(p, None)  # O_EXCL: whatever the model knew there is gone
         if p not in self._names:
             # new, or created behind the Disk's back (a tool's output): a new, volatile entry
             self._names[p] = self._new_inode()
@@ -259,7 +263,7 @@ class SimDisk:
         if fault is not None:
             raise self._error(fault, "mkdir", p)
         try:
-            p.mkdir(parents=True, exist_ok=True)
+            p.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         except OSError as e:
             raise storage_error(_WHAT["mkdir"], p, e) from e
         while p != self.root and p not in self._dirs:

@@ -27,7 +27,7 @@ from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import BootControl, BootState, Slot
 from verifier.bootctl.factory import file_boot_path, make_boot_control
 from verifier.demokeys import DEMO_KEY_WARNING, demo_keys_among
-from verifier.effects import Disk, write_atomic
+from verifier.effects import Disk, check_private_dir, write_atomic
 from verifier.errors import (
     ConfigError,
     ImageHashMismatchError,
@@ -117,7 +117,7 @@ def init_device(
             f"{state_dir} is already initialized",
             hint="use a new state directory, or remove this one to start over",
         )
-    real = check_slot_paths((config.slot_a, config.slot_b), state_dir, None)
+    real = check_slot_paths((config.slot_a, config.slot_b), state_dir, None, alias_error=UsageError)
     config = replace(config, slot_targets=real)
     image = hash_slot(real[0], None)
     disk.mkdir(state_dir)
@@ -143,12 +143,18 @@ def init_device(
 
 
 def _check_state_dir(state_dir: Path, error: type[OtakitError]) -> None:
+    """The state directory and those the device made in it must be private (issue 9): a
+    symlink, or a directory someone else may write, would let a planted link redirect the
+    device's writes. ``error``: ``UsageError`` at init, ``ConfigError`` afterwards."""
     if state_dir.is_symlink():
         raise error(
             f"state directory {state_dir} is a symlink; expected a real directory (the pinned "
             f"root and the journal would follow the link wherever it is pointed next)",
             hint=f"use the directory itself: --state {state_dir.resolve()}",
         )
+    paths = StatePaths(state_dir)
+    for d in (state_dir, paths.metadata, paths.metadata / "root", paths.staging):
+        check_private_dir(d, error)
 
 
 def hash_slot(path: Path, length: int | None) -> ImageRef:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tuf.api import exceptions as tuf_exc
 
-from verifier.effects import Disk, WriteHandle
+from verifier.effects import Disk, WriteHandle, existing_size
 from verifier.errors import OtakitError, TargetVerificationError
 from verifier.plan import Candidate
 from verifier.tuf.failures import map_tuf_error
@@ -80,14 +80,14 @@ def download_staged(
     name = staging_name(c)
     done = staging / name
     part = staging / f"{name}.part"
-    if done.exists():
+    if existing_size(done) is not None:  # a planted link is refused, not read through
         try:
             verify_file(done, c)
             log.info("download: %s already staged and verified", c.path)
             return done
         except TargetVerificationError:
             disk.unlink(done)
-    have = part.stat().st_size if part.exists() else 0
+    have = existing_size(part) or 0  # refuses a planted symlink or hard link
     if have >= c.length:
         disk.unlink(part)
         have = 0
@@ -127,7 +127,9 @@ def _fetch_into(
         raise TargetVerificationError(f"server resumed {url} at {start}, asked {have}")
     if start:
         log.info("download: resuming %s at byte %d of %d", c.path, start, c.length)
-    h = disk.open_write(part, truncate=start == 0)
+    if start == 0 and have:
+        disk.unlink(part)  # the server restarted from 0: begin a new file
+    h = disk.open_write(part, new=start == 0)  # new: O_EXCL; resume: checked, O_NOFOLLOW
     offset = start
     unsynced = 0
     try:

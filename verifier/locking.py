@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from verifier.effects import describe_unsafe
 from verifier.errors import LocalError
 
 _MAX_PID_TEXT = 32
@@ -37,10 +38,22 @@ def exclusive_lock(
     directory helps, retrying at once does not.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NOFOLLOW: a symlink planted at the lock's name must not make us create, truncate
+        # or write (the pid) a file somewhere else
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise cannot_open(f"cannot open the lock file {path}: {e.strerror or e}") from e
+        what = "is a symlink" if e.errno == errno.ELOOP else f"{e.strerror or e}"
+        raise cannot_open(
+            f"cannot open the lock file {path}: {what}; expected a regular file of ours"
+        ) from e
     try:
+        why = describe_unsafe(os.fstat(fd), block_ok=False)
+        if why is not None:
+            raise cannot_open(
+                f"cannot use the lock file {path}: expected a regular file owned by uid "
+                f"{os.geteuid()} with one link, found {why}",
+                hint=f"remove {path} (nothing holds a lock through it) and check who made it",
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

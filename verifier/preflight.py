@@ -165,19 +165,27 @@ def resolve_slot(path: Path, what: str) -> Path:
 
 
 def check_slot_paths(
-    slots: tuple[Path, Path], state_dir: Path, recorded: Sequence[Path] | None
+    slots: tuple[Path, Path],
+    state_dir: Path,
+    recorded: Sequence[Path] | None,
+    *,
+    alias_error: type[OtakitError] = SlotError,
 ) -> tuple[Path, Path]:
     """Resolve slots a and b; refuse if they are one file, live in the state directory, or
     (when ``recorded``, the resolutions made at init) now resolve somewhere else.
 
+    The one alias check of the booted slot, run by ``init`` (``alias_error=UsageError``: the
+    operator just typed both paths) and by every command that touches a slot (``SlotError``).
     Returns the resolved paths: opening those, not the names, keeps a link retargeted after
     this check from redirecting the write.
     """
     real = (resolve_slot(slots[0], "slot a"), resolve_slot(slots[1], "slot b"))
-    if _same_file(real[0], real[1]):
-        raise SlotError(
-            f"slots a ({slots[0]}) and b ({slots[1]}) are the same file {real[0]}; one of "
-            f"them is the booted slot, which is never written",
+    how = _same_file(real[0], real[1])
+    if how is not None:
+        raise alias_error(
+            f"slots a ({slots[0]}) and b ({slots[1]}) are the same {how}; expected two "
+            f"different slots (one of them is the booted slot, which is never written)",
+            hint="name the other slot's partition or file for the second path",
         )
     state = state_dir.resolve()
     for name, given, r in zip("ab", slots, real, strict=True):
@@ -199,13 +207,18 @@ def check_slot_paths(
     return real
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path, b: Path) -> str | None:
+    """How resolved paths ``a`` and ``b`` name one slot (symlinks and ``..`` are resolved
+    already; a hard link shares the inode; two device nodes share major:minor), or None."""
     if a == b:
-        return True
+        return f"file {a} once every symlink and '..' is resolved"
     try:
         st_a, st_b = a.stat(), b.stat()
     except OSError:
-        return False
-    return (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino) or (
-        stat.S_ISBLK(st_a.st_mode) and stat.S_ISBLK(st_b.st_mode) and st_a.st_rdev == st_b.st_rdev
-    )
+        return None
+    if (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino):
+        return f"file: {a} and {b} are hard links to one inode ({st_a.st_ino})"
+    if stat.S_ISBLK(st_a.st_mode) and stat.S_ISBLK(st_b.st_mode) and st_a.st_rdev == st_b.st_rdev:
+        dev = f"{os.major(st_a.st_rdev)}:{os.minor(st_a.st_rdev)}"
+        return f"block device: {a} and {b} are both device {dev}"
+    return None

@@ -324,7 +324,7 @@ def stage_decode(
     tpath = dev.slot_path(target)
     report = _report(progress, "decode", c.info.image.length)
     with stage("decode"):
-        out = dev.disk.open_write(tpath, truncate=False)
+        out = dev.disk.open_write(tpath, new=False)
         try:
             if c.info.kind == "full":
                 decode_full(src, out, c.info.image, progress=report)

@@ -26,7 +26,7 @@ Say = Callable[[str], None]
 
 def recover_base_image(artifact: PublishedArtifact, out: Path) -> None:
     """Decode a published full artifact into ``out``; its bytes must match the signed hash."""
-    handle = RealDisk().open_write(out, truncate=True)
+    handle = RealDisk().open_write(out, new=not out.exists(), truncate=True)
     try:
         with artifact.stored_path.open("rb") as src:
             decode_full(src, handle, artifact.info.image)

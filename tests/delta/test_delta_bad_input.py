@@ -370,3 +370,34 @@ def test_write_error_in_the_writer_thread_reaches_the_caller(built: Built) -> No
             sink=sink,
         )
     assert not sink.synced
+
+
+def _with_content_size(frame: bytes, size: int) -> bytes:
+    from verifier.zstd_frames import header_length
+
+    fhd = frame[4]
+    width = (0, 2, 4, 8)[fhd >> 6] or 1
+    end = header_length(fhd)
+    value = size - 256 if width == 2 else size
+    return frame[: end - width] + value.to_bytes(width, "little") + frame[end:]
+
+
+@pytest.mark.parametrize("delta_len", [-5, 7])
+def test_zstd_frame_lying_about_its_content_size(built: Built, delta_len: int) -> None:
+    """Issue 9: the header says dst length (so the header check passes), the data holds
+    more or less; the error names both sizes instead of zstd's "buffer too small"."""
+    _header, ops = table(built.header_blob)
+    o = ops[_first(ops, OpKind.ZSTD_REF)]
+    real = (built.new[o.dst_offset : o.dst_offset + o.dst_length] + b"y" * 16)[
+        : o.dst_length + delta_len
+    ]
+    frame = _with_content_size(zstandard.ZstdCompressor().compress(real), o.dst_length)
+    assert zstandard.get_frame_parameters(frame).content_size == o.dst_length
+    delta = _replace_payload_of(built, OpKind.ZSTD_REF, frame)
+    _expect(DeltaFormatError, lambda: _run(built, delta), writes=True)
+    with pytest.raises(DeltaFormatError) as e:
+        _run(built, delta)
+    assert e.value.message == (
+        f"delta op at result offset {o.dst_offset}: zstd frame declares a content size of "
+        f"{o.dst_length} bytes but decodes to {len(real)} bytes"
+    )

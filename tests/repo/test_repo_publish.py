@@ -40,9 +40,9 @@ class FailingDisk:
             raise StorageError(f"injected failure at {what}")
         self.effects.append(what)
 
-    def open_write(self, path: Path, *, truncate: bool) -> WriteHandle:
+    def open_write(self, path: Path, *, new: bool, truncate: bool = False) -> WriteHandle:
         self._effect(f"open {path.name}")
-        handle = self._real.open_write(path, truncate=truncate)
+        handle = self._real.open_write(path, new=new, truncate=truncate)
         disk = self
 
         class Handle:

@@ -42,7 +42,7 @@ def test_unsynced_data_is_lost(tmp_path: Path) -> None:
     f = tmp_path / "slot"
     f.write_bytes(b"A" * 8)
     disk = SimDisk(tmp_path)
-    h = disk.open_write(f, truncate=False)
+    h = disk.open_write(f, new=False)
     h.pwrite(b"BB", 0)
     h.fsync()
     h.pwrite(b"CC", 2)
@@ -56,7 +56,7 @@ def test_truncate_without_fsync_is_undone(tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"data")
     disk = SimDisk(tmp_path)
-    disk.open_write(f, truncate=True).close()
+    disk.open_write(f, new=False, truncate=True).close()
     assert f.read_bytes() == b""
     disk.reboot()
     assert f.read_bytes() == b"data"
@@ -64,7 +64,7 @@ def test_truncate_without_fsync_is_undone(tmp_path: Path) -> None:
 
 def test_rename_needs_fsync_of_the_directory(tmp_path: Path) -> None:
     disk = SimDisk(tmp_path)
-    h = disk.open_write(tmp_path / "a.tmp", truncate=True)
+    h = disk.open_write(tmp_path / "a.tmp", new=True)
     h.pwrite(b"x", 0)
     h.fsync()
     h.close()
@@ -76,7 +76,7 @@ def test_rename_needs_fsync_of_the_directory(tmp_path: Path) -> None:
 
 def test_new_file_without_fsync_dir_vanishes(tmp_path: Path) -> None:
     disk = SimDisk(tmp_path)
-    h = disk.open_write(tmp_path / "new", truncate=True)
+    h = disk.open_write(tmp_path / "new", new=True)
     h.pwrite(b"x", 0)
     h.fsync()
     h.close()
@@ -87,7 +87,7 @@ def test_new_file_without_fsync_dir_vanishes(tmp_path: Path) -> None:
 def test_renamed_but_never_synced_file_is_empty(tmp_path: Path) -> None:
     """The classic ext4 zero-length file: directory entry durable, data not."""
     disk = SimDisk(tmp_path)
-    h = disk.open_write(tmp_path / "f.tmp", truncate=True)
+    h = disk.open_write(tmp_path / "f.tmp", new=True)
     h.pwrite(b"content", 0)
     h.close()
     disk.rename(tmp_path / "f.tmp", tmp_path / "f")
@@ -134,7 +134,7 @@ def test_writes_behind_the_disks_back_are_lost(tmp_path: Path) -> None:
 
 def test_power_stays_off_until_reboot(tmp_path: Path) -> None:
     disk = SimDisk(tmp_path, crash_after=1)
-    h = disk.open_write(tmp_path / "f", truncate=True)
+    h = disk.open_write(tmp_path / "f", new=True)
     with pytest.raises(PowerCut):
         h.pwrite(b"x", 0)
     with pytest.raises(PowerCut):
@@ -154,7 +154,7 @@ def test_paths_outside_root_are_refused(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     disk = SimDisk(tmp_path / "in")
     with pytest.raises(AssertionError, match="outside its root"):
-        disk.open_write(tmp_path / "out", truncate=True)
+        disk.open_write(tmp_path / "out", new=True)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
@@ -162,7 +162,7 @@ def test_faults_raise_the_real_disks_error(tmp_path: Path, kind: str) -> None:
     op = {"short_write": "pwrite", "rename_fail": "rename"}.get(kind, "pwrite")
     (tmp_path / "f").write_bytes(b"")
     disk = SimDisk(tmp_path, fault=Fault(2, kind))  # type: ignore[arg-type]
-    h = disk.open_write(tmp_path / "f", truncate=True)
+    h = disk.open_write(tmp_path / "f", new=False, truncate=True)
     try:
         with pytest.raises(StorageError) as e:
             if op == "pwrite":

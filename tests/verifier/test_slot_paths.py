@@ -207,7 +207,7 @@ def test_same_file_twice_is_refused_at_init(tmp_path: Path) -> None:
     hard = tmp_path / "hard-a"
     os.link(w.slot_a, hard)
     for b in (link, hard):
-        with pytest.raises(SlotError, match="are the same file"):
+        with pytest.raises(UsageError, match="are the same file"):
             _init(w, w.slot_a, b)
     with pytest.raises(ConfigError, match="must differ"):
         _init(w, w.slot_a, w.slot_a)

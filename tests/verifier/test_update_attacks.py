@@ -52,8 +52,8 @@ class CorruptingDisk(RealDisk):
     def __init__(self, victim: Path) -> None:
         self.victim = victim
 
-    def open_write(self, path: Path, *, truncate: bool) -> WriteHandle:
-        h = super().open_write(path, truncate=truncate)
+    def open_write(self, path: Path, *, new: bool, truncate: bool = False) -> WriteHandle:
+        h = super().open_write(path, new=new, truncate=truncate)
         return _CorruptingHandle(h) if path == self.victim else h
 
 

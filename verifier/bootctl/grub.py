@@ -149,7 +149,7 @@ class GrubBootControl(TranslatingBootControl):
                 what=f"create GRUB environment {tmp}",
             )
         else:
-            h = self.disk.open_write(tmp, truncate=True)
+            h = self.disk.open_write(tmp, new=True)
             try:
                 h.pwrite(current, 0)
             finally:
@@ -165,7 +165,7 @@ class GrubBootControl(TranslatingBootControl):
                 f"GRUB environment {tmp}: expected {ENVBLK_SIZE} bytes after grub-editenv, "
                 f"found {size} (too many variables?)"
             )
-        h = self.disk.open_write(tmp, truncate=False)
+        h = self.disk.open_write(tmp, new=False)
         try:
             h.fsync()
         finally:

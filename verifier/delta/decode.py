@@ -43,6 +43,7 @@ from verifier.errors import (
     TargetVerificationError,
 )
 from verifier.hashing import hash_file
+from verifier.zstd_frames import FrameError, strip_content_size
 
 _READ_CHUNK = 4 << 20
 
@@ -253,15 +254,36 @@ class _OpDecoder:
                 data, max_output_size=op.dst_length, allow_extra_data=False
             )
         except zstandard.ZstdError as e:
-            raise DeltaFormatError(
-                f"delta op at result offset {op.dst_offset}: zstd frame does not decode: {e}"
-            ) from e
+            raise self._undecodable(op, dctx, data, e) from e
         if len(output) != op.dst_length:
             raise DeltaFormatError(
                 f"delta op at result offset {op.dst_offset}: expected {op.dst_length} bytes "
                 f"of output, zstd produced {len(output)}"
             )
         return output
+
+    def _undecodable(
+        self, op: Op, dctx: zstandard.ZstdDecompressor, data: bytes, e: zstandard.ZstdError
+    ) -> DeltaFormatError:
+        """Why a frame failed: zstd reports a lying content size as "buffer too small" or
+        "corruption", so decode the frame again without it and say what it really holds."""
+        where = f"delta op at result offset {op.dst_offset}"
+        try:
+            _, stripped = strip_content_size(data, max_window=self._max_window)
+            limit = 2 * op.dst_length + 1
+            with dctx.stream_reader(stripped, read_across_frames=False) as r:
+                real = 0
+                while real <= limit and (chunk := r.read(1 << 20)):
+                    real += len(chunk)
+        except (zstandard.ZstdError, FrameError):
+            return DeltaFormatError(f"{where}: zstd frame does not decode: {e}")
+        if real == op.dst_length:
+            return DeltaFormatError(f"{where}: zstd frame does not decode: {e}")
+        found = f"more than {limit}" if real > limit else str(real)
+        return DeltaFormatError(
+            f"{where}: zstd frame declares a content size of {op.dst_length} bytes but "
+            f"decodes to {found} bytes"
+        )
 
     def _reference(self, src: tuple[tuple[int, int], ...]) -> zstandard.ZstdDecompressor:
         """A decompressor over base extents ``src``; consecutive ops sharing a reference
