@@ -197,3 +197,8 @@ class NothingToDoError(OtakitError):
 
     exit_code = 0
     family = "ok"
+
+
+class DeviceBusyError(LocalError):
+    """Another ``otakit-device`` holds the state directory's lock (e.g. an update): this
+    command waited briefly and gave up instead of queueing behind it."""

@@ -23,7 +23,7 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 from urllib import parse
@@ -49,6 +49,7 @@ from verifier.tuf.checks import check_signatures, parse_metadata, try_parse
 from verifier.tuf.failures import tuf_errors
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
 from verifier.tuf.store import NoDisk, TrustedStore
+from verifier.tuf.transfer import TransferLimits
 
 log = logging.getLogger("otakit.tuf")
 
@@ -65,8 +66,9 @@ class TufLimits:
     timestamp_max_length: int = 16 * 1024
     snapshot_max_length: int = 2 * 1024 * 1024
     targets_max_length: int = 16 * 1024 * 1024
-    #: seconds to connect / between two received bytes
-    socket_timeout: float = 30.0
+    #: timeouts, minimum throughput and deadlines of every download (the fetcher's limits:
+    #: the publisher's HTTP source uses the same fetcher without TUF's other bounds)
+    transfer: TransferLimits = field(default_factory=TransferLimits)
 
     def updater_config(self) -> UpdaterConfig:
         return UpdaterConfig(
@@ -127,7 +129,7 @@ class TufClient:
         limits: TufLimits | None = None,
     ) -> None:
         self.limits = limits or TufLimits()
-        self.fetcher = fetcher or HttpFetcher(socket_timeout=self.limits.socket_timeout)
+        self.fetcher = fetcher or HttpFetcher(self.limits.transfer)
         self.store = TrustedStore(paths.metadata, disk)
         self.targets_url = targets_url if targets_url.endswith("/") else targets_url + "/"
         self._scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))
