@@ -184,7 +184,7 @@ def _record_failed_cycle(
         )
     retry = backoff.after_failure(journal.retry, e, now, rand, policy)
     log.warning(
-        "backoff: %d consecutive failed cycles; next attempt after %s",
+        "backoff: %d consecutive failed cycle(s); next attempt after %s",
         retry.failures,
         timestamp(retry.not_before),
     )
