@@ -7,9 +7,10 @@ material) and so are its pretty tracebacks: a traceback appears only with ``-v``
 
 from __future__ import annotations
 
+import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +26,16 @@ from verifier.cli_contract import EPILOG, RunState, run_app, run_state
 from verifier.effects import RealDisk
 from verifier.errors import ArtifactSchemaError, ConfigError, ImageHashMismatchError, UsageError
 from verifier.imagetype import IMAGE_TYPES, is_image_type
+from verifier.tuf.transfer import TransferLimits
 from verifier.tuf_cmd import app as tuf_app
 
 app = new_app(
     "Verify signed OS updates with TUF and apply them to an A/B slot pair.", "otakit-device"
 )
+
+
+#: the transport limits ``update`` starts from (docs/OPERATIONS.md, "Slow and hostile networks")
+TRANSFER = TransferLimits()
 
 
 class SlotName(StrEnum):
@@ -62,6 +68,19 @@ def _device(c: Ctx) -> Any:
     return Device.open(c.state, RealDisk())
 
 
+def _limit(what: str, default: float) -> Any:
+    return typer.Option(metavar="N", help=f"{what} (default {default:g}).")
+
+
+def _transfer_limits(**given: float | None) -> TransferLimits:
+    """The transport limits of ``update``'s options; those not given keep their defaults."""
+    try:
+        return replace(TRANSFER, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        name, _, rest = str(e).partition(":")
+        raise UsageError(f"--{name.replace('_', '-')}:{rest}") from e
+
+
 def _version(text: str, option: str) -> ImageVersion:
     try:
         return ImageVersion.parse(text)
@@ -84,9 +103,11 @@ def _global(
     ctx.meta["otakit.state"] = state
     if ctx.resilient_parsing or ctx.invoked_subcommand == "tuf":  # completion; tuf: no state
         return
+    if ctx.invoked_subcommand == "status":
+        return  # status never waits on the lock: it reads atomically replaced files only
     from verifier.device import device_lock
 
-    ctx.with_resource(device_lock(state))
+    ctx.with_resource(device_lock(state, ctx.invoked_subcommand or ""))
 
 
 app.add_typer(tuf_app, name="tuf")
@@ -171,24 +192,63 @@ def update(
     ] = None,
     version: Annotated[str | None, typer.Option(help="Install exactly this version.")] = None,
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Always use full images.")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Run even while a failed cycle's backoff waits.")
+    ] = False,
+    connect_timeout: Annotated[
+        float | None, _limit("Seconds to connect", TRANSFER.connect_timeout)
+    ] = None,
+    read_timeout: Annotated[
+        float | None, _limit("Seconds without a byte", TRANSFER.read_timeout)
+    ] = None,
+    min_throughput: Annotated[
+        float | None, _limit("Minimum bytes/s over the window (0: off)", TRANSFER.min_throughput)
+    ] = None,
+    throughput_window: Annotated[
+        float | None, _limit("Seconds of that window", TRANSFER.throughput_window)
+    ] = None,
+    download_deadline: Annotated[
+        float | None, _limit("Seconds per file", TRANSFER.download_deadline)
+    ] = None,
+    cycle_deadline: Annotated[
+        float | None, _limit("Seconds for refresh and downloads", TRANSFER.cycle_deadline)
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON-lines progress.")] = False,
 ) -> None:
     """Install the newest signed image into the inactive slot.
 
     Verified through TUF, written and re-hashed, then armed for a trial boot.
+    A failed cycle backs off: until its next attempt, update has nothing to do.
     """
+    from verifier.tuf.client import TufLimits
     from verifier.update import UpdateOptions
     from verifier.update import update as run_update
 
     c = _ctx(ctx, json_out)
+    transfer = _transfer_limits(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        min_throughput=min_throughput,
+        throughput_window=throughput_window,
+        download_deadline=download_deadline,
+        cycle_deadline=cycle_deadline,
+    )
     options = UpdateOptions(
         mode="stream" if mode is Mode.stream else "staged",
         tries=tries,
         version=None if version is None else _version(version, "--version"),
         allow_delta=not no_delta,
+        limits=TufLimits(transfer=transfer),
+        ignore_backoff=now,
     )
     with _ProgressView(c.run) as view:
-        result = run_update(_device(c), _now(), options=options, progress=view.report)
+        result = run_update(
+            _device(c),
+            _now(),
+            options=options,
+            progress=view.report,
+            rand=random.SystemRandom().random,
+        )
     c.run.result(
         {
             "event": "done",
@@ -339,6 +399,16 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     if data["last_failure"]:
         f = data["last_failure"]
         lines.append(f"  last failure: {f['reason']} at {f['at']}")
+    if data.get("retry"):
+        r = data["retry"]
+        lines.append(
+            f"  backoff: {r['failures']} failed cycles in a row, next attempt after "
+            f"{r['not_before']} (last: {r['kind']}: {r['reason']})"
+        )
+    if data.get("in_progress"):
+        lines.append(
+            f"  in progress: {data['in_progress']} holds the state lock (shown as last written)"
+        )
     c.run.result(data, "\n".join(lines))
 
 

@@ -30,13 +30,14 @@ from verifier.demokeys import DEMO_KEY_WARNING, demo_keys_among
 from verifier.effects import Disk, check_private_dir, write_atomic
 from verifier.errors import (
     ConfigError,
+    DeviceBusyError,
     ImageHashMismatchError,
     OtakitError,
     SlotError,
     UsageError,
 )
 from verifier.hashing import hash_path
-from verifier.locking import exclusive_lock
+from verifier.locking import exclusive_lock, lock_holder
 from verifier.preflight import check_slot_paths
 from verifier.state import (
     DeviceConfig,
@@ -259,16 +260,37 @@ def clear_failures(dev: Device, now: datetime) -> str:
     return _command(dev, "clear-failed", transitions.clear_failures(journal, st))
 
 
+#: how long a command waits for another one to finish before it is refused as busy
+LOCK_WAIT_S = 2.0
+
+
 @contextlib.contextmanager
-def device_lock(state_dir: Path) -> Iterator[None]:
+def device_lock(state_dir: Path, purpose: str = "", *, wait: float = LOCK_WAIT_S) -> Iterator[None]:
     """One otakit-device at a time per state directory (a timer and an operator may race).
 
+    ``purpose`` (the command) goes into the lock file for ``status`` and the busy error.
+    A command waits ``wait`` seconds at most (long enough for a ``status`` probe or a
+    command finishing, never behind a stalled update) and is then refused as busy.
     No lock before init (there is no directory to hold it): the command reports that itself.
     """
     if not state_dir.is_dir():
         yield
         return
     with exclusive_lock(
-        state_dir / ".lock", holder="another otakit-device", cannot_open=ConfigError
+        lock_path(state_dir),
+        holder="another otakit-device",
+        busy=DeviceBusyError,
+        cannot_open=ConfigError,
+        purpose=purpose,
+        wait=wait,
     ):
         yield
+
+
+def lock_path(state_dir: Path) -> Path:
+    return state_dir / ".lock"
+
+
+def update_in_progress(state_dir: Path) -> str | None:
+    """Who holds the device lock now ("pid 123, update"), without waiting for it."""
+    return lock_holder(lock_path(state_dir))

@@ -202,8 +202,15 @@ class NothingToDoError(OtakitError):
 class TrustedMetadataError(LocalError):
     """The device's own trusted metadata (``STATE/root.json``, ``STATE/metadata``) is damaged:
     never dropped silently, since it holds the rollback floor of every role."""
+
+
 class RedirectedWriteError(SecurityError):
     """A file the device was about to write is a symlink, a hard link, not a regular file or
     block device, or not its own: writing would go somewhere else. Inside the device's 0700
     directories only root or the device can plant such an entry, so it is reported as
     tampering (never written through, never removed silently)."""
+
+
+class DeviceBusyError(LocalError):
+    """Another ``otakit-device`` holds the state directory's lock (e.g. an update): this
+    command waited briefly and gave up instead of queueing behind it."""

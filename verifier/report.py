@@ -1,7 +1,10 @@
 """What a device reports about itself: ``status`` and the offline drift check.
 
-Read-only apart from ``reconcile`` (status shows the journal as the bootloader left it, so it
-persists what a finished trial means, like every other command).
+``status`` never writes and never waits: it runs without the device lock (an update may
+hold it for hours), reads the journal and configuration (both replaced atomically, so a read
+sees a whole old or a whole new file), and shows the journal reconciled with the boot state
+in memory; the next command that holds the lock persists that. It says when another command
+holds the lock (``device.update_in_progress``).
 """
 
 from __future__ import annotations
@@ -10,9 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from verifier import transitions
 from verifier.artifact import ImageRef, ImageVersion
 from verifier.bootctl.base import SLOTS, BootState, Slot
-from verifier.device import Device, demo_warnings, hash_slot, reconcile, warn_demo_keys
+from verifier.device import (
+    Device,
+    demo_warnings,
+    hash_slot,
+    update_in_progress,
+    warn_demo_keys,
+)
 from verifier.errors import ConfigError, MetadataError
 from verifier.state import DeviceConfig, Journal
 
@@ -25,6 +35,8 @@ class Status:
     #: public demo key ids the pinned root trusts (see ``device.demo_warnings``)
     demo_keys: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: who holds the device lock while status ran ("pid 123, update"), None if nobody
+    in_progress: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         slots: dict[str, Any] = {}
@@ -59,12 +71,22 @@ class Status:
             "failed_images": [f.to_dict() for f in self.journal.failures],
             "demo_keys": bool(self.demo_keys),
             "warnings": list(self.warnings),
+            "in_progress": self.in_progress,
+            "retry": None if self.journal.retry is None else self.journal.retry.to_dict(),
         }
 
 
 def status(dev: Device, now: datetime) -> Status:
-    journal, st = reconcile(dev, now)
-    return Status(dev.config, st, journal, tuple(dev.demo_keys()), tuple(demo_warnings(dev)))
+    busy = update_in_progress(dev.paths.root)
+    step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
+    return Status(
+        dev.config,
+        step.boot,
+        step.journal,
+        tuple(dev.demo_keys()),
+        tuple(demo_warnings(dev)),
+        busy,
+    )
 
 
 @dataclass(frozen=True)

@@ -295,10 +295,58 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """Consecutive failed update cycles and the earliest next attempt (backoff across cycles,
+    see ``verifier.backoff``). Absent while the last cycle succeeded."""
+
+    failures: int
+    not_before: datetime
+    #: the last failure's error kind and message, for ``status`` and the gate's message
+    kind: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ConfigError(f"journal.retry.failures: expected >= 1, found {self.failures}")
+        if self.not_before.tzinfo is None:
+            raise ConfigError("journal.retry.not_before: expected a time with a UTC offset")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "failures": self.failures,
+            "not_before": timestamp(self.not_before),
+            "kind": self.kind,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Retry:
+        d = _obj(data, "journal.retry", {"failures", "not_before", "kind", "reason"})
+        n = d.get("failures")
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise ConfigError(f"journal.retry.failures: expected an integer, found {n!r}")
+        text = _str(d.get("not_before"), "journal.retry.not_before")
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError as e:
+            raise ConfigError(
+                f"journal.retry.not_before: expected an ISO 8601 time, found {text!r}"
+            ) from e
+        return cls(
+            n,
+            when,
+            _str(d.get("kind"), "journal.retry.kind"),
+            _str(d.get("reason"), "journal.retry.reason"),
+        )
+
+
+@dataclass(frozen=True)
 class Journal:
     slots: tuple[SlotRecord | None, SlotRecord | None]
     pending: Pending | None = None
     failures: tuple[Failure, ...] = field(default_factory=tuple)
+    #: backoff state after failed cycles; None after a success (and in older journals)
+    retry: Retry | None = None
 
     def slot(self, slot: Slot) -> SlotRecord | None:
         return self.slots[0] if slot == "a" else self.slots[1]
@@ -328,11 +376,11 @@ class Journal:
             },
             "pending": None if self.pending is None else self.pending.to_dict(),
             "failures": [f.to_dict() for f in self.failures],
-        }
+        } | ({} if self.retry is None else {"retry": self.retry.to_dict()})
 
     @classmethod
     def from_dict(cls, data: Any) -> Journal:
-        d = _obj(data, "journal", {"schema", "slots", "pending", "failures"})
+        d = _obj(data, "journal", {"schema", "slots", "pending", "failures", "retry"})
         if d.get("schema") != JOURNAL_SCHEMA:
             raise ConfigError(
                 f"journal schema: expected {JOURNAL_SCHEMA}, found {d.get('schema')!r}"
@@ -346,10 +394,12 @@ class Journal:
         if not isinstance(failures, list) or len(failures) > MAX_FAILED:
             raise ConfigError(f"journal.failures: expected a list of at most {MAX_FAILED}")
         pending = d.get("pending")
+        retry = d.get("retry")
         return cls(
             slots=(recs[0], recs[1]),
             pending=None if pending is None else Pending.from_dict(pending),
             failures=tuple(Failure.from_dict(f) for f in failures),
+            retry=None if retry is None else Retry.from_dict(retry),
         )
 
 

@@ -11,22 +11,29 @@ slot re-read hashes to the signed image hash; I3 every state write goes through 
 written slot is rewritten, a written-but-not-armed slot is re-verified and armed, an armed one
 is recognised as pending and left alone.
 
-Time (``now``) and the ``Disk`` are parameters; there is no global state.
+Failed cycles back off across runs (``verifier.backoff``): a transport failure, or an artifact
+that does not verify or decode, records the count of consecutive failures and the earliest next
+attempt in the journal; an artifact that was verified whole yet does not decode is also recorded
+as a failed image (never installed again) and removed from staging. A cycle that gets through
+(installed, or nothing to do) resets the count.
+
+Time (``now``), randomness (``rand``) and the ``Disk`` are parameters; there is no global state.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 from tuf.api import exceptions as tuf_exc
 
-from verifier import transitions
+from verifier import backoff, transitions
 from verifier.artifact import BaseRef, ImageRef, ImageVersion
 from verifier.bootctl.base import BootState, Slot, check_tries, other
 from verifier.decode_full import decode_full
@@ -59,7 +66,7 @@ from verifier.preflight import (
     free_space,
     slot_capacity,
 )
-from verifier.state import Journal, SlotRecord
+from verifier.state import Failure, Journal, Retry, SlotRecord, timestamp
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import OtaFetcher
@@ -79,6 +86,9 @@ class UpdateOptions:
     allow_delta: bool = True
     mountinfo: Path = MOUNTINFO
     limits: TufLimits = field(default_factory=TufLimits)
+    #: run even before the journal's earliest next attempt (``update --now``)
+    ignore_backoff: bool = False
+    backoff: backoff.Backoff = field(default_factory=backoff.Backoff)
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,15 @@ def stage(name: str) -> Iterator[None]:
         raise
 
 
+@dataclass
+class _Cycle:
+    """What a running cycle has reached, for the backoff bookkeeping once it ends."""
+
+    installing: bool = False
+    #: an artifact verified whole that failed to decode, and the error it raised
+    undecodable: tuple[Candidate, Slot, OtakitError] | None = None
+
+
 def update(
     dev: Device,
     now: datetime,
@@ -123,11 +142,77 @@ def update(
     options: UpdateOptions = UpdateOptions(),
     fetcher: OtaFetcher | None = None,
     progress: Progress | None = None,
+    rand: Callable[[], float] = random.random,
 ) -> UpdateResult:
     """Install the newest suitable image into the inactive slot and arm a trial boot.
 
-    Raises ``NothingToDoError`` when there is nothing to install (exit code 0).
+    Raises ``NothingToDoError`` when there is nothing to install (exit code 0), also while
+    an earlier failure's backoff runs (unless ``options.ignore_backoff``).
     """
+    if not options.ignore_backoff:
+        wait = backoff.gate(dev.journal().retry, now, options.backoff)
+        if wait is not None:
+            log.info("backoff: %s", wait)
+            raise NothingToDoError(wait)
+    cycle = _Cycle()
+    try:
+        result = _update(dev, now, options, fetcher, progress, cycle)
+    except NothingToDoError:
+        _save_retry(dev, None, None)
+        raise
+    except (TransportError, SecurityError) as e:
+        if isinstance(e, TransportError) or cycle.installing:
+            _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff)
+        raise
+    _save_retry(dev, None, None)
+    return result
+
+
+def _record_failed_cycle(
+    dev: Device, cycle: _Cycle, e: OtakitError, now: datetime, rand: float, policy: backoff.Backoff
+) -> None:
+    journal = dev.journal()
+    failure = None
+    if cycle.undecodable is not None and cycle.undecodable[2] is e:
+        c, slot, _ = cycle.undecodable
+        failure = Failure(
+            c.info.version,
+            c.info.image.sha256,
+            slot,
+            f"artifact {c.path} matches its signed hashes but does not decode: {e.message}",
+            timestamp(now),
+        )
+    retry = backoff.after_failure(journal.retry, e, now, rand, policy)
+    log.warning(
+        "backoff: %d consecutive failed cycle(s); next attempt after %s",
+        retry.failures,
+        timestamp(retry.not_before),
+    )
+    _save_retry(dev, retry, failure)
+
+
+def _save_retry(dev: Device, retry: Retry | None, failure: Failure | None) -> None:
+    """Persist the backoff state (and a failed image); a write error here must not hide the
+    cycle's own error, so it is logged, not raised."""
+    try:
+        journal = dev.journal()
+        new = replace(journal, retry=retry)
+        if failure is not None:
+            new = new.with_failure(failure)
+        if new != journal:
+            dev.save(new)
+    except OtakitError as err:
+        log.warning("cannot record the backoff state in the journal: %s", err.message)
+
+
+def _update(
+    dev: Device,
+    now: datetime,
+    options: UpdateOptions,
+    fetcher: OtaFetcher | None,
+    progress: Progress | None,
+    cycle: _Cycle,
+) -> UpdateResult:
     tries = check_tries(options.tries if options.tries is not None else dev.config.tries)
     with stage("preflight"):
         dev.slot_paths()  # before anything is written: both slots still name what they did
@@ -177,15 +262,20 @@ def update(
         stage_preflight(dev, plan, target, booted, options)
         fell_back = False
         used = plan.artifact
+        cycle.installing = True
         try:
-            journal = _install(dev, tuf, journal, st, plan.artifact, target, options, progress)
+            journal = _install(
+                dev, tuf, journal, st, plan.artifact, target, options, progress, cycle
+            )
         except (SecurityError, TransportError) as e:
             # Local errors (ENOSPC, EIO on the slot) would hit the full artifact too.
             if plan.fallback is None:
                 raise
             log.warning("delta path failed (%s); falling back to %s", e.message, plan.fallback.path)
             used, fell_back = plan.fallback, True
-            journal = _install(dev, tuf, journal, st, plan.fallback, target, options, progress)
+            journal = _install(
+                dev, tuf, journal, st, plan.fallback, target, options, progress, cycle
+            )
         stage_verify_slot(dev, target, plan.image, progress)
         stage_arm(dev, journal, st, target, record, tries)
     _clean_staging(dev)
@@ -201,6 +291,7 @@ def _install(
     target: Slot,
     options: UpdateOptions,
     progress: Progress | None,
+    cycle: _Cycle,
 ) -> Journal:
     booted = st.booted
     url = tuf.target_url(c)
@@ -209,8 +300,15 @@ def _install(
         if c.info.base is not None:
             stage_check_base(dev, booted, c.info.base)
         journal = stage_mark_bad(dev, journal, st, target)
-        with path.open("rb") as src:
-            stage_decode(dev, src, c, booted, target, progress)
+        try:
+            with path.open("rb") as src:
+                stage_decode(dev, src, c, booted, target, progress)
+        except SecurityError as e:
+            # Verified whole against its signed hashes, yet it does not decode: the signed
+            # artifact itself is bad. Kept, it would be decoded again on every cycle.
+            dev.disk.unlink(path)
+            cycle.undecodable = (c, target, e)
+            raise
         return journal
     if c.info.base is not None:
         stage_check_base(dev, booted, c.info.base)

@@ -253,7 +253,8 @@ ROWS = [
     Row(D, "update", ("--state", "{dev}", "update", "--mode", "fast"), 2, "--mode"),
     Row(D, "update", ("--state", "{dev}", "update", "--version", "7.7"), 2, "not published"),
     Row(D, "update", ("--state", "{dev}", "update", "--version", "x.y"), 2, "--version"),
-    Row(D, "update", ("--state", "{refused}", "update"), 4, "connection refused"),
+    # --now: the text and the JSON run share the device, and the first one starts a backoff
+    Row(D, "update", ("--state", "{refused}", "update", "--now"), 4, "connection refused"),
     Row(D, "status", ("--state", "{nowhere}", "status"), 5, "init"),
     Row(D, "mark-good", ("--state", "{nowhere}", "mark-good"), 5, "init"),
     Row(D, "mark-bad", ("--state", "{dev}", "mark-bad", "c"), 2, "'c' is not one of"),
@@ -346,6 +347,11 @@ ROWS = [
         1,
         "no/such.img",
         "usage",
+    ),
+    Row(D, "update", ("--state", "{dev}", "update", "--read-timeout", "0"), 2, "--read-timeout"),
+    Row(D, "update", ("--state", "{dev}", "update", "--min-throughput", "-1"), 2, "bytes/s"),
+    Row(
+        D, "update", ("--state", "{dev}", "update", "--cycle-deadline", "x"), 2, "--cycle-deadline"
     ),
 ]
 

@@ -73,6 +73,8 @@ class World:
         return FileBootControl(self.state / "boot.json", self.disk)
 
     def update(self, **kw: Any) -> UpdateResult:
+        # every call runs at the same NOW: retries in these tests mean "the next cycle, later"
+        kw.setdefault("ignore_backoff", True)
         options = UpdateOptions(mountinfo=self.mountinfo, **kw)
         return update(self.device(), NOW, options=options, fetcher=self.sim)
 

@@ -118,7 +118,7 @@ def test_cli_update_boot_commit_and_errors(tmp_path: Path, served: tuple[RepoSim
     assert r.returncode == 3
     assert "otakit-device: security error: download: target edge-gw/3.0" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run(state, "-v", "update")
+    r = run(state, "-v", "update", "--now")  # --now: the failure above started a backoff
     assert r.returncode == 3 and "Traceback" in r.stderr
 
     # drift: exit code 3 with the expected and found hashes

@@ -22,6 +22,7 @@ from verifier.state import StatePaths
 from verifier.tuf.client import TufClient, TufLimits, load_root_bytes
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import HttpFetcher
+from verifier.tuf.transfer import TransferLimits
 
 #: "SlowRetrievalError", "NewConnectionError", "DeserializationError", ...
 CLASS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)\b")
@@ -51,7 +52,7 @@ def silent_server() -> Iterator[int]:
 def _refresh_error(tmp_path: Path, port: int) -> TransportError:
     w = make_world(tmp_path)
     base = f"http://127.0.0.1:{port}"
-    limits = TufLimits(socket_timeout=0.5)
+    limits = TufLimits(transfer=TransferLimits(connect_timeout=0.5, read_timeout=0.5))
     client = TufClient(
         StatePaths(w.state),
         f"{base}/metadata/",
@@ -85,7 +86,7 @@ def test_a_server_that_never_answers_is_a_timeout(tmp_path: Path, silent_server:
 
 
 def _fail_with(exc: Exception) -> str:
-    fetcher = HttpFetcher(socket_timeout=3)
+    fetcher = HttpFetcher(TransferLimits(connect_timeout=3, read_timeout=3))
 
     def request(*args: object, **kw: object) -> None:
         raise exc

@@ -28,7 +28,7 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -59,6 +59,7 @@ from verifier.tuf.failures import tuf_errors
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
 from verifier.tuf.store import RECOVERY_HINT, NoDisk, TrustedStore, read_trusted
 from verifier.tuf.strictfetch import PrecheckingFetcher
+from verifier.tuf.transfer import TransferLimits
 
 log = logging.getLogger("otakit.tuf")
 
@@ -75,8 +76,9 @@ class TufLimits:
     timestamp_max_length: int = 16 * 1024
     snapshot_max_length: int = 2 * 1024 * 1024
     targets_max_length: int = 16 * 1024 * 1024
-    #: seconds to connect / between two received bytes
-    socket_timeout: float = 30.0
+    #: timeouts, minimum throughput and deadlines of every download (the fetcher's limits:
+    #: the publisher's HTTP source uses the same fetcher without TUF's other bounds)
+    transfer: TransferLimits = field(default_factory=TransferLimits)
 
     def updater_config(self) -> UpdaterConfig:
         return UpdaterConfig(
@@ -145,7 +147,7 @@ class TufClient:
         self.floor = load_floor(self._floor_path)
         #: what expiry is checked against: the caller's clock, unless behind the floor
         self.reference_time = self.floor.reference(now)
-        self.fetcher = fetcher or HttpFetcher(socket_timeout=self.limits.socket_timeout)
+        self.fetcher = fetcher or HttpFetcher(self.limits.transfer)
         self.store = TrustedStore(paths.metadata, disk)
         self.targets_url = targets_url if targets_url.endswith("/") else targets_url + "/"
         self._scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))

@@ -292,7 +292,7 @@ def _session(
     limits: TufLimits | None,
 ) -> Iterator[_Session]:
     limits = limits or TufLimits()
-    fetcher = fetcher or HttpFetcher(socket_timeout=limits.socket_timeout)
+    fetcher = fetcher or HttpFetcher(limits.transfer)
     scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))  # mode 0700: private
     try:
         yield _Session(metadata_dir, metadata_url, target_base_url, disk, fetcher, limits, scratch)
