@@ -293,9 +293,8 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Offline: uses the trusted metadata already on the device.
     """
-    from verifier.report import verify_installed as run
-
     from verifier.artifact_view import artifact_lines
+    from verifier.report import verify_installed as run
 
     c = _ctx(ctx, json_out)
     report = run(_device(c))

@@ -13,6 +13,7 @@ from signer.imagediff.diff import FileDiff, diff_listings
 from signer.imagediff.dpkg import STATUS_PATH, PackageDiff, diff_packages, parse_status
 from signer.imagediff.entry import Listing
 from signer.imagediff.readers import Source, identify
+from signer.imagediff.source import TOOL_TIMEOUT, ReadOptions
 
 #: The JSON document's version (docs/IMAGE-DIFF.md); bumped on any incompatible change.
 SCHEMA: Final = "otakit.image-diff/1"
@@ -60,8 +61,11 @@ class ImageDiff:
         }
 
 
-def diff_images(path_a: str, path_b: str) -> ImageDiff:
+def diff_images(path_a: str, path_b: str, *, tool_timeout: float = TOOL_TIMEOUT) -> ImageDiff:
+    """A and B compared: file by file when both have a reader, else block by block. Either
+    may be a slot (a block device, or a file larger than the filesystem it holds)."""
     a, b = identify(path_a), identify(path_b)
+    opts = ReadOptions(_KEEP, tool_timeout)
     if not (a.file_level and b.file_level):
         if "dir" in (a.type, b.type):
             raise UsageError(
@@ -72,7 +76,7 @@ def diff_images(path_a: str, path_b: str) -> ImageDiff:
         note = f"no file-level reader for {a.type}/{b.type}: compared 4 KiB blocks"
         return ImageDiff(a, b, blocks=diff_blocks(path_a, path_b), notes=(note,))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        fa, fb = pool.submit(a.read, _KEEP), pool.submit(b.read, _KEEP)
+        fa, fb = pool.submit(a.read, opts), pool.submit(b.read, opts)
         la, lb = fa.result(), fb.result()
     return ImageDiff(
         a,
