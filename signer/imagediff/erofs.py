@@ -393,7 +393,13 @@ class ErofsReader:
                         )
                         continue
                     seen.add(child)
-                    stack.append((child_path, cnode, depth + 1))
+                    if cnode.size > self.end:
+                        listing.unsafe.append(
+                            f"{child_path}: a directory of {cnode.size} bytes, larger than the "
+                            f"filesystem ({self.end} bytes): not walked"
+                        )
+                    else:
+                        stack.append((child_path, cnode, depth + 1))
                 listing.add(self._entry(child_path, cnode, keep, listing))
         return listing
 

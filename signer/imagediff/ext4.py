@@ -490,7 +490,14 @@ class Ext4Reader:
                         )
                         continue
                     seen.add(child)
-                    stack.append((child_path, cnode, depth + 1))
+                    if cnode.size > self.blocks * self.bs:
+                        # its entry is compared; its blocks would be read as a hole for ever
+                        listing.unsafe.append(
+                            f"{child_path}: a directory of {cnode.size} bytes, larger than the "
+                            f"filesystem ({self.blocks * self.bs} bytes): not walked"
+                        )
+                    else:
+                        stack.append((child_path, cnode, depth + 1))
                 listing.add(self._entry(child_path, cnode, keep, listing))
         return listing
 
