@@ -248,6 +248,8 @@ ROWS = [
     Row(D, "clear-failed", ("--state", "{nowhere}", "clear-failed"), 5, "init"),
     Row(D, "boot", ("--state", "{nowhere}", "boot"), 5, "init"),
     Row(D, "verify-installed", ("--state", "{nowhere}", "verify-installed"), 5, "init"),
+    Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "0"), 2, "timeout"),
+    Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "x"), 2, "timeout"),
 ]
 
 
