@@ -44,6 +44,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 
 from verifier import strictjson
 from verifier.artifact import ArtifactInfo
+from verifier.artifact_view import artifact_fields
 from verifier.demokeys import is_demo_key
 from verifier.errors import ArtifactSchemaError, MetadataError, UsageError
 from verifier.tuf.checks import (
@@ -640,20 +641,7 @@ def json_time(t: datetime | None) -> str | None:
 
 
 def artifact_json(a: ArtifactInfo) -> dict[str, Any]:
-    return {
-        "product": a.product,
-        "hardware": list(a.hardware),
-        "version": str(a.version),
-        "kind": a.kind,
-        "base": (
-            {"version": str(a.base.version), **a.base.image.to_dict()}
-            if a.base is not None
-            else None
-        ),
-        "image_type": a.image_type,
-        "image": a.image.to_dict(),
-        "allow_downgrade": a.allow_downgrade,
-    }
+    return artifact_fields(a)
 
 
 def key_json(k: KeyInfo) -> dict[str, Any]:

@@ -357,6 +357,7 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Offline: uses the trusted metadata already on the device.
     """
+    from verifier.artifact_view import artifact_lines
     from verifier.report import verify_installed as run
 
     c = _ctx(ctx, json_out)
@@ -364,16 +365,20 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if not report.ok:
         raise ImageHashMismatchError(
             f"slot {report.slot} has drifted from version {report.version}: expected sha256 "
-            f"{report.expected.sha256} as signed, found {report.found_sha256}"
+            f"{report.expected.sha256} as signed, found {report.found_sha256}",
+            hint=report.explain,
         )
-    c.run.result(
-        report.to_dict(),
-        f"slot {report.slot} holds exactly version {report.version} as signed "
-        f"(sha256 {report.found_sha256})",
-    )
+    data = report.to_dict()
+    lines = [f"slot {report.slot} holds exactly version {report.version} as signed"]
+    if data["published"]:
+        lines.append(f"  published as {data['published']['target']}:")
+        lines += [f"    {line}" for line in artifact_lines(data["published"]["artifact"])]
+    c.run.result(data, "\n".join(lines))
 
 
 def _render_status(c: Ctx, data: dict[str, Any]) -> None:
+    from verifier.artifact_view import artifact_lines
+
     lines = [
         f"product {data['product']} on {data['hardware']}, boot backend {data['boot_backend']}"
         + (f", slots hold {data['image_type']} images" if data.get("image_type") else "")
@@ -385,6 +390,14 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
         lines.append(
             f"  slot {s}: {held} ({info['path']}){' [' + ', '.join(tags) + ']' if tags else ''}"
         )
+        if info["published"]:
+            lines.append(f"    published as {info['published']['target']}:")
+            lines += [f"      {line}" for line in artifact_lines(info["published"]["artifact"])]
+        elif info["image"]:
+            lines.append(f"    image {info['image']['length']} bytes, sha256 (not published):")
+            lines.append(f"      {info['image']['sha256']}")
+    if data["published_problem"]:
+        lines.append(f"  trusted metadata unreadable: {data['published_problem']}")
     if data["trial"]:
         lines.append(
             f"  trial: slot {data['trial']}, {data['tries_left']} tries left"

@@ -5,6 +5,12 @@ hold it for hours), reads the journal and configuration (both replaced atomicall
 sees a whole old or a whole new file), and shows the journal reconciled with the boot state
 in memory; the next command that holds the lock persists that. It says when another command
 holds the lock (``device.update_in_progress``).
+
+Both show a slot's image the way a reviewer sees a published one (``verifier.artifact_view``,
+the fields ``otakit inspect`` prints): the signed artifact metadata of the image the journal
+records for the slot, looked up in the trusted targets metadata already on the device. When a
+slot's bytes no longer hash to it, ``otakit image diff SLOT IMAGE`` on the slot and the
+published image explains the drift file by file.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from verifier import transitions
-from verifier.artifact import ImageRef, ImageVersion
+from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
+from verifier.artifact_view import artifact_fields
 from verifier.bootctl.base import SLOTS, BootState, Slot
 from verifier.device import (
     Device,
@@ -23,8 +30,48 @@ from verifier.device import (
     update_in_progress,
     warn_demo_keys,
 )
-from verifier.errors import ConfigError, MetadataError
+from verifier.errors import ConfigError, LocalError, MetadataError, SecurityError
+from verifier.plan import Candidate
 from verifier.state import DeviceConfig, Journal
+
+
+@dataclass(frozen=True)
+class Published:
+    """The signed target a slot's image was published as: the artifact to fetch (``target``)
+    and its metadata. A full image is preferred to a delta that writes the same image: it is
+    the file a reviewer decompresses and compares a slot with."""
+
+    target: str
+    info: ArtifactInfo
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "artifact": artifact_fields(self.info)}
+
+
+def find_published(
+    candidates: list[Candidate], config: DeviceConfig, image: ImageRef
+) -> Published | None:
+    """The trusted target for this device whose image is exactly ``image``, if any."""
+    matches = [
+        c
+        for c in candidates
+        if c.info.supports(config.product, config.hardware) and c.info.image == image
+    ]
+    matches.sort(key=lambda c: (c.info.kind != "full", c.path))
+    return Published(matches[0].path, matches[0].info) if matches else None
+
+
+def explain_command(slot_path: str, published: Published) -> str:
+    """How a reviewer explains a slot that differs from its published image."""
+    image = f"IMAGE-{published.info.version}"
+    if published.info.kind == "full":
+        fetch = f"the published image ('zstd -d' of target {published.target})"
+    else:
+        fetch = (
+            f"the published image of version {published.info.version} "
+            f"(target {published.target} is a delta: rebuild it on its base)"
+        )
+    return f"compare the slot with {fetch}: otakit image diff {slot_path} {image}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +84,10 @@ class Status:
     warnings: tuple[str, ...] = ()
     #: who holds the device lock while status ran ("pid 123, update"), None if nobody
     in_progress: str | None = None
+    #: the signed artifact of each slot's recorded image (a, b); None when not found
+    published: tuple[Published | None, Published | None] = (None, None)
+    #: why the trusted targets metadata could not be read (then nothing is ``published``)
+    published_problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         slots: dict[str, Any] = {}
@@ -51,6 +102,7 @@ class Status:
                 "booted": self.boot.booted == s,
                 "primary": self.boot.primary == s,
                 "failed": rec is not None and rec.image.sha256 in self.journal.failed_hashes,
+                "published": None if (pub := self.published[i]) is None else pub.to_dict(),
             }
         p = self.journal.pending
         last = self.journal.last_failure
@@ -70,6 +122,7 @@ class Status:
             "last_failure": None if last is None else last.to_dict(),
             "failed_images": [f.to_dict() for f in self.journal.failures],
             "demo_keys": bool(self.demo_keys),
+            "published_problem": self.published_problem,
             "warnings": list(self.warnings),
             "in_progress": self.in_progress,
             "retry": None if self.journal.retry is None else self.journal.retry.to_dict(),
@@ -77,15 +130,32 @@ class Status:
 
 
 def status(dev: Device, now: datetime) -> Status:
+    from verifier.tuf.client import trusted_candidates
+
     busy = update_in_progress(dev.paths.root)
     step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
+    journal, st = step.journal, step.boot
+    problem = None
+    published: list[Published | None] = [None, None]
+    try:
+        candidates = trusted_candidates(dev.paths)
+    except (SecurityError, LocalError) as e:
+        # status is what an operator runs when something is wrong: it still answers
+        problem = e.message
+    else:
+        for i, s in enumerate(SLOTS):
+            rec = journal.slot(s)
+            if rec is not None:
+                published[i] = find_published(candidates, dev.config, rec.image)
     return Status(
         dev.config,
-        step.boot,
-        step.journal,
+        st,
+        journal,
         tuple(dev.demo_keys()),
         tuple(demo_warnings(dev)),
         busy,
+        (published[0], published[1]),
+        problem,
     )
 
 
@@ -96,18 +166,31 @@ class DriftReport:
     expected: ImageRef
     found_sha256: str
     warnings: tuple[str, ...] = field(default=())
+    #: the slot's file (as resolved), and the signed target its image was published as
+    path: str = ""
+    published: Published | None = None
 
     @property
     def ok(self) -> bool:
         return self.expected.sha256 == self.found_sha256
 
+    @property
+    def explain(self) -> str | None:
+        """On drift, the command that shows what changed (None when the slot is intact)."""
+        if self.ok or self.published is None:
+            return None
+        return explain_command(self.path, self.published)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "slot": self.slot,
+            "path": self.path,
             "version": str(self.version),
             "expected": self.expected.to_dict(),
             "found_sha256": self.found_sha256,
             "ok": self.ok,
+            "published": None if self.published is None else self.published.to_dict(),
+            "explain": self.explain,
             "warnings": list(self.warnings),
         }
 
@@ -122,9 +205,10 @@ def verify_installed(dev: Device) -> DriftReport:
     if rec is None:
         raise ConfigError(f"the journal does not know which version slot {st.booted} holds")
     path = dev.slot_path(st.booted)
+    candidates = trusted_candidates(dev.paths)
     signed = [
         c.info.image
-        for c in trusted_candidates(dev.paths)
+        for c in candidates
         if c.info.supports(dev.config.product, dev.config.hardware)
         and c.info.version == rec.version
     ]
@@ -138,4 +222,7 @@ def verify_installed(dev: Device) -> DriftReport:
     if any(img != expected for img in signed):
         raise MetadataError(f"signed targets disagree on the image of version {rec.version}")
     found = hash_slot(path, expected.length)
-    return DriftReport(st.booted, rec.version, expected, found.sha256, warnings)
+    published = find_published(candidates, dev.config, expected)
+    return DriftReport(
+        st.booted, rec.version, expected, found.sha256, warnings, str(path), published
+    )

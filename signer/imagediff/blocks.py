@@ -5,8 +5,9 @@ which 4 KiB blocks differ, and the largest runs of changed blocks. Two sequentia
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
+
+from signer.imagediff.source import image_length
 
 BLOCK: Final = 4096
 _CHUNK: Final = 256 * BLOCK
@@ -65,7 +66,7 @@ def diff_blocks(path_a: str, path_b: str) -> BlockDiff:
     if run_start >= 0:
         runs.append((run_start, offset - run_start))
     runs.sort(key=lambda r: (-r[1], r[0]))
-    length_a, length_b = _size(path_a), _size(path_b)
+    length_a, length_b = image_length(path_a), image_length(path_b)
     return BlockDiff(
         length_a=length_a,
         length_b=length_b,
@@ -74,7 +75,3 @@ def diff_blocks(path_a: str, path_b: str) -> BlockDiff:
         changed_bytes=changed_bytes,
         runs=tuple(runs[:_TOP_RUNS]),
     )
-
-
-def _size(path: str) -> int:
-    return Path(path).stat().st_size

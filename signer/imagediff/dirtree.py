@@ -18,9 +18,11 @@ from signer.imagediff.entry import (
     join,
     xattr_value,
 )
+from signer.imagediff.source import ReadOptions
 
 
-def read_dir(root: str, keep: frozenset[str]) -> Listing:
+def read_dir(root: str, opts: ReadOptions) -> Listing:
+    keep = opts.keep
     listing = Listing()
     try:
         top = os.lstat(root)

@@ -1,9 +1,11 @@
 """The package-level summary: installed packages in two dpkg status files (added, removed,
-upgraded, downgraded), versions ordered as dpkg orders them (``deb-version(7)``). Pure."""
+upgraded, downgraded), versions ordered as dpkg orders them (``deb-version(7)``). Pure. The
+comparison is shared with rpm databases (``rpmdb.py``), which bring their own version order."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,6 +23,7 @@ class PackageDiff:
     downgraded: tuple[tuple[Package, str, str], ...]
     count_a: int
     count_b: int
+    database: str = "dpkg"  # or "rpm"
 
     def to_dict(self) -> dict[str, Any]:
         def one(p: Package, v: str) -> dict[str, str]:
@@ -30,7 +33,7 @@ class PackageDiff:
             return {"name": p[0], "arch": p[1], "from": a, "to": b}
 
         return {
-            "database": "dpkg",
+            "database": self.database,
             "installed_a": self.count_a,
             "installed_b": self.count_b,
             "added": [one(*x) for x in self.added],
@@ -57,10 +60,18 @@ def parse_status(text: str) -> dict[Package, str]:
     return out
 
 
-def diff_packages(a: dict[Package, str], b: dict[Package, str]) -> PackageDiff:
+def diff_packages(
+    a: dict[Package, str],
+    b: dict[Package, str],
+    compare: Callable[[str, str], int] | None = None,
+    database: str = "dpkg",
+) -> PackageDiff:
+    """Added, removed, upgraded and downgraded packages, versions ordered by ``compare``
+    (dpkg's order unless given: rpm passes its own)."""
+    order = compare or compare_versions
     up, down = [], []
     for p in sorted(a.keys() & b.keys()):
-        c = compare_versions(a[p], b[p])
+        c = order(a[p], b[p])
         if c < 0:
             up.append((p, a[p], b[p]))
         elif c > 0:
@@ -72,6 +83,7 @@ def diff_packages(a: dict[Package, str], b: dict[Package, str]) -> PackageDiff:
         downgraded=tuple(down),
         count_a=len(a),
         count_b=len(b),
+        database=database,
     )
 
 

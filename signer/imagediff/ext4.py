@@ -33,6 +33,7 @@ from signer.imagediff.entry import (
     join,
     xattr_value,
 )
+from signer.imagediff.source import ReadOptions, open_image
 
 _SB_OFFSET: Final = 1024
 _MAGIC: Final = 0xEF53
@@ -409,7 +410,14 @@ class Ext4Reader:
         )
         sha = target = None
         rdev = None
-        if kind == "file":
+        if kind == "file" and node.size > self.blocks * self.bs:
+            # legal (a sparse file may be larger than its filesystem) but hashing a terabyte
+            # of holes is not a diff: the entry keeps its size and metadata, no content hash
+            listing.unsafe.append(
+                f"{path}: content not hashed: a sparse file of {node.size} bytes is larger "
+                f"than the filesystem ({self.blocks * self.bs} bytes)"
+            )
+        elif kind == "file":
             if path in keep and node.size <= KEEP_MAX:
                 data = self._content(node, KEEP_MAX)
                 listing.kept[path] = data
@@ -421,6 +429,13 @@ class Ext4Reader:
                 for chunk in self._chunks(node):
                     h.update(chunk)
                 sha = self._hashes[node.ino] = h.hexdigest()
+        elif kind == "symlink" and node.size > _MAX_PATH:
+            # the kernel refuses targets past PATH_MAX; a crafted one is reported, not read
+            listing.unsafe.append(
+                f"{path}: a symlink target of {node.size} bytes (at most {_MAX_PATH} "
+                "expected): target not read"
+            )
+            target = f"<{node.size} bytes, not read>"
         elif kind == "symlink":
             if node.size < 60 and not node.flags & (_FL_EXTENTS | _FL_INLINE):
                 raw = node.block[: node.size]
@@ -475,21 +490,26 @@ class Ext4Reader:
                         )
                         continue
                     seen.add(child)
-                    stack.append((child_path, cnode, depth + 1))
+                    if cnode.size > self.blocks * self.bs:
+                        # its entry is compared; its blocks would be read as a hole for ever
+                        listing.unsafe.append(
+                            f"{child_path}: a directory of {cnode.size} bytes, larger than the "
+                            f"filesystem ({self.blocks * self.bs} bytes): not walked"
+                        )
+                    else:
+                        stack.append((child_path, cnode, depth + 1))
                 listing.add(self._entry(child_path, cnode, keep, listing))
         return listing
 
 
-def read_ext4(path: str, keep: frozenset[str]) -> Listing:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        length = os.fstat(fd).st_size
+def read_ext4(path: str, opts: ReadOptions) -> Listing:
+    """The image's tree. ``path`` may be a slot (a block device, or a file larger than the
+    filesystem): only the blocks the superblock counts are read."""
+    with open_image(path) as (fd, length):
         try:
-            return Ext4Reader(fd, length, path).listing(keep)
+            return Ext4Reader(fd, length, path).listing(opts.keep)
         except (struct.error, IndexError, ValueError, OverflowError) as e:
             raise ImageFormatError(
                 f"{path}: not a readable ext4 image: {e}",
                 hint="the image is corrupt or truncated; check it with e2fsck -fn",
             ) from e
-    finally:
-        os.close(fd)

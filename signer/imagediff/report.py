@@ -13,10 +13,13 @@ from signer.imagediff.diff import FileDiff, diff_listings
 from signer.imagediff.dpkg import STATUS_PATH, PackageDiff, diff_packages, parse_status
 from signer.imagediff.entry import Listing
 from signer.imagediff.readers import Source, identify
+from signer.imagediff.rpmdb import KEEP_PATHS as RPM_KEEP
+from signer.imagediff.rpmdb import compare_evr, find_rpmdb, read_rpmdb
+from signer.imagediff.source import TOOL_TIMEOUT, ReadOptions
 
 #: The JSON document's version (docs/IMAGE-DIFF.md); bumped on any incompatible change.
 SCHEMA: Final = "otakit.image-diff/1"
-_KEEP: Final = frozenset({STATUS_PATH})
+_KEEP: Final = frozenset({STATUS_PATH}) | RPM_KEEP
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ class ImageDiff:
         }
 
 
-def diff_images(path_a: str, path_b: str) -> ImageDiff:
+def diff_images(path_a: str, path_b: str, *, tool_timeout: float = TOOL_TIMEOUT) -> ImageDiff:
+    """A and B compared: file by file when both have a reader, else block by block. Either
+    may be a slot (a block device, or a file larger than the filesystem it holds)."""
     a, b = identify(path_a), identify(path_b)
+    opts = ReadOptions(_KEEP, tool_timeout)
     if not (a.file_level and b.file_level):
         if "dir" in (a.type, b.type):
             raise UsageError(
@@ -72,25 +78,33 @@ def diff_images(path_a: str, path_b: str) -> ImageDiff:
         note = f"no file-level reader for {a.type}/{b.type}: compared 4 KiB blocks"
         return ImageDiff(a, b, blocks=diff_blocks(path_a, path_b), notes=(note,))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        fa, fb = pool.submit(a.read, _KEEP), pool.submit(b.read, _KEEP)
+        fa, fb = pool.submit(a.read, opts), pool.submit(b.read, opts)
         la, lb = fa.result(), fb.result()
     return ImageDiff(
         a,
         b,
         files=diff_listings(la.entries, lb.entries),
-        packages=_packages(la, lb),
+        packages=_packages(a, la, b, lb),
         unsafe_a=tuple(la.unsafe),
         unsafe_b=tuple(lb.unsafe),
     )
 
 
-def _packages(la: Listing, lb: Listing) -> PackageDiff | None:
+def _packages(a: Source, la: Listing, b: Source, lb: Listing) -> PackageDiff | None:
+    """dpkg's summary when both images hold a dpkg status file, else rpm's when both hold an
+    rpm database, else none."""
     sa, sb = la.kept.get(STATUS_PATH), lb.kept.get(STATUS_PATH)
-    if sa is None or sb is None:
-        return None
-    return diff_packages(
-        parse_status(sa.decode("utf-8", "replace")), parse_status(sb.decode("utf-8", "replace"))
-    )
+    if sa is not None and sb is not None:
+        return diff_packages(
+            parse_status(sa.decode("utf-8", "replace")),
+            parse_status(sb.decode("utf-8", "replace")),
+        )
+    ra, rb = find_rpmdb(la.kept), find_rpmdb(lb.kept)
+    if ra is not None and rb is not None:
+        return diff_packages(
+            read_rpmdb(*ra, a.path), read_rpmdb(*rb, b.path), compare_evr, database="rpm"
+        )
+    return None
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -145,7 +159,7 @@ def render_text(d: ImageDiff, limit: int) -> str:
     p = d.packages
     if p is not None:
         lines.append(
-            f"packages (dpkg): {len(p.added)} added, {len(p.removed)} removed, "
+            f"packages ({p.database}): {len(p.added)} added, {len(p.removed)} removed, "
             f"{len(p.upgraded)} upgraded, {len(p.downgraded)} downgraded"
         )
         for (name, _), v in p.added:

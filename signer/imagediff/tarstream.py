@@ -16,6 +16,7 @@ from typing import IO, Final
 
 from repo.errors import ImageFormatError
 from signer.imagediff.entry import KEEP_MAX, Entry, Kind, Listing, hash_content, xattr_value
+from signer.imagediff.source import ReadOptions
 
 _PAX_XATTR: Final = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 
@@ -108,6 +109,6 @@ def _member(
     )
 
 
-def read_tar(path: str, keep: frozenset[str]) -> Listing:
+def read_tar(path: str, opts: ReadOptions) -> Listing:
     with open(path, "rb") as f:
-        return read_tar_stream(f, path, keep)
+        return read_tar_stream(f, path, opts.keep)

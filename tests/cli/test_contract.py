@@ -353,6 +353,8 @@ ROWS = [
     Row(
         D, "update", ("--state", "{dev}", "update", "--cycle-deadline", "x"), 2, "--cycle-deadline"
     ),
+    Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "0"), 2, "timeout"),
+    Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "x"), 2, "timeout"),
 ]
 
 

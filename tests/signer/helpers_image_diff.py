@@ -1,4 +1,5 @@
-"""Real images of small trees for the image-diff tests: mkfs.ext4 -d, mksquashfs, tar."""
+"""Real images of small trees for the image-diff tests: mkfs.ext4 -d, mksquashfs, mkfs.erofs,
+tar."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import require
 
-FORMATS = ("ext4", "squashfs", "tar", "dir")
+FORMATS = ("ext4", "squashfs", "erofs", "tar", "dir")
 
 
 def build(fmt: str, tree: Path, out: Path, size: str = "32M") -> Path:
@@ -24,6 +25,9 @@ def build(fmt: str, tree: Path, out: Path, size: str = "32M") -> Path:
             [mkfs, "-q", "-F", "-b", "4096", "-I", "256", "-d", str(tree), str(out), size],
             check=True, capture_output=True,
         )  # fmt: skip
+    elif fmt == "erofs":
+        mkfs = require("mkfs.erofs")
+        subprocess.run([mkfs, str(out), str(tree)], check=True, capture_output=True)
     elif fmt == "squashfs":
         mksquashfs = require("mksquashfs")
         require("sqfs2tar")

@@ -126,7 +126,7 @@ def test_each_format_reports_exactly_the_changes_made(
     assert d.unsafe_a == d.unsafe_b == ()
 
 
-@pytest.mark.parametrize("fmt", ("ext4", "squashfs", "tar", "dir"))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_xattr_changes_are_reported(fmt: str, tmp_path: Path) -> None:
     a, b = tmp_path / "ta", tmp_path / "tb"
     for t in (a, b):

@@ -100,7 +100,7 @@ def test_symlink_loops_are_recorded_never_followed(tmp_path: Path) -> None:
     (b / "p").symlink_to("q")
     (b / "q").symlink_to("p")
     (b / "x/up").symlink_to("..")
-    for fmt in ("dir", "ext4", "squashfs", "tar"):
+    for fmt in ("dir", "ext4", "squashfs", "erofs", "tar"):
         d = diff_images(
             str(build(fmt, a, tmp_path / "a.img")), str(build(fmt, b, tmp_path / "b.img"))
         )
@@ -225,3 +225,63 @@ def test_an_image_that_is_not_what_its_name_says_is_read_as_what_it_is(tmp_path:
     d = diff_images(str(as_tar), str(t))
     assert d.a.type == "tar" and d.files is not None
     assert os.path.exists(as_tar)
+
+
+def _crafted_ext4(tmp_path: Path, *commands: str) -> tuple[Path, Path]:
+    """An ext4 image of a small tree (a sparse file, a slow symlink, a directory), and a copy
+    with ``debugfs -w`` commands applied to it."""
+    t = tmp_path / "t"
+    (t / "d0").mkdir(parents=True)
+    (t / "d0/f").write_text("a file\n")
+    (t / "link").symlink_to("x" * 100)  # past 60 bytes: a slow symlink, in a data block
+    with (t / "huge.sparse").open("wb") as f:
+        f.truncate(100 << 30)  # 100 GiB of holes in a 16 MiB filesystem
+        f.seek(5_000_000)
+        f.write(b"data")
+    img = build("ext4", t, tmp_path / "a.ext4", size="16M")
+    crafted = tmp_path / "b.ext4"
+    crafted.write_bytes(img.read_bytes())
+    for command in commands:
+        subprocess.run(
+            [require("debugfs"), "-w", "-R", command, str(crafted)], check=True, capture_output=True
+        )
+    return img, crafted
+
+
+def test_a_sparse_file_larger_than_the_filesystem_is_reported_not_hashed(tmp_path: Path) -> None:
+    """Legal, but hashing 100 GiB of holes is not a diff: reported, compared by metadata."""
+    img, _ = _crafted_ext4(tmp_path)
+    t0 = time.monotonic()
+    d = diff_images(str(img), str(img))
+    assert time.monotonic() - t0 < 10
+    assert d.files is not None and d.files.changes == ()
+    assert d.unsafe_a == (
+        "/huge.sparse: content not hashed: a sparse file of 107374182400 bytes is larger "
+        "than the filesystem (16777216 bytes)",
+    )
+    r = run("otakit", "image", "diff", str(img), str(img))
+    assert r.returncode == 0 and "not compared: /huge.sparse: content not hashed" in r.stderr
+
+
+def test_a_symlink_target_past_4_kib_is_reported_not_read(tmp_path: Path) -> None:
+    img, crafted = _crafted_ext4(tmp_path, "sif /link size 10000")
+    d = diff_images(str(img), str(crafted))
+    assert d.files is not None
+    [change] = d.files.changes
+    assert change.path == "/link" and change.b is not None
+    assert change.b.target == "<10000 bytes, not read>"
+    assert any("/link: a symlink target of 10000 bytes" in u for u in d.unsafe_b)
+
+
+def test_a_directory_claiming_more_bytes_than_the_filesystem_is_not_walked(
+    tmp_path: Path,
+) -> None:
+    """A crafted 1 TiB directory: its hole would be read as entries for ever; it is reported
+    and the rest of the image is still compared."""
+    img, crafted = _crafted_ext4(tmp_path, "sif /d0 size 0x10000000000")
+    t0 = time.monotonic()
+    d = diff_images(str(img), str(crafted))
+    assert time.monotonic() - t0 < 10
+    assert d.files is not None
+    assert {c.path: c.change for c in d.files.changes} == {"/d0/f": "removed"}
+    assert any("/d0: a directory of 1099511627776 bytes" in u for u in d.unsafe_b)
