@@ -491,10 +491,7 @@ def test_fast_forward(
     "clock",
     [
         "real",
-        pytest.param(
-            "set-back",
-            marks=pytest.mark.xfail(strict=True, reason="issue 9: clock floor"),
-        ),
+        "set-back",
     ],
 )
 def test_indefinite_freeze(
@@ -592,7 +589,6 @@ def test_rollback(
     assert dev.observed() == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: transport deadlines (slow retrieval)")
 @pytest.mark.parametrize("where", ["/metadata/timestamp.json", "/targets/*"])
 def test_slow_retrieval(device: Callable[[str], Device], net: Net, where: str) -> None:
     """A server that drips one byte every half second: each gap is far below the socket
