@@ -87,8 +87,9 @@ def download_staged(
             return done
         except TargetVerificationError:
             disk.unlink(done)
-    have = existing_size(part) or 0  # refuses a planted symlink or hard link
-    if have >= c.length:
+    size = existing_size(part)  # refuses a planted symlink or hard link
+    have = size or 0
+    if size is not None and not 0 < size < c.length:  # nothing to resume (empty, or too long)
         disk.unlink(part)
         have = 0
     try:

@@ -234,3 +234,13 @@ def test_init_refuses_a_world_writable_state_directory(tmp_path: Path) -> None:
             installed_version=ImageVersion.parse("1.0"),
         )
     assert list(state.iterdir()) == []
+
+
+def test_an_empty_partial_file_of_ours_is_replaced_not_refused(tmp_path: Path) -> None:
+    """A run killed right after creating its ``.part`` leaves it empty: the rerun starts over
+    (found by the kill test: an O_EXCL create over it was refused as a plant)."""
+    w = make_world(tmp_path)
+    tf = _publish_v2(w)
+    _part(w, tf).write_bytes(b"")
+    w.update()
+    assert w.boot_control().read().trial == "b"
