@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
-from tuf.api.serialization import DeserializationError
+from tuf.api.serialization import DeserializationError, SerializationError
 
 from verifier import strictjson
 from verifier.errors import (
@@ -137,7 +137,16 @@ def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) 
     ``label`` names the file in the message, e.g. "published targets".
     """
     try:
-        result = authority.get_verification_result(role, md.signed_bytes, md.signatures)
+        signed_bytes = md.signed_bytes
+    except SerializationError as e:
+        # canonical JSON has no floats and no lone surrogates: such a file has no bytes a
+        # signature could cover (found by bench/fuzz.py)
+        raise InvalidMetadataError(
+            f"{label}: expected canonical JSON (integers, valid Unicode) in 'signed', "
+            f"found something it cannot encode ({e})"
+        ) from e
+    try:
+        result = authority.get_verification_result(role, signed_bytes, md.signatures)
     except ValueError as e:
         raise MetadataSignatureError(
             f"{label} v{md.signed.version}: root v{authority.version} grants no keys to the "
