@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
-from tuf.api.serialization import DeserializationError
+from tuf.api.serialization import DeserializationError, SerializationError
 
 from verifier import strictjson
 from verifier.errors import (
@@ -137,7 +137,14 @@ def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) 
     ``label`` names the file in the message, e.g. "published targets".
     """
     try:
-        result = authority.get_verification_result(role, md.signed_bytes, md.signatures)
+        signed_bytes = md.signed_bytes
+    except SerializationError as e:  # a float or a lone surrogate: python-tuf parses, cannot sign
+        raise InvalidMetadataError(
+            f"{label} v{md.signed.version}: expected 'signed' in canonical JSON (integers, valid "
+            f"Unicode) to check its signatures, found {describe(e.__cause__ or e)}"
+        ) from e
+    try:
+        result = authority.get_verification_result(role, signed_bytes, md.signatures)
     except ValueError as e:
         raise MetadataSignatureError(
             f"{label} v{md.signed.version}: root v{authority.version} grants no keys to the "
@@ -171,7 +178,7 @@ def check_meta(meta: MetaFile, data: bytes, role: str, referrer: str) -> None:
     for algo, want in sorted((meta.hashes or {}).items()):
         try:
             found = hashlib.new(algo, data).hexdigest()
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: shake_* has no plain hexdigest()
             raise InvalidMetadataError(
                 f"{role} v{meta.version}: {referrer} records a {algo!r} hash, "
                 "expected an algorithm this verifier knows (sha256)"
