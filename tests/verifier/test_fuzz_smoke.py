@@ -23,15 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS_PER_HARNESS = 2000
 
-#: Crashes the fuzz bench found that are not fixed yet (exception type, file it is raised in)
-#: -> what must fix them. The seeded run tolerates only these; each has its own regression
-#: case in KNOWN_CRASH_INPUTS below. The lead empties this as the fixes land.
-KNOWN_CRASH_SITES = {
-    ("UnicodeEncodeError", "parse.py"): "issue 9: corrupt local trust (a lone surrogate in a "
-    "role name of STATE/metadata/current.json)",
-    ("TypeError", "parse.py"): "issue 9: corrupt local trust (a number as a role name in "
-    "STATE/metadata/current.json)",
-}
+#: Crash sites the fuzz bench found that are not fixed yet, (exception type, file it is
+#: raised in) -> what must fix it: the seeded run tolerates only these. Each crash found gets
+#: a case in CRASH_INPUTS below; all found so far are fixed.
+KNOWN_CRASH_SITES: dict[tuple[str, str], str] = {}
 
 
 @functools.cache
@@ -124,41 +119,28 @@ def _seeds() -> Any:
     return fuzz().make_seeds()
 
 
-#: Inputs that crashed a harness (found by bench/fuzz.py or its seeded run), each with the fix
-#: that must make it a clean refusal. Strict xfail: the lead removes a mark with its fix.
-KNOWN_CRASH_INPUTS = [
+#: Inputs that crashed a harness (found by bench/fuzz.py or its seeded run; bench/RESULTS.md,
+#: "Fuzzing"): each must now be refused with one of our errors.
+CRASH_INPUTS = [
+    ("root", lambda: _edited(_seeds().root1, _with_float), "float in a root"),
+    ("metadata", lambda: _edited(_seeds().timestamp, _with_surrogate),
+     "lone surrogate in a timestamp"),
     ("metadata", lambda: _edited(_seeds().snapshot, _shake_hash, resign_as="snapshot"),
      "snapshot naming a shake_128 hash (hashlib has no plain hexdigest() for it)"),
     ("trusted-pointer", lambda: b'{"generation": 1, "roles": ["\\ud800"]}',
      "lone surrogate in current.json"),
-]  # fmt: skip
-
-#: Crash inputs the strict reader and the local-trust checks of issue 9 made clean refusals.
-FIXED_CRASH_INPUTS = [
-    ("root", lambda: _edited(_seeds().root1, _with_float), "float in a root"),
-    ("metadata", lambda: _edited(_seeds().timestamp, _with_surrogate),
-     "lone surrogate in a timestamp"),
     ("trusted-pointer", lambda: b'{"generation": 3, "roles": [1]}', "number as a role name"),
     ("config", lambda: b"[" * 5000, "config.json nested 5000 deep"),
     ("journal", lambda: b"[" * 5000, "journal.json nested 5000 deep"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "name,make,what", FIXED_CRASH_INPUTS, ids=[c[2] for c in FIXED_CRASH_INPUTS]
-)
-def test_a_fixed_crash_input_is_refused_cleanly(name: str, make: Any, what: str) -> None:
-    checker = fuzz().Checker(harness(name), None)
-    assert checker(make()) is None, f"{name}: {what}: {checker.stats.sites}"
-
-
-@pytest.mark.xfail(strict=True, reason="issue 9: fuzz findings, see KNOWN_CRASH_INPUTS")
-@pytest.mark.parametrize(
-    "name,make,what", KNOWN_CRASH_INPUTS, ids=[c[2] for c in KNOWN_CRASH_INPUTS]
-)
-def test_a_known_crash_input_is_refused_cleanly(name: str, make: Any, what: str) -> None:
-    checker = fuzz().Checker(harness(name), None)
-    assert checker(make()) is None, f"{name}: {what}: {checker.stats.sites}"
+@pytest.mark.parametrize("name,make,what", CRASH_INPUTS, ids=[c[2] for c in CRASH_INPUTS])
+def test_an_input_that_crashed_a_parser_is_refused_with_our_error(
+    name: str, make: Any, what: str
+) -> None:
+    with pytest.raises(fuzz().Checker(harness(name), None).allowed):
+        harness(name).target(make())
 
 
 def test_the_bench_command_runs_atheris_and_reports(tmp_path: Path) -> None:

@@ -138,12 +138,10 @@ def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) 
     """
     try:
         signed_bytes = md.signed_bytes
-    except SerializationError as e:
-        # canonical JSON has no floats and no lone surrogates: such a file has no bytes a
-        # signature could cover (found by bench/fuzz.py)
+    except SerializationError as e:  # a float or a lone surrogate: python-tuf parses, cannot sign
         raise InvalidMetadataError(
-            f"{label}: expected canonical JSON (integers, valid Unicode) in 'signed', "
-            f"found something it cannot encode ({e})"
+            f"{label} v{md.signed.version}: expected 'signed' in canonical JSON (integers, valid "
+            f"Unicode) to check its signatures, found {describe(e.__cause__ or e)}"
         ) from e
     try:
         result = authority.get_verification_result(role, signed_bytes, md.signatures)
@@ -180,7 +178,7 @@ def check_meta(meta: MetaFile, data: bytes, role: str, referrer: str) -> None:
     for algo, want in sorted((meta.hashes or {}).items()):
         try:
             found = hashlib.new(algo, data).hexdigest()
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: shake_* has no plain hexdigest()
             raise InvalidMetadataError(
                 f"{role} v{meta.version}: {referrer} records a {algo!r} hash, "
                 "expected an algorithm this verifier knows (sha256)"

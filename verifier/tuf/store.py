@@ -93,7 +93,7 @@ class TrustedStore:
             not isinstance(gen, int)
             or isinstance(gen, bool)
             or not isinstance(roles, list)
-            or not all(isinstance(r, str) and r for r in roles)
+            or not all(_role_name(r) for r in roles)
         ):
             raise TrustedMetadataError(
                 f"{name}: expected {{'generation': N, 'roles': [names]}}, found {data[:80]!r}",
@@ -226,3 +226,15 @@ class NoDisk:
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError(f"read-only trusted store: {name} not allowed")
+
+
+def _role_name(value: object) -> bool:
+    """A role name this store can have written: a non-empty string that UTF-8 can encode (a
+    lone surrogate cannot be a file name, and ``parse.quote`` would raise on it)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
