@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, Final, Literal
 
@@ -95,6 +96,22 @@ KIND_OF_MODE: Final[dict[int, Kind]] = {
     stat.S_IFIFO: "fifo",
     stat.S_IFSOCK: "socket",
 }
+
+
+def hash_chunks(chunks: Iterable[bytes]) -> str:
+    """sha256 of a file read in pieces by a filesystem reader (ext4, erofs)."""
+    h = hashlib.sha256()
+    for piece in chunks:
+        h.update(piece)
+    return h.hexdigest()
+
+
+def unread_symlink(path: str, size: int, limit: int, listing: Listing) -> str:
+    """The kernel refuses targets past PATH_MAX: a crafted one is reported, not read."""
+    listing.unsafe.append(
+        f"{path}: a symlink target of {size} bytes (at most {limit} expected): target not read"
+    )
+    return f"<{size} bytes, not read>"
 
 
 def hash_content(f: IO[bytes] | None, path: str, keep: bool, listing: Listing) -> str:

@@ -28,7 +28,9 @@ from signer.imagediff.entry import (
     KIND_OF_MODE,
     Entry,
     Listing,
+    hash_chunks,
     join,
+    unread_symlink,
     xattr_value,
 )
 from signer.imagediff.source import ReadOptions, open_image
@@ -331,16 +333,9 @@ class ErofsReader:
             elif node.nid in self._hashes:
                 sha = self._hashes[node.nid]
             else:
-                h = hashlib.sha256()
-                for piece in self._chunks(node):
-                    h.update(piece)
-                sha = self._hashes[node.nid] = h.hexdigest()
+                sha = self._hashes[node.nid] = hash_chunks(self._chunks(node))
         elif kind == "symlink" and node.size > _MAX_PATH:
-            listing.unsafe.append(
-                f"{path}: a symlink target of {node.size} bytes (at most {_MAX_PATH} "
-                "expected): target not read"
-            )
-            target = f"<{node.size} bytes, not read>"
+            target = unread_symlink(path, node.size, _MAX_PATH, listing)
         elif kind == "symlink":
             target = self._content(node, _MAX_PATH).decode("utf-8", "backslashreplace")
         elif kind in ("chardev", "blockdev"):

@@ -30,7 +30,9 @@ from signer.imagediff.entry import (
     KIND_OF_MODE,
     Entry,
     Listing,
+    hash_chunks,
     join,
+    unread_symlink,
     xattr_value,
 )
 from signer.imagediff.source import ReadOptions, open_image
@@ -425,17 +427,9 @@ class Ext4Reader:
             elif node.ino in self._hashes:
                 sha = self._hashes[node.ino]
             else:
-                h = hashlib.sha256()
-                for chunk in self._chunks(node):
-                    h.update(chunk)
-                sha = self._hashes[node.ino] = h.hexdigest()
+                sha = self._hashes[node.ino] = hash_chunks(self._chunks(node))
         elif kind == "symlink" and node.size > _MAX_PATH:
-            # the kernel refuses targets past PATH_MAX; a crafted one is reported, not read
-            listing.unsafe.append(
-                f"{path}: a symlink target of {node.size} bytes (at most {_MAX_PATH} "
-                "expected): target not read"
-            )
-            target = f"<{node.size} bytes, not read>"
+            target = unread_symlink(path, node.size, _MAX_PATH, listing)
         elif kind == "symlink":
             if node.size < 60 and not node.flags & (_FL_EXTENTS | _FL_INLINE):
                 raw = node.block[: node.size]
