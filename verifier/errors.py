@@ -214,3 +214,9 @@ class RedirectedWriteError(SecurityError):
 class DeviceBusyError(LocalError):
     """Another ``otakit-device`` holds the state directory's lock (e.g. an update): this
     command waited briefly and gave up instead of queueing behind it."""
+
+
+class SlotReadBackError(LocalError):
+    """The inactive slot does not read back as the bytes just written and verified: the
+    medium (or something else writing it) failed, not the signed update, so it is a local
+    error, and the boot pointer is not moved."""

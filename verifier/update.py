@@ -49,6 +49,7 @@ from verifier.errors import (
     PreflightError,
     SecurityError,
     SlotError,
+    SlotReadBackError,
     TransportError,
 )
 from verifier.plan import (
@@ -254,7 +255,7 @@ def _update(
             log.info("resume: slot %s already holds version %s; re-verifying", target, plan.version)
             try:
                 stage_verify_slot(dev, target, plan.image, progress)
-            except ImageHashMismatchError as e:
+            except (ImageHashMismatchError, SlotReadBackError) as e:
                 log.warning("resume: %s; writing the slot again", e.message)
             else:
                 stage_arm(dev, journal, st, target, record, tries)
@@ -469,7 +470,7 @@ def stage_verify_slot(
     with stage("verify-slot"):
         found = hash_slot(dev.slot_path(target), image.length)
         if found.sha256 != image.sha256:
-            raise ImageHashMismatchError(
+            raise SlotReadBackError(
                 f"slot {target} reads back wrong: expected sha256 {image.sha256} as signed, "
                 f"found {found.sha256}",
                 hint="the medium may be failing; the boot pointer was not moved",

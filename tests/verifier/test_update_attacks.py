@@ -26,6 +26,7 @@ from verifier.errors import (
     NoSuchVersionError,
     NothingToDoError,
     OtakitError,
+    SlotReadBackError,
     TargetVerificationError,
 )
 
@@ -169,7 +170,7 @@ ATTACKS = [
     Attack(
         "slot reads back with the wrong hash",
         slot_reads_back_wrong,
-        ImageHashMismatchError,
+        SlotReadBackError,
         "reads back wrong",
     ),
     Attack(
