@@ -1,0 +1,1 @@
+"""Fleet tools: the simulator's results and their report (issue 11)."""
