@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
-from tests.e2e.nginx import nginx_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = "edge-gw"

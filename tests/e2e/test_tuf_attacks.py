@@ -38,11 +38,11 @@ from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 
 from repo.keys import load_key_config, load_signers
+from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
 from tests.cli.helpers_cli import DEMO_KEYS, command, env
 from tests.conftest import require
 from tests.e2e.hostile import Drip, Endless, Fail, HostileProxy, Replace, hostile_proxy
-from tests.e2e.nginx import nginx_serving
 
 pytestmark = pytest.mark.integration
 

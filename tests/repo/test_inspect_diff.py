@@ -18,6 +18,7 @@ from repo.errors import RepositoryStateError
 from repo.inspect_diff import diff_json, diff_reports
 from repo.inspect_report import InspectReport, Pick, build_report
 from repo.keys import KeyConfig, load_key_config
+from repo.nginx import nginx_serving
 from repo.publish import SignedRelease, publish
 from repo.repository import Expiries, load_role_signers, next_targets, stage_chain
 from repo.rotate import rotate_root
@@ -26,7 +27,6 @@ from repo.sources import LocalSource, parse_state
 from repo.state import load_state
 from signer.keygen import generate_demo_keys, generate_key_set
 from signer.release import release
-from tests.e2e.nginx import nginx_serving
 from tests.helpers_repo import NOW
 from tests.repo.test_repo_demo_keys import random_key
 from verifier.cli_contract import run_app

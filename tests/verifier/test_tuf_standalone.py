@@ -20,9 +20,9 @@ import pytest
 from securesystemslib.signer import Signature, SSlibKey
 from tuf.api.metadata import MetaFile
 
+from repo.nginx import nginx_serving
 from tests.cli.helpers_cli import run
 from tests.conftest import require
-from tests.e2e.nginx import nginx_serving
 from tests.verifier.tuf_repo_builder import TufRepo
 
 TOP_FILES = ["root.json", "snapshot.json", "targets.json", "timestamp.json"]
