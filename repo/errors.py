@@ -89,3 +89,8 @@ class DeltaBuildError(LocalError):
 
 class DemoFailedError(LocalError):
     """The demo ran but its end state is not the one promised."""
+
+
+class FleetCheckError(LocalError):
+    """``otakit fleet simulate`` ran, and some device ended on neither version: the fleet
+    promise did not hold in the run (its report says which devices and why)."""

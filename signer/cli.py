@@ -42,6 +42,7 @@ from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
 from signer.demo import run_demo
+from signer.fleet_cmd import fleet_app
 from signer.image_cmd import image_app
 from signer.inspect_cmd import inspect_app
 from signer.keygen import generate_demo_keys
@@ -64,6 +65,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(delta_app, name="delta")
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(image_app, name="image")
+app.add_typer(fleet_app, name="fleet")
 
 _err = Console(stderr=True)
 

@@ -28,7 +28,7 @@ def render(summary: FleetSummary, *, title: str = "otakit fleet run") -> str:
     rows = [
         ("devices", f"{s.devices}"),
         (f"on the new version {s.new_version}", f"{s.on_new}"),
-        (f"rolled back to {s.old_version}", f"{s.rolled_back}"),
+        ("rolled back to the version they ran", f"{s.rolled_back}"),
         ("on neither", f"{s.on_neither}"),
         ("bytes served", _bytes(s.bytes_served)),
         ("bound (deltas + full images for devices without a base)", _bytes(s.bytes_bound)),

@@ -355,6 +355,17 @@ ROWS = [
     ),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "0"), 2, "timeout"),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "x"), 2, "timeout"),
+    Row(P, "fleet", ("fleet", "bogus"), 2, "No such command"),
+    Row(P, "fleet simulate", ("fleet", "simulate", "--fault", "meteor=0.1"), 2, "KIND=SHARE"),
+    Row(P, "fleet simulate", ("fleet", "simulate", "--fault", "offline=2"), 2, "SHARE in 0..1"),
+    Row(P, "fleet simulate", ("fleet", "simulate", "--devices", "0"), 2, "--devices"),
+    Row(
+        P,
+        "fleet simulate",
+        ("fleet", "simulate", "--fault", "offline=0.6", "--fault", "power-cut=0.6"),
+        2,
+        "sum at most 1",
+    ),
 ]
 
 
