@@ -48,7 +48,7 @@ def simulate_cmd(
     html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run real device code for a fleet against nginx, with injected faults.
+    """Update a simulated fleet from nginx, with injected faults.
 
     Publishes 0.9, 1.0 and 2.0 (delta from 1.0 only), starts each device on 1.0 or 0.9 and
     updates it to 2.0 through cut connections, power cuts, failing health checks and late
