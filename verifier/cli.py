@@ -351,6 +351,20 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     _render_status(c, get_status(dev, _now()).to_dict())
 
 
+@app.command(epilog=EPILOG)
+def report(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """A small status document for the operator's fleet view.
+
+    Versions, how the last cycle ended, bytes downloaded; unsigned and
+    informational (docs/FORMAT.md, "Device report").
+    """
+    from verifier.device_report import device_report
+
+    c = _ctx(ctx, json_out)
+    r = device_report(_device(c), _now())
+    c.run.result(r.data, r.text())
+
+
 @app.command("verify-installed", epilog=EPILOG)
 def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Re-hash the running slot against its signed hash.

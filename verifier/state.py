@@ -341,12 +341,72 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class LastCycle:
+    """How the last update cycle that did something ended, for ``otakit-device report``:
+    an operator's fleet view needs it, the device's own decisions never read it. A cycle
+    with nothing to do is not recorded (no flash write per timer tick)."""
+
+    at: str
+    #: "installed" (a slot written and armed) or "failed"
+    outcome: str
+    #: bytes the device received over the network in that cycle (metadata and artifacts)
+    bytes_downloaded: int
+    version: str | None = None
+    #: "full", "delta" or "resumed" when installed; the error kind when failed
+    detail: str = ""
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "outcome": self.outcome,
+            "bytes_downloaded": self.bytes_downloaded,
+            "version": self.version,
+            "detail": self.detail,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LastCycle:
+        d = _obj(
+            data,
+            "journal.last_cycle",
+            {"at", "outcome", "bytes_downloaded", "version", "detail", "message"},
+        )
+        outcome = d.get("outcome")
+        if outcome not in ("installed", "failed"):
+            raise ConfigError(
+                f"journal.last_cycle.outcome: expected 'installed' or 'failed', found {outcome!r}"
+            )
+        n = d.get("bytes_downloaded")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(
+                f"journal.last_cycle.bytes_downloaded: expected a count >= 0, found {n!r}"
+            )
+        version = d.get("version")
+        texts = {k: d.get(k, "") for k in ("detail", "message")}
+        for k, v in texts.items():
+            if not isinstance(v, str):
+                raise ConfigError(f"journal.last_cycle.{k}: expected a string, found {v!r}")
+        return cls(
+            _str(d.get("at"), "journal.last_cycle.at"),
+            outcome,
+            n,
+            None if version is None else _str(version, "journal.last_cycle.version"),
+            texts["detail"],
+            texts["message"],
+        )
+
+
+@dataclass(frozen=True)
 class Journal:
     slots: tuple[SlotRecord | None, SlotRecord | None]
     pending: Pending | None = None
     failures: tuple[Failure, ...] = field(default_factory=tuple)
     #: backoff state after failed cycles; None after a success (and in older journals)
     retry: Retry | None = None
+    #: the last cycle that installed or failed (None in older journals)
+    last_cycle: LastCycle | None = None
 
     def slot(self, slot: Slot) -> SlotRecord | None:
         return self.slots[0] if slot == "a" else self.slots[1]
@@ -368,19 +428,23 @@ class Journal:
         return replace(self, failures=(*kept, failure)[-MAX_FAILED:])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": JOURNAL_SCHEMA,
-            "slots": {
-                s: (None if r is None else r.to_dict())
-                for s, r in zip(SLOTS, self.slots, strict=True)
-            },
-            "pending": None if self.pending is None else self.pending.to_dict(),
-            "failures": [f.to_dict() for f in self.failures],
-        } | ({} if self.retry is None else {"retry": self.retry.to_dict()})
+        return (
+            {
+                "schema": JOURNAL_SCHEMA,
+                "slots": {
+                    s: (None if r is None else r.to_dict())
+                    for s, r in zip(SLOTS, self.slots, strict=True)
+                },
+                "pending": None if self.pending is None else self.pending.to_dict(),
+                "failures": [f.to_dict() for f in self.failures],
+            }
+            | ({} if self.retry is None else {"retry": self.retry.to_dict()})
+            | ({} if self.last_cycle is None else {"last_cycle": self.last_cycle.to_dict()})
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> Journal:
-        d = _obj(data, "journal", {"schema", "slots", "pending", "failures", "retry"})
+        d = _obj(data, "journal", {"schema", "slots", "pending", "failures", "retry", "last_cycle"})
         if d.get("schema") != JOURNAL_SCHEMA:
             raise ConfigError(
                 f"journal schema: expected {JOURNAL_SCHEMA}, found {d.get('schema')!r}"
@@ -395,11 +459,13 @@ class Journal:
             raise ConfigError(f"journal.failures: expected a list of at most {MAX_FAILED}")
         pending = d.get("pending")
         retry = d.get("retry")
+        last = d.get("last_cycle")
         return cls(
             slots=(recs[0], recs[1]),
             pending=None if pending is None else Pending.from_dict(pending),
             failures=tuple(Failure.from_dict(f) for f in failures),
             retry=None if retry is None else Retry.from_dict(retry),
+            last_cycle=None if last is None else LastCycle.from_dict(last),
         )
 
 

@@ -67,10 +67,10 @@ from verifier.preflight import (
     free_space,
     slot_capacity,
 )
-from verifier.state import Failure, Journal, Retry, SlotRecord, timestamp
+from verifier.state import Failure, Journal, LastCycle, Retry, SlotRecord, timestamp
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
-from verifier.tuf.fetcher import OtaFetcher
+from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
 
 log = logging.getLogger("otakit.update")
 
@@ -155,6 +155,8 @@ def update(
         if wait is not None:
             log.info("backoff: %s", wait)
             raise NothingToDoError(wait)
+    # Ours, not TufClient's default, so the cycle's received bytes can be reported.
+    fetcher = fetcher or HttpFetcher(options.limits.transfer)
     cycle = _Cycle()
     try:
         result = _update(dev, now, options, fetcher, progress, cycle)
@@ -162,15 +164,29 @@ def update(
         _save_retry(dev, None, None)
         raise
     except (TransportError, SecurityError) as e:
+        # Recorded where the backoff is (a local refusal, e.g. a retargeted slot link,
+        # writes nothing at all, and says why on the spot).
         if isinstance(e, TransportError) or cycle.installing:
-            _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff)
+            last = LastCycle(
+                timestamp(now), "failed", fetcher.bytes_received, None, e.kind(), e.message
+            )
+            _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff, last)
         raise
-    _save_retry(dev, None, None)
+    done = LastCycle(
+        timestamp(now), "installed", fetcher.bytes_received, str(result.version), result.kind
+    )
+    _save_retry(dev, None, None, done)
     return result
 
 
 def _record_failed_cycle(
-    dev: Device, cycle: _Cycle, e: OtakitError, now: datetime, rand: float, policy: backoff.Backoff
+    dev: Device,
+    cycle: _Cycle,
+    e: OtakitError,
+    now: datetime,
+    rand: float,
+    policy: backoff.Backoff,
+    last: LastCycle,
 ) -> None:
     journal = dev.journal()
     failure = None
@@ -189,15 +205,19 @@ def _record_failed_cycle(
         retry.failures,
         timestamp(retry.not_before),
     )
-    _save_retry(dev, retry, failure)
+    _save_retry(dev, retry, failure, last)
 
 
-def _save_retry(dev: Device, retry: Retry | None, failure: Failure | None) -> None:
-    """Persist the backoff state (and a failed image); a write error here must not hide the
-    cycle's own error, so it is logged, not raised."""
+def _save_retry(
+    dev: Device, retry: Retry | None, failure: Failure | None, last: LastCycle | None = None
+) -> None:
+    """Persist the backoff state (and a failed image, and how the cycle ended); a write
+    error here must not hide the cycle's own error, so it is logged, not raised."""
     try:
         journal = dev.journal()
         new = replace(journal, retry=retry)
+        if last is not None:
+            new = replace(new, last_cycle=last)
         if failure is not None:
             new = new.with_failure(failure)
         if new != journal:

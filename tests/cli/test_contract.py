@@ -256,6 +256,7 @@ ROWS = [
     # --now: the text and the JSON run share the device, and the first one starts a backoff
     Row(D, "update", ("--state", "{refused}", "update", "--now"), 4, "connection refused"),
     Row(D, "status", ("--state", "{nowhere}", "status"), 5, "init"),
+    Row(D, "report", ("--state", "{nowhere}", "report"), 5, "init"),
     Row(D, "mark-good", ("--state", "{nowhere}", "mark-good"), 5, "init"),
     Row(D, "mark-bad", ("--state", "{dev}", "mark-bad", "c"), 2, "'c' is not one of"),
     Row(D, "mark-bad", ("--state", "{dev}", "mark-bad"), 2, "Missing argument"),

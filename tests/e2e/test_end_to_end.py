@@ -135,6 +135,16 @@ def test_update_over_nginx_applies_delta_then_commits(
     drift = json.loads(run("otakit-device", "--state", state, "verify-installed", "--json").stdout)
     assert drift["ok"] is True and drift["version"] == "2.0"
 
+    # the operator's report: what the cycle cost, counted by the fetcher on the wire
+    report = json.loads(run("otakit-device", "--state", state, "report", "--json").stdout)
+    assert report["running"] == {"slot": "b", "version": "2.0", "committed": True}
+    last = report["last_cycle"]
+    assert (last["outcome"], last["version"], last["detail"]) == ("installed", "2.0", "delta")
+    delta = next((repo / "targets" / "edge-gw" / "2.0").glob("*.delta-from-1.0.otd"))
+    full = next((repo / "targets" / "edge-gw" / "2.0").glob("*.full.img.zst"))
+    # the delta plus a few KB of metadata, far less than the full image
+    assert delta.stat().st_size < last["bytes_downloaded"] < full.stat().st_size
+
 
 def flip_byte(data: bytes) -> bytes:
     return data[:100] + bytes([data[100] ^ 1]) + data[101:]

@@ -49,6 +49,11 @@ class OtaFetcher(FetcherInterface):
         """Fetch ``url`` from byte ``offset`` if the server allows; returns the real start."""
         return 0, self.fetch(url)
 
+    @property
+    def bytes_received(self) -> int:
+        """Body bytes received in this session (0 when the fetcher does not count)."""
+        return 0
+
 
 def _host_port(url: str) -> str:
     u = urllib3.util.parse_url(url)
@@ -194,6 +199,11 @@ class HttpFetcher(OtaFetcher):
         }
         self._pool = self._manager(urllib3.PoolManager(**self._kw))
         self._via: dict[str, urllib3.PoolManager] = {}
+        self._received = 0
+
+    @property
+    def bytes_received(self) -> int:
+        return self._received
 
     @staticmethod
     def _manager(m: urllib3.PoolManager) -> urllib3.PoolManager:
@@ -278,6 +288,7 @@ class HttpFetcher(OtaFetcher):
     ) -> Iterator[bytes]:
         try:
             while data := resp.read1(self._chunk):
+                self._received += len(data)
                 meter.add(len(data), self._clock())
                 yield data
         except urllib3.exceptions.HTTPError as e:
