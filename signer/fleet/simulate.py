@@ -278,7 +278,7 @@ def _run_device(
         _boot_and_check(dev, d)
         _judge(dev, d)
     except OtakitError as e:
-        d.outcome, d.reason = "error", f"{e.kind}: {e.message}"
+        d.outcome, d.reason = "error", f"{e.kind()}: {e.message}"
     except Exception as e:
         d.outcome, d.reason = "error", f"harness: {type(e).__name__}: {e}"
     mark(d, {"on_new": NEW, "rolled_back": d.base}.get(d.outcome, "failed"))
