@@ -24,6 +24,9 @@ __all__ = [
     "RepositoryStateError",
     "SecurityError",
     "SelfCheckError",
+    "StagedChangeError",
+    "StagedSignatureError",
+    "StaleChangeError",
     "ThresholdError",
     "TransportError",
     "UntrustedRepositoryError",
@@ -89,3 +92,20 @@ class DeltaBuildError(LocalError):
 
 class DemoFailedError(LocalError):
     """The demo ran but its end state is not the one promised."""
+
+
+# --- ceremonies (repo.staged, repo.ceremony) -------------------------------------------------
+
+
+class StagedChangeError(UsageError):
+    """A staged-change file is malformed, or a key asked to sign it is listed for none of
+    its documents."""
+
+
+class StaleChangeError(UsageError):
+    """A staged change was made against a repository state that is no longer published."""
+
+
+class StagedSignatureError(SecurityError):
+    """A staged change carries a signature that does not verify, one from a key no authority
+    lists, or a root that lists one public key under two key ids."""
