@@ -128,12 +128,12 @@ def stage_targets(
     """Targets N+1: the published targets with a fresh expiry, passed through ``edit`` (the
     identity re-signs the offline targets role; a delegation change edits ``delegations``)."""
     check_now(now)
-    proposed = next_targets(state, now, expiries)
-    edited = edit(proposed)
-    if not isinstance(edited, Targets) or edited.version != proposed.version:
+    version = state.targets.signed.version + 1
+    edited = edit(next_targets(state, now, expiries))
+    if not isinstance(edited, Targets) or edited.version != version:
         found = edited.version if isinstance(edited, Targets) else type(edited).__name__
         raise UsageError(
-            f"a targets edit must keep version {proposed.version} (the next one), found {found}"
+            f"a targets edit must keep version {version} (the next one), found {found}"
         )
     return StagedChange("targets", now, base_of(state), state.root, (Metadata(edited),))
 
@@ -477,10 +477,20 @@ class SignedChange:
     targets: SignedMetadata | None
 
 
-def check_base(base: Base, state: RepoState) -> None:
-    """Refuse a change staged against anything but the published root and targets."""
+def check_base(base: Base, state: RepoState, *, finishing: SignedMetadata | None = None) -> None:
+    """Refuse a change staged against anything but the published root and targets.
+
+    ``finishing``: the targets of a bridged root change, which may already be published
+    under root N by an interrupted run (root N+1 is written last); rerunning finishes it.
+    """
     now = base_of(state)
     if now == base:
+        return
+    if (
+        finishing is not None
+        and now.root == base.root
+        and now.targets == PublishedRef(finishing.version, finishing.sha256)
+    ):
         return
     if base.root != now.root:
         found = f"root v{now.root.version} (sha256 {now.root.sha256[:12]})"
@@ -503,11 +513,12 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
     """
     if resuming:
         trusted_md, trusted_bytes = _previous_root(state)
-        check_base(staged.base, replace_root(state, trusted_md, trusted_bytes))
-        trusted = trusted_md.signed
+        base_state = replace_root(state, trusted_md, trusted_bytes)
     else:
-        check_base(staged.base, state)
-        trusted = state.root.signed
+        base_state = state
+    trusted = base_state.root.signed
+    if base_of(base_state).root != staged.base.root:
+        check_base(staged.base, base_state)  # refused: the root moved
     status = signing_status(staged, trusted)
     if status.problems:
         raise StagedSignatureError(
@@ -538,6 +549,7 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
         required = [a.root for a in auths if a.required]
         signed[doc.signed.type] = sign_metadata(copy, [], required, keep_signatures=True)
     new_root = staged.document("root")
+    check_base(staged.base, base_state, finishing=signed.get("targets") if new_root else None)
     return SignedChange(
         staged.change,
         staged.base,
@@ -598,7 +610,7 @@ def publish_change(
             _check_resumable(change, state)
             check_base(change.base, replace_root(state, *_previous_root(state)))
         else:
-            check_base(change.base, state)
+            check_base(change.base, state, finishing=change.targets if change.root else None)
         authority = change.new_root or state.root.signed
         old_root = change.old_root if change.root is not None and not resuming else None
         signers = _listed_signers(online_signers, [authority, change.old_root])
