@@ -366,7 +366,7 @@ def sign_change(staged: StagedChange, signer: Signer) -> tuple[StagedChange, Sig
         raise StagedChangeError(
             f"key {keyid[:12]} is listed for none of the documents of this {staged.change} "
             f"change ({_listing(staged)})",
-            hint="sign with a key of one of the roles named (see 'otakit repo signing-status')",
+            hint="sign with a key of one of the roles named (see 'otakit repo sign-status')",
         )
     return out, SignOutcome(keyid, tuple(signed), tuple(already))
 
@@ -445,7 +445,7 @@ def load_key_signer(
         f"the key at {uri.split('?', 1)[0]} is listed for none of the documents of this "
         f"{staged.change} change ({_listing(staged)})"
         + (f"; {_holds(mismatch)}" if mismatch else ""),
-        hint="sign with a key of one of the roles named (see 'otakit repo signing-status')",
+        hint="sign with a key of one of the roles named (see 'otakit repo sign-status')",
     )
 
 
@@ -541,7 +541,7 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
                     f"{a.authority}'s {a.role} keys, found {len(a.signed)} "
                     f"(missing: {[k[:12] for k in a.missing]})",
                     hint="have more holders run 'otakit repo sign STAGED --key URI' "
-                    "(see 'otakit repo signing-status STAGED')",
+                    "(see 'otakit repo sign-status STAGED')",
                 )
     signed: dict[str, SignedMetadata] = {}
     for doc, auths in authorities(staged, trusted):
@@ -776,7 +776,7 @@ def sign_file(
 
 
 def status_file(path: Path, repo_dir: Path | None = None) -> SigningStatus:
-    """``otakit repo signing-status``: against the file's root N, or the repository's (which
+    """``otakit repo sign-status``: against the file's root N, or the repository's (which
     also shows a stale change as a problem)."""
     staged = read_staged(path)
     if repo_dir is None:

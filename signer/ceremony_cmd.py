@@ -1,9 +1,10 @@
-"""``otakit repo stage|sign|signing-status|publish``: multi-party signing of a staged change.
+"""``otakit repo stage|sign|sign-status|publish``: multi-party signing of a staged change.
 
 Thin shells over ``repo.ceremony`` (the file travels between holders; see docs/OPERATIONS.md
-"Initial ceremony", "Rotation"). The status command is ``signing-status`` rather than a
+"Initial ceremony", "Rotation"). The status command is ``sign-status`` rather than a
 second form of ``repo status``: that one reports a repository's expiry and takes a
-directory; overloading it with a file argument would give one command two JSON schemas.
+directory; overloading it with a file argument would give one command two JSON schemas
+(and ``sign-status`` sits next to ``sign``, short enough to keep ``repo --help`` uncut).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def stage(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Stage root N+1 (new keys/thresholds) or targets N+1 (re-signed), unsigned.
+    """Stage a change to root or targets, unsigned.
 
-    Every key holder then runs 'otakit repo sign OUT --key URI'.
+    root: root N+1 from --keys (any role's keys and thresholds may change), with targets
+    N+1 when its keys change. targets: targets N+1, same content, fresh expiry. Every key
+    holder then runs 'otakit repo sign OUT --key URI'.
     """
     run = run_state(ctx, json_out)
     conf = load_key_config(keys) if keys is not None else None
@@ -72,7 +75,7 @@ def sign(
     key: Annotated[
         str,
         typer.Option(
-            "--key", metavar="URI", help="Signer URI of your key: file2:PATH, envvar:NAME, hsm:…"
+            "--key", metavar="URI", help="Signer URI of your key: file2:PATH, envvar:NAME, hsm:N."
         ),
     ],
     secret_env: Annotated[
@@ -83,9 +86,9 @@ def sign(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add your key's signature to every document of STAGED that lists it.
+    """Add your key's signature to STAGED (nothing else).
 
-    Nothing else in the file changes; signing twice is a no-op.
+    Signs every document of STAGED that lists the key; signing twice is a no-op.
     """
     run = run_state(ctx, json_out)
     outcome = sign_file(staged, key, secret_env=secret_env, prompt=tty_prompt())
@@ -94,7 +97,7 @@ def sign(
     run.result({"staged": str(staged), **outcome.to_json()}, "\n".join(lines))
 
 
-def signing_status(
+def sign_status(
     ctx: typer.Context,
     staged: StagedArg,
     repo: Annotated[
@@ -103,7 +106,11 @@ def signing_status(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Who has signed STAGED, who is missing, and whether it can be published."""
+    """Who has signed STAGED and who is missing.
+
+    Per document and per root whose threshold applies; with --repo, against the
+    published root (and a stale change is reported).
+    """
     run = run_state(ctx, json_out)
     status = status_file(staged, repo)
     lines = []
@@ -163,7 +170,7 @@ def register(app: typer.Typer) -> None:
     for name, fn in (
         ("stage", stage),
         ("sign", sign),
-        ("signing-status", signing_status),
+        ("sign-status", sign_status),
         ("publish", publish),
     ):
         app.command(name, epilog=EPILOG)(fn)

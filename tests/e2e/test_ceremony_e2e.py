@@ -51,9 +51,7 @@ def _ceremony(
         travelled.write_bytes(staged.read_bytes())
         run("otakit", "repo", "sign", travelled, "--key", uri)
         staged.write_bytes(travelled.read_bytes())
-    st = json.loads(
-        run("otakit", "repo", "signing-status", staged, "--repo", repo, "--json").stdout
-    )
+    st = json.loads(run("otakit", "repo", "sign-status", staged, "--repo", repo, "--json").stdout)
     assert st["ready"] is True, st
     argv: list[str | Path] = ["otakit", "repo", "publish", staged, repo, "--json"]
     for conf in online:

@@ -364,7 +364,7 @@ def test_cli_stage_sign_status_publish(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["documents"] == ["root v2", "targets v3"]
-    code, out, err = _run(capsys, "repo", "signing-status", staged)
+    code, out, err = _run(capsys, "repo", "sign-status", staged)
     assert code == 0 and "not ready to publish" in out and "0 of 2 NOT met" in out
     code, out, err = _run(capsys, "repo", "publish", staged, str(live), "--keys",
                           str(rekeyed.source))  # fmt: skip
@@ -375,7 +375,7 @@ def test_cli_stage_sign_status_publish(
     assert json.loads(out)["signed"] == ["targets v3"]
     code, out, err = _run(capsys, "repo", "sign", staged, "--key", uri(keys, "snapshot"))
     assert code == 2 and "listed for none" in err
-    code, out, err = _run(capsys, "repo", "signing-status", staged, "--repo", str(live), "--json")
+    code, out, err = _run(capsys, "repo", "sign-status", staged, "--repo", str(live), "--json")
     assert code == 0 and json.loads(out)["ready"] is True
     code, out, err = _run(capsys, "repo", "publish", staged, str(live), "--keys",
                           str(rekeyed.source), "--json")  # fmt: skip
