@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +386,27 @@ def test_cli_stage_sign_status_publish(
     assert doc["versions"] == {"root": 2, "targets": 3, "snapshot": 3, "timestamp": 3}
     assert doc["bridged"] is False and doc["warnings"]
     assert load_state(live).root.signed.expires.date() == (T0 + Expiries().root / 365 * 30).date()
+
+
+def test_only_a_signed_change_type_checks_as_publishable(tmp_path: Path) -> None:
+    """STYLE.md §6: handing publish a StagedChange is a type error, not a runtime surprise."""
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "from datetime import UTC, datetime\n"
+        "from pathlib import Path\n"
+        "from repo.ceremony import approve, publish_change, read_staged\n"
+        "from repo.state import load_state\n"
+        "staged = read_staged(Path('s'))\n"
+        "publish_change(Path('r'), approve(staged, load_state(Path('r'))), {}, datetime.now(UTC))\n"
+        "publish_change(Path('r'), staged, {}, datetime.now(UTC))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent",
+         str(snippet)],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    errors = [ln for ln in proc.stdout.splitlines() if ": error:" in ln]
+    assert len(errors) == 1, proc.stdout
+    assert 'snippet.py:7: error: Argument 2 to "publish_change" has incompatible type' in errors[0]
+    assert '"StagedChange"; expected "SignedChange"' in errors[0]
