@@ -36,6 +36,7 @@ from repo.errors import (
     StagedSignatureError,
     StaleChangeError,
     ThresholdError,
+    UntrustedRepositoryError,
     UsageError,
 )
 from repo.keys import KeyConfig
@@ -410,3 +411,36 @@ def test_only_a_signed_change_type_checks_as_publishable(tmp_path: Path) -> None
     assert len(errors) == 1, proc.stdout
     assert 'snippet.py:7: error: Argument 2 to "publish_change" has incompatible type' in errors[0]
     assert '"StagedChange"; expected "SignedChange"' in errors[0]
+
+
+def test_a_root_first_publication_interrupted_after_its_root_is_finished_with_resume(
+    live: Path, keys: KeyConfig, rekeyed: KeyConfig, tmp_path: Path
+) -> None:
+    """The old targets key did not sign (lost or stolen): root N+1 goes first; a crash right
+    after it leaves devices failing until ``--resume`` finishes this very change."""
+    pinned = root_bytes(live)
+    staged = tmp_path / "rotate.json"
+    stage_file(live, "root", staged, T0, keys=rekeyed)
+    for key in (uri(keys, "root", 0), uri(keys, "root", 1), uri(rekeyed, "targets")):
+        sign_file(staged, key)
+    counting = FailingDisk(None)
+    probe = tmp_path / "probe" / "repo"
+    shutil.copytree(live, probe)
+    assert publish_file(staged, probe, [rekeyed], T0, disk=counting).bridged is False
+    root_done = counting.effects.index(
+        "fsync dir metadata", counting.effects.index("rename root.json")
+    )
+    with pytest.raises(PublishError):
+        publish_file(staged, live, [rekeyed], T0, disk=FailingDisk(root_done + 1))
+    with pytest.raises(UntrustedRepositoryError) as refused:
+        publish_file(staged, live, [rekeyed], T0)
+    assert "--resume" in refused.value.diagnostic()
+    other = tmp_path / "other.json"  # another change cannot ride on the interrupted one
+    stage_file(probe, "targets", other, T0)
+    with pytest.raises((StaleChangeError, UsageError)):
+        publish_file(other, live, [rekeyed], T0, resume=True)
+    result = publish_file(staged, live, [rekeyed], T0, resume=True)
+    assert result.written == ("3.targets.json", "3.snapshot.json", "timestamp.json")
+    assert "resumed" in result.warnings[0]
+    assert client_view(live, tmp_path / "fresh", pinned) == EXPECTED
+    assert load_state(live).root.signed.version == 2
