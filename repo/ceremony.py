@@ -433,13 +433,15 @@ def load_key_signer(
         conf = KeyConfig(Path("--key"), {"key": RoleKeys(1, (ref,))})
         try:
             (signer,) = load_signers(conf, "key", env=env, prompt=once if prompt else None)
-        except KeyConfigError as e:
-            if not pem:
-                raise
+        except KeyConfigError as e:  # another key's half, or a backend refusing this key type
             mismatch = e.message
             continue
-        if pem or _probe(signer, key, staged):
-            return signer
+        try:
+            if pem or _probe(signer, key, staged):
+                return signer
+        except KeyConfigError as e:
+            mismatch = e.message
+            continue
         mismatch = f"{uri}: the key there does not sign as {keyid[:12]}"
     raise StagedChangeError(
         f"the key at {uri.split('?', 1)[0]} is listed for none of the documents of this "
