@@ -757,6 +757,7 @@ def stage_file(
     else:
         raise UsageError(f"expected root or targets to stage, found {role!r}")
     write_staged(out, staged, new=True)
+    warn_demo_keys(root=staged.documents[0].signed if role == "root" else state.root.signed)
     return staged
 
 
@@ -772,6 +773,8 @@ def sign_file(
     staged = read_staged(path)
     signer = load_key_signer(staged, uri, secret_env=secret_env, env=env, prompt=prompt)
     signed, outcome = sign_change(staged, signer)
+    newest = staged.document("root") or staged.trusted_root
+    warn_demo_keys(root=newest.signed)
     if outcome.signed:
         write_staged(path, signed, new=False)
     return outcome
