@@ -310,7 +310,7 @@ def repo_rotate_root(
     run.note(f"rotated root v{result.old_root_version} -> v{result.root_version} ({mode})")
 
 
-register_ceremony(repo_app)  # repo stage / sign / signing-status / publish
+register_ceremony(repo_app)  # repo stage / sign / sign-status / publish
 
 
 def _available(
