@@ -24,6 +24,9 @@ __all__ = [
     "RepositoryStateError",
     "SecurityError",
     "SelfCheckError",
+    "StagedChangeError",
+    "StagedSignatureError",
+    "StaleChangeError",
     "ThresholdError",
     "TransportError",
     "UntrustedRepositoryError",
@@ -94,3 +97,20 @@ class DemoFailedError(LocalError):
 class FleetCheckError(LocalError):
     """``otakit fleet simulate`` ran, and some device ended on neither version: the fleet
     promise did not hold in the run (its report says which devices and why)."""
+
+
+# --- ceremonies (repo.staged, repo.ceremony) -------------------------------------------------
+
+
+class StagedChangeError(UsageError):
+    """A staged-change file is malformed, or a key asked to sign it is listed for none of
+    its documents."""
+
+
+class StaleChangeError(UsageError):
+    """A staged change was made against a repository state that is no longer published."""
+
+
+class StagedSignatureError(SecurityError):
+    """A staged change carries a signature that does not verify, one from a key no authority
+    lists, or a root that lists one public key under two key ids."""

@@ -38,12 +38,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets  # type: ignore[attr-defined]
 
 from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import (
     OtakitError,
     RepositoryStateError,
+    ThresholdError,
     UntrustedRepositoryError,
     UsageError,
 )
@@ -52,7 +53,14 @@ from repo.layout import metadata_dir, metadata_filename
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
 from repo.repository import Expiries, build_root, check_now, next_targets, stage_chain
 from repo.roles import CHAIN_ROLES, TOP_LEVEL_ROLES, RoleSigners
-from repo.signing import SignedChain, sign_chain, sign_metadata
+from repo.signing import (
+    SignedChain,
+    SignedMetadata,
+    StagedChain,
+    sign_chain,
+    sign_metadata,
+    verifies_under,
+)
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
 
@@ -137,15 +145,7 @@ def sign_rotation(
         [old_root, new_root],
     )
     chain = _sign_online(state, new_root, old_root, old_signers, new_signers, now, expiries)
-    release = SignedRelease(
-        (),
-        chain.targets,
-        chain.snapshot,
-        chain.timestamp,
-        root=signed_root,
-        root_last=not chain.unbridged,
-    )
-    return release, chain.unbridged
+    return rotation_release(chain, signed_root), chain.unbridged
 
 
 def sign_resume(
@@ -184,8 +184,119 @@ def _sign_online(
     """Targets, snapshot and timestamp version+1 under ``new_root``, co-signed by the old
     keys when given; ``unbridged`` lists the roles that do not verify under ``old_root``."""
     both = {r: [*new_signers.get(r, ()), *old_signers.get(r, ())] for r in CHAIN_ROLES}
-    staged = stage_chain(state, next_targets(state, now, expiries), now, expiries)
-    return sign_chain(staged, both, [new_root], bridge=old_root)
+    return sign_online_under(
+        state, new_root, old_root, both, now, expiries, next_targets(state, now, expiries)
+    )
+
+
+def sign_online_under(
+    state: RepoState,
+    new_root: Root,
+    old_root: Root | None,
+    signers: RoleSigners,
+    now: datetime,
+    expiries: Expiries,
+    targets: Targets | SignedMetadata | None,
+) -> SignedChain:
+    """The chain a new root needs: targets (to sign, already signed by a ceremony, or None:
+    the published one), then snapshot and timestamp version+1, each meeting ``new_root``'s
+    threshold; ``unbridged`` lists the roles that do not also verify under ``old_root``
+    (None: nothing to bridge), which decides the publication order (``rotation_release``)."""
+    if isinstance(targets, SignedMetadata):
+        staged = stage_chain(state, None, now, expiries)
+        meta = {**staged.snapshot.meta, "targets.json": targets.meta_file()}
+        snapshot = Snapshot(
+            version=staged.snapshot.version, expires=staged.snapshot.expires, meta=meta
+        )
+        online = sign_chain(
+            StagedChain(None, snapshot, staged.timestamp), signers, [new_root], bridge=old_root
+        )
+        lost = () if old_root is None or verifies_under(old_root, targets) else ("targets",)
+        return SignedChain(targets, online.snapshot, online.timestamp, lost + online.unbridged)
+    if targets is None and old_root is not None:
+        published = state.targets.signed_bytes
+        if not new_root.get_verification_result(
+            "targets", published, state.targets.signatures
+        ).verified:
+            raise ThresholdError(
+                f"published targets v{state.targets.signed.version}: expected it to meet root "
+                f"v{new_root.version}'s targets threshold, found it does not",
+                hint="stage new targets with the root change (otakit repo stage … root does)",
+            )
+    return sign_chain(
+        stage_chain(state, targets, now, expiries), signers, [new_root], bridge=old_root
+    )
+
+
+def rotation_release(chain: SignedChain, root: SignedMetadata | None) -> SignedRelease:
+    """Publication order of a new root and its chain: the root last when every re-signed
+    role also verifies under the old root (bridged), else first (module docstring)."""
+    return SignedRelease(
+        (),
+        chain.targets,
+        chain.snapshot,
+        chain.timestamp,
+        root=root,
+        root_last=root is not None and not chain.unbridged,
+    )
+
+
+def open_rotation(repo_dir: Path, *, resume: bool, rerun: str) -> tuple[RepoState, bool]:
+    """The published state to rotate from (call under the publisher lock), and whether an
+    interrupted root-first publication is being resumed (``resume`` asked for it and root
+    N+1 is published with the online chain still under root N). ``rerun`` names the command
+    to rerun in hints."""
+    try:
+        state = load_state(repo_dir)
+    except UntrustedRepositoryError as refused:
+        try:
+            state = load_state(repo_dir, online_under_previous_root=True)
+        except OtakitError:
+            raise refused from None
+        if not resume:
+            raise UntrustedRepositoryError(
+                f"{refused.message}; it verifies under root v{state.online_root_version}: "
+                f"a rotation to root v{state.root.signed.version} was interrupted after "
+                "publishing that root (or someone holding a revoked key changed timestamp)",
+                hint=f"check 'otakit repo list REPO' shows the expected targets, then rerun "
+                f"{rerun} with --resume",
+            ) from None
+        return state, True
+    if resume:
+        raise UsageError(
+            f"nothing to resume: the repository verifies under its newest root "
+            f"v{state.root.signed.version}",
+            hint=f"run {rerun} without --resume",
+        )
+    return state, False
+
+
+def rotation_warnings(
+    *, resuming: bool, unbridged: tuple[str, ...], old_version: int, new_version: int
+) -> tuple[str, ...]:
+    if resuming:
+        return (
+            f"resumed an interrupted rotation: root v{new_version} was already "
+            "published; re-signed targets, snapshot and timestamp under it",
+        )
+    if unbridged:
+        return (
+            f"not bridged: the new {', '.join(unbridged)} metadata does not verify under root "
+            f"v{old_version} (old keys not loaded), so root "
+            f"v{new_version} was published first; clients refreshing while this "
+            "ran may have failed once and will succeed on their next attempt",
+        )
+    return ()
+
+
+def written_order(release: SignedRelease) -> tuple[str, ...]:
+    """The metadata files ``release`` writes, in the order ``publish`` writes them."""
+    chain = (release.targets, release.snapshot, release.timestamp)
+    written = tuple(m.filename for m in chain if m is not None)
+    if release.root is not None:
+        roots = (release.root.filename, "root.json")
+        written = written + roots if release.root_last else roots + written
+    return written
 
 
 def rotate_root(
@@ -212,29 +323,9 @@ def rotate_root(
     check_now(now)
     expiries = expiries or Expiries()
     with publisher_lock(repo_dir):
-        try:
-            state = load_state(repo_dir)
-            resuming = False
-        except UntrustedRepositoryError as refused:
-            try:
-                state = load_state(repo_dir, online_under_previous_root=True)
-            except OtakitError:
-                raise refused from None
-            if not resume:
-                raise UntrustedRepositoryError(
-                    f"{refused.message}; it verifies under root v{state.online_root_version}: "
-                    f"a rotation to root v{state.root.signed.version} was interrupted after "
-                    "publishing that root (or someone holding a revoked key changed timestamp)",
-                    hint="check 'otakit repo list REPO' shows the expected targets, then rerun "
-                    "the same rotate-root command with --resume",
-                ) from None
-            resuming = True
-        if resume and not resuming:
-            raise UsageError(
-                f"nothing to resume: the repository verifies under its newest root "
-                f"v{state.root.signed.version}",
-                hint="run rotate-root without --resume to rotate",
-            )
+        state, resuming = open_rotation(
+            repo_dir, resume=resume, rerun="the same rotate-root command"
+        )
         if resuming:
             release = sign_resume(state, new_keys, new_signers, now, expiries)
             unbridged: tuple[str, ...] = CHAIN_ROLES
@@ -244,24 +335,6 @@ def rotate_root(
             )
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         after = load_state(repo_dir)
-    assert release.targets is not None
-    written = tuple(m.filename for m in (release.targets, release.snapshot, release.timestamp))
-    if release.root is not None:
-        roots = (release.root.filename, "root.json")
-        written = written + roots if release.root_last else roots + written
-    warnings: tuple[str, ...] = ()
-    if resuming:
-        warnings = (
-            f"resumed an interrupted rotation: root v{after.root.signed.version} was already "
-            "published; re-signed targets, snapshot and timestamp under it",
-        )
-    elif unbridged:
-        warnings = (
-            f"not bridged: the new {', '.join(unbridged)} metadata does not verify under root "
-            f"v{state.root.signed.version} (old keys not loaded), so root "
-            f"v{after.root.signed.version} was published first; clients refreshing while this "
-            "ran may have failed once and will succeed on their next attempt",
-        )
     old_version = state.online_root_version
     old_root: Metadata[Root] = state.root
     if resuming:
@@ -274,8 +347,13 @@ def rotate_root(
         versions={r: getattr(after, r).signed.version for r in TOP_LEVEL_ROLES},
         changes=role_changes(old_root.signed, after.root.signed),
         bridged=not unbridged,
-        written=written,
-        warnings=warnings,
+        written=written_order(release),
+        warnings=rotation_warnings(
+            resuming=resuming,
+            unbridged=unbridged,
+            old_version=state.root.signed.version,
+            new_version=after.root.signed.version,
+        ),
         demo_keys=warn_demo_keys(
             root=after.root.signed, repo=repo_dir, signers=[old_signers, new_signers]
         ),

@@ -57,15 +57,22 @@ class SignedMetadata:
 
 
 def sign_metadata(
-    md: Metadata[Any], signers: Sequence[Signer], authorities: Sequence[Root]
+    md: Metadata[Any],
+    signers: Sequence[Signer],
+    authorities: Sequence[Root],
+    *,
+    keep_signatures: bool = False,
 ) -> SignedMetadata:
     """Sign ``md`` with each distinct key once and check every authority's threshold.
 
     ``authorities`` are the roots whose keys must approve: the current root for targets,
     snapshot and timestamp; for a new root both the trusted and the new one (TUF §5.3.4).
+    ``keep_signatures`` keeps the signatures ``md`` already carries (a ceremony collects
+    them one holder at a time, ``repo.ceremony``) instead of starting from none.
     """
     role = md.signed.type
-    md.signatures.clear()
+    if not keep_signatures:
+        md.signatures.clear()
     for signer in signers:
         keyid = signer.public_key.keyid
         if keyid in md.signatures:

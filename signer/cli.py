@@ -38,6 +38,7 @@ from repo.repository import Expiries, init, load_role_signers
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
+from signer.ceremony_cmd import register as register_ceremony
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
@@ -309,6 +310,9 @@ def repo_rotate_root(
     run.result(result.to_json(), "\n".join(lines))
     mode = "bridged" if result.bridged else "root first"
     run.note(f"rotated root v{result.old_root_version} -> v{result.root_version} ({mode})")
+
+
+register_ceremony(repo_app)  # repo stage / sign / sign-status / publish
 
 
 def _available(

@@ -367,6 +367,32 @@ ROWS = [
         2,
         "sum at most 1",
     ),
+    # --- ceremonies (repo stage / sign / sign-status / publish) ----------------------------
+    Row(
+        P,
+        "repo stage",
+        ("repo", "stage", "{repo}", "snapshot", "--out", "{d}/s.json"),
+        2,
+        "root or",
+    ),
+    Row(P, "repo stage", ("repo", "stage", "{repo}", "root", "--out", "{d}/s.json"), 2, "--keys"),
+    Row(
+        P, "repo stage", ("repo", "stage", "{nowhere}", "targets", "--out", "{d}/s.json"), 5, "repo"
+    ),
+    Row(
+        P,
+        "repo stage",
+        ("repo", "stage", "{tampered}", "targets", "--out", "{d}/s.json"),
+        3,
+        "time",
+    ),
+    Row(P, "repo sign", ("repo", "sign", "{d}/missing.json", "--key", "file2:x"), 5, "cannot read"),
+    Row(P, "repo sign", ("repo", "sign", "{keys}", "--key", "file2:x"), 2, "staged change"),
+    Row(P, "repo sign", ("repo", "sign", "{keys}"), 2, "Missing option '--key'"),
+    Row(P, "repo sign-status", ("repo", "sign-status", "{keys}"), 2, "staged change"),
+    Row(P, "repo sign-status", ("repo", "sign-status", "{nowhere}"), 5, "cannot read"),
+    Row(P, "repo publish", ("repo", "publish", "{keys}", "{repo}", *KEYS), 2, "staged change"),
+    Row(P, "repo publish", ("repo", "publish", "{keys}", "{repo}"), 2, "Missing option '--keys'"),
 ]
 
 
