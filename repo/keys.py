@@ -64,7 +64,8 @@ from repo.roles import TOP_LEVEL_ROLES
 _register_envvar()
 
 FORMAT_VERSION = 1
-_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
+#: What ``secret_env`` (and every ``--…-env NAME`` option) may name: a variable, never a value.
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _MAX_KEYS_PER_ROLE = 64
 
 
@@ -222,7 +223,7 @@ def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
         )
     secret_env = data.get("secret_env")
     if secret_env is not None and (
-        not isinstance(secret_env, str) or not _ENV_NAME_RE.match(secret_env)
+        not isinstance(secret_env, str) or not ENV_NAME_RE.match(secret_env)
     ):
         raise UsageError(
             f"{where}.secret_env: expected an environment variable name, found {secret_env!r}"

@@ -45,6 +45,7 @@ from signer.demo import run_demo
 from signer.image_cmd import image_app
 from signer.inspect_cmd import inspect_app
 from signer.keygen import generate_demo_keys
+from signer.keys_cmd import register as register_keys_commands
 from signer.release import list_published, release
 from verifier.cli_common import (
     QUIET_PUBLISHER,
@@ -338,6 +339,9 @@ def keys_generate_demo(
     conf = generate_demo_keys(directory, overwrite=force)
     run.warn("demo keys are for demos and tests only; never use them in production")
     run.result({"keys": str(conf.source)}, str(conf.source))
+
+
+register_keys_commands(keys_app)
 
 
 @app.command("release", epilog=EPILOG)
