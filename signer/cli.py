@@ -45,6 +45,7 @@ from signer.demo import run_demo
 from signer.image_cmd import image_app
 from signer.inspect_cmd import inspect_app
 from signer.keygen import generate_demo_keys
+from signer.keys_cmd import paused_prompt
 from signer.keys_cmd import register as register_keys_commands
 from signer.release import list_published, release
 from verifier.cli_common import (
@@ -428,7 +429,7 @@ def release_cmd(
             allow_downgrade=allow_downgrade,
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
-            prompt=tty_prompt(),
+            prompt=paused_prompt(bar, tty_prompt()),
             progress=lambda done: bar.update(task, completed=done),
             log=say,
             extra_builder=delta_builder(deltas, say=say) if deltas else None,

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 
 from repo.hsm_keys import TokenKeySpec, import_hsm_key, pin_source, spec_from_options
 from repo.keygen import KEY_SCHEMES, RSA_BITS, generate_key_file, new_passphrase
-from repo.keys import tty_prompt
+from repo.keys import PromptFn, tty_prompt
 from verifier.cli_common import JsonOpt
 from verifier.cli_contract import EPILOG, run_state
 
@@ -101,6 +102,26 @@ def keys_import_hsm(
         f"key id {key.keyid[:12]}, signs on the token; paste the entry above into a role's "
         "keys in keys.json"
     )
+
+
+def paused_prompt(bar: Progress, prompt: PromptFn | None) -> PromptFn | None:
+    """``prompt`` with ``bar`` taken off the terminal while it waits for an answer.
+
+    A live progress bar redraws its line ten times a second; a passphrase or PIN prompt
+    asked under it is wiped at once and the command looks hung at 0 %.
+    """
+    if prompt is None:
+        return None
+    ask = prompt
+
+    def paused(text: str) -> str:
+        bar.stop()
+        try:
+            return ask(text)
+        finally:
+            bar.start()
+
+    return paused
 
 
 def register(keys_app: typer.Typer) -> None:
