@@ -198,7 +198,7 @@ def import_hsm_key(spec: TokenKeySpec, *, pin: PinFn, pin_env: str | None) -> Im
     will find exactly it, and sign a challenge with it there."""
     try:
         import pkcs11
-        from pkcs11 import Attribute, KeyType, ObjectClass
+        from pkcs11 import Attribute, KeyType, ObjectClass, TokenFlag
         from pkcs11 import exceptions as p11e
     except ImportError:  # pragma: no cover - the dependency is in the lock file
         raise LocalError(
@@ -213,15 +213,18 @@ def import_hsm_key(spec: TokenKeySpec, *, pin: PinFn, pin_env: str | None) -> Im
     where = spec.describe()
     try:
         lib = pkcs11.lib(module)
-        token = lib.get_token(token_label=spec.token_label)
+        # initialised tokens only, as HSMSigner looks (a module may list empty slots' tokens)
+        token = lib.get_token(token_label=spec.token_label, token_flags=TokenFlag.TOKEN_INITIALIZED)
     except p11e.NoSuchToken:
         raise LocalError(
-            f"expected a PKCS#11 token ({where}), found none; tokens there: {_token_labels(lib)}",
+            f"expected a PKCS#11 token ({where}), found none; tokens there: "
+            f"{_token_labels(lib, TokenFlag.TOKEN_INITIALIZED)}",
             hint="plug in / initialise the token, or fix --token-label",
         ) from None
     except p11e.MultipleTokensReturned:
         raise UsageError(
-            f"expected one PKCS#11 token, found several: {_token_labels(lib)}",
+            "expected one PKCS#11 token, found several: "
+            f"{_token_labels(lib, TokenFlag.TOKEN_INITIALIZED)}",
             hint="name one with --token-label (or token= in --uri)",
         ) from None
     except (OSError, RuntimeError) as e:
@@ -238,9 +241,13 @@ def import_hsm_key(spec: TokenKeySpec, *, pin: PinFn, pin_env: str | None) -> Im
         ) from None
     except p11e.PinLocked:
         raise LocalError(f"token {label!r}: the user PIN is locked") from None
-    uri, public = HSMSigner.import_(hsm_keyid, label, lambda _secret: pin())
-    signer = HSMSigner.from_priv_key_uri(uri, public, lambda _secret: pin())
+    except p11e.PKCS11Error as e:  # the token went away, refused a session, ...
+        raise LocalError(
+            f"token {label!r}: the PKCS#11 module reported {type(e).__name__} {e}".rstrip()
+        ) from e
     try:
+        uri, public = HSMSigner.import_(hsm_keyid, label, lambda _secret: pin())
+        signer = HSMSigner.from_priv_key_uri(uri, public, lambda _secret: pin())
         public.verify_signature(signer.sign(_CHALLENGE), _CHALLENGE)
     except Exception as e:  # a token that signs with another key, or does not sign at all
         raise KeyConfigError(
@@ -313,9 +320,9 @@ def _id_hex(hsm_keyid: int) -> str:
     return hsm_keyid.to_bytes((hsm_keyid.bit_length() + 7) // 8, "big").hex()
 
 
-def _token_labels(lib: Any) -> str:
+def _token_labels(lib: Any, flags: Any) -> str:
     try:
-        labels = [str(t.label) for t in lib.get_tokens()]
+        labels = [str(t.label) for t in lib.get_tokens(token_flags=flags)]
     except Exception:  # listing is only for the message
         return "(cannot list)"
     return ", ".join(repr(x) for x in labels) or "none"
