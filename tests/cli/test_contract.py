@@ -355,6 +355,36 @@ ROWS = [
     ),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "0"), 2, "timeout"),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "x"), 2, "timeout"),
+    Row(P, "keys generate", ("keys", "generate"), 2, "Missing option '--out'"),
+    Row(P, "keys generate", ("keys", "generate", "--out", "{keysdir}/keys.json"), 5, "overwritten"),
+    Row(
+        P, "keys generate", ("keys", "generate", "--out", "{d}/k.pem", "--type", "dsa"), 2, "--type"
+    ),
+    Row(
+        P,
+        "keys generate",
+        ("keys", "generate", "--out", "{d}/k.pem", "--passphrase-prompt"),
+        2,
+        "expected a terminal",
+    ),
+    Row(
+        P,
+        "keys generate",
+        ("keys", "generate", "--out", "{d}/k.pem", "--passphrase", "x"),
+        2,
+        "--passphrase",
+    ),
+    Row(P, "keys import-hsm", ("keys", "import-hsm"), 2, "found neither"),
+    Row(
+        P,
+        "keys import-hsm",
+        ("keys", "import-hsm", "--uri", "pkcs11:object=k?pin-value=1234"),
+        2,
+        "PIN is never taken",
+    ),
+    Row(
+        P, "keys import-hsm", ("keys", "import-hsm", "--uri", "pkcs11:token=t"), 2, "found neither"
+    ),
 ]
 
 
