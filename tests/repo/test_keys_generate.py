@@ -327,14 +327,17 @@ def test_passphrase_prompt_asks_twice_on_a_terminal_and_the_key_signs(
 ) -> None:
     out = tmp_path / "k.pem"
     term = Terminal(command("otakit", "keys", "generate", "--out", str(out),
-                            "--passphrase-prompt"), {}, tmp_path)  # fmt: skip
+                            "--passphrase-prompt", "--json"), {}, tmp_path)  # fmt: skip
     term.wait_for(b"passphrase for the new key: ")
     term.type(PASS)
     term.wait_for(b"the same passphrase again: ")
     term.type(PASS)
     assert term.finish() == 0
     _no_secret(term.out.decode(errors="replace"))  # not echoed, not printed
-    entry = json.loads(term.out.decode().split("\r\n", 2)[-1].rsplit("}", 1)[0] + "}")
+    (line,) = [ln for ln in term.out.decode().splitlines() if ln.startswith("{")]
+    doc = json.loads(line)
+    assert doc["encrypted"] is True and doc["file"] == str(out)
+    entry = doc["entry"]
     assert "secret_env" not in entry
     conf_file = _with_targets_key(keys, entry, tmp_path / "keys.json")
     conf = parse_key_config(json.loads(conf_file.read_text()), conf_file)
