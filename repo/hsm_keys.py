@@ -200,9 +200,10 @@ def import_hsm_key(spec: TokenKeySpec, *, pin: PinFn, pin_env: str | None) -> Im
         import pkcs11
         from pkcs11 import Attribute, KeyType, ObjectClass, TokenFlag
         from pkcs11 import exceptions as p11e
-    except ImportError:  # pragma: no cover - the dependency is in the lock file
+    except ImportError:  # an optional dependency (the ``hsm`` extra)
         raise LocalError(
-            "PKCS#11 support is not installed", hint="pip install 'securesystemslib[hsm]'"
+            "expected PKCS#11 support (python-pkcs11), found it not installed",
+            hint="pip install 'otakit[hsm]'",
         ) from None
     module = os.environ.get("PYKCS11LIB")
     if not module:
