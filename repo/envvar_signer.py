@@ -78,10 +78,14 @@ def _decode(pem: bytes, what: str, secrets: SecretsHandler | None) -> PrivateKey
     try:
         return load_pem_private_key(pem, passphrase.encode())
     except (ValueError, TypeError, UnsupportedAlgorithm):
+        # where the passphrase came from (repo.keys.KeySecrets), never the passphrase itself
+        source = getattr(secrets, "source", None)
         raise LocalError(
             f"{what}: the private key is passphrase-protected and did not decrypt with the "
-            "passphrase given: wrong passphrase",
-            hint="check the value of the key's secret_env variable (or OTAKIT_SECRET_"
+            "passphrase given: wrong passphrase" + (f" (it came from {source})" if source else ""),
+            hint=f"check the value of {source}"
+            if source and source != "the prompt"
+            else "check the value of the key's secret_env variable (or OTAKIT_SECRET_"
             "PASSPHRASE), or retype it at the prompt",
         ) from None
 

@@ -52,7 +52,6 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import (  # type: ignore[attr-defined]
     SIGNER_FOR_URI_SCHEME,
     Key,
-    SecretsHandler,
     Signer,
 )
 
@@ -64,7 +63,8 @@ from repo.roles import TOP_LEVEL_ROLES
 _register_envvar()
 
 FORMAT_VERSION = 1
-_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
+#: What ``secret_env`` (and every ``--…-env NAME`` option) may name: a variable, never a value.
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _MAX_KEYS_PER_ROLE = 64
 
 
@@ -222,7 +222,7 @@ def _parse_key(data: Any, where: str, base_dir: Path) -> KeyRef:
         )
     secret_env = data.get("secret_env")
     if secret_env is not None and (
-        not isinstance(secret_env, str) or not _ENV_NAME_RE.match(secret_env)
+        not isinstance(secret_env, str) or not ENV_NAME_RE.match(secret_env)
     ):
         raise UsageError(
             f"{where}.secret_env: expected an environment variable name, found {secret_env!r}"
@@ -253,33 +253,52 @@ SECRET_ENV_PREFIX = "OTAKIT_SECRET_"  # noqa: S105 (a name prefix, not a secret)
 PromptFn = Callable[[str], str]
 
 
+class KeySecrets:
+    """The secrets handler of one key: its ``secret_env``, then ``OTAKIT_SECRET_<NAME>``, then
+    a prompt (only if one is given, i.e. interactive use).
+
+    It remembers where the last secret came from (``source``: a variable's name or "the
+    prompt", never the value), so a wrong passphrase or PIN can be reported as "the one in
+    ``$NAME``" rather than "the one given".
+    """
+
+    def __init__(
+        self, key: KeyRef, role: str, env: Mapping[str, str], prompt: PromptFn | None
+    ) -> None:
+        self._key, self._role, self._env, self._prompt = key, role, env, prompt
+        self.source: str | None = None
+
+    def __call__(self, secret: str) -> str:
+        key = self._key
+        names: list[str] = [key.secret_env] if key.secret_env else []
+        names.append(SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", secret.upper()))
+        for name in names:
+            value = self._env.get(name)
+            if value:
+                self.source = f"the environment variable {name}"
+                return value
+        if self._prompt is not None:
+            self.source = "the prompt"
+            return self._prompt(
+                f"{secret} for {self._role} key {key.keyid[:12]} ({_redact(key.uri)}): "
+            )
+        raise LocalError(
+            f"{self._role} key {key.keyid[:12]} ({_redact(key.uri)}) needs a {secret}: "
+            f"expected it in the environment variable {' or '.join(names)}, found none set "
+            "(and no terminal to ask on)",
+            hint=f"export {names[0]}=... or run on a terminal to be prompted (secrets are "
+            "never taken from the command line)",
+        )
+
+
 def secrets_from_env(
     key: KeyRef,
     role: str,
     env: Mapping[str, str],
     prompt: PromptFn | None,
-) -> SecretsHandler:
-    """A secrets handler for one key: its ``secret_env``, then ``OTAKIT_SECRET_<NAME>``, then
-    a prompt (only if one is given, i.e. interactive use)."""
-
-    def handler(secret: str) -> str:
-        names: list[str] = [key.secret_env] if key.secret_env else []
-        names.append(SECRET_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", secret.upper()))
-        for name in names:
-            value = env.get(name)
-            if value:
-                return value
-        if prompt is not None:
-            return prompt(f"{secret} for {role} key {key.keyid[:12]} ({_redact(key.uri)}): ")
-        raise LocalError(
-            f"{role} key {key.keyid[:12]} ({_redact(key.uri)}) needs a {secret}: expected it "
-            f"in the environment variable {' or '.join(names)}, found none set (and no "
-            "terminal to ask on)",
-            hint=f"export {names[0]}=... or run on a terminal to be prompted (secrets are "
-            "never taken from the command line)",
-        )
-
-    return handler
+) -> KeySecrets:
+    """The secrets handler for ``key`` (see ``KeySecrets``)."""
+    return KeySecrets(key, role, env, prompt)
 
 
 def tty_prompt() -> PromptFn | None:

@@ -47,6 +47,8 @@ from signer.fleet_cmd import fleet_app
 from signer.image_cmd import image_app
 from signer.inspect_cmd import inspect_app
 from signer.keygen import generate_demo_keys
+from signer.keys_cmd import paused_prompt
+from signer.keys_cmd import register as register_keys_commands
 from signer.release import list_published, release
 from verifier.cli_common import (
     QUIET_PUBLISHER,
@@ -346,6 +348,9 @@ def keys_generate_demo(
     run.result({"keys": str(conf.source)}, str(conf.source))
 
 
+register_keys_commands(keys_app)
+
+
 @app.command("release", epilog=EPILOG)
 def release_cmd(
     ctx: typer.Context,
@@ -430,7 +435,7 @@ def release_cmd(
             allow_downgrade=allow_downgrade,
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
-            prompt=tty_prompt(),
+            prompt=paused_prompt(bar, tty_prompt()),
             progress=lambda done: bar.update(task, completed=done),
             log=say,
             extra_builder=delta_builder(deltas, say=say) if deltas else None,

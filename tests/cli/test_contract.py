@@ -393,6 +393,36 @@ ROWS = [
     Row(P, "repo sign-status", ("repo", "sign-status", "{nowhere}"), 5, "cannot read"),
     Row(P, "repo publish", ("repo", "publish", "{keys}", "{repo}", *KEYS), 2, "staged change"),
     Row(P, "repo publish", ("repo", "publish", "{keys}", "{repo}"), 2, "Missing option '--keys'"),
+    Row(P, "keys generate", ("keys", "generate"), 2, "Missing option '--out'"),
+    Row(P, "keys generate", ("keys", "generate", "--out", "{keysdir}/keys.json"), 5, "overwritten"),
+    Row(
+        P, "keys generate", ("keys", "generate", "--out", "{d}/k.pem", "--type", "dsa"), 2, "--type"
+    ),
+    Row(
+        P,
+        "keys generate",
+        ("keys", "generate", "--out", "{d}/k.pem", "--passphrase-prompt"),
+        2,
+        "expected a terminal",
+    ),
+    Row(
+        P,
+        "keys generate",
+        ("keys", "generate", "--out", "{d}/k.pem", "--passphrase", "x"),
+        2,
+        "--passphrase",
+    ),
+    Row(P, "keys import-hsm", ("keys", "import-hsm"), 2, "found neither"),
+    Row(
+        P,
+        "keys import-hsm",
+        ("keys", "import-hsm", "--uri", "pkcs11:object=k?pin-value=1234"),
+        2,
+        "PIN is never taken",
+    ),
+    Row(
+        P, "keys import-hsm", ("keys", "import-hsm", "--uri", "pkcs11:token=t"), 2, "found neither"
+    ),
 ]
 
 
