@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,8 +20,9 @@ from typing import Any
 import pytest
 
 from repo.keys import KeyConfig
+from repo.nginx import nginx_serving
 from repo.state import load_state
-from tests.cli.helpers_cli import command, env
+from tests.cli.helpers_cli import command, env, run
 from tests.signer.test_hsm import PIN, SOFTHSM_LIBS, _need
 
 pytestmark = pytest.mark.integration
@@ -108,7 +110,7 @@ def _import(*argv: str, pin: str | None = PIN) -> subprocess.CompletedProcess[st
 
 
 def test_a_key_generated_on_the_token_signs_init_and_release_and_the_metadata_verifies(
-    token: dict[str, Any], keys: KeyConfig, tmp_path: Path
+    token: dict[str, Any], keys: KeyConfig, tmp_path: Path, require_tool: Callable[[str], str]
 ) -> None:
     assert token["targets-2026"] == {
         "sensitive": True, "extractable": False, "never_extractable": True, "local": True,
@@ -145,6 +147,28 @@ def test_a_key_generated_on_the_token_signs_init_and_release_and_the_metadata_ve
     for name in ("1.targets.json", "2.targets.json"):
         signed = json.loads((repo / "metadata" / name).read_text())
         assert [s["keyid"] for s in signed["signatures"]] == [doc["keyid"]]
+
+    # a real device follows: on 1.0, it installs a 2.0 whose targets only the token signed
+    img2 = tmp_path / "img2"
+    img2.write_bytes(os.urandom(4096) * 4)
+    r = _cli(
+        "release", str(repo), str(img2), "--keys", str(conf), "--product", "edge-gw",
+        "--version", "2.0", "--image-type", "raw",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    slot_a, slot_b, dev = tmp_path / "a.img", tmp_path / "b.img", str(tmp_path / "device")
+    shutil.copyfile(img, slot_a)
+    slot_b.write_bytes(bytes(slot_a.stat().st_size))
+    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
+        init = run(
+            "otakit-device", "--state", dev, "init", "--repo-url", url,
+            "--root", str(repo / "metadata" / "1.root.json"), "--product", "edge-gw",
+            "--slot-a", str(slot_a), "--slot-b", str(slot_b), "--installed-version", "1.0",
+        )  # fmt: skip
+        assert init.returncode == 0, init.stderr
+        up = run("otakit-device", "--state", dev, "update")
+        assert up.returncode == 0, up.stderr
+    assert slot_b.read_bytes() == img2.read_bytes()
 
 
 def test_an_rfc7512_uri_names_the_same_key(token: dict[str, Any]) -> None:
