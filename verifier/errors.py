@@ -214,3 +214,13 @@ class RedirectedWriteError(SecurityError):
 class DeviceBusyError(LocalError):
     """Another ``otakit-device`` holds the state directory's lock (e.g. an update): this
     command waited briefly and gave up instead of queueing behind it."""
+
+
+class RootGapError(InvalidMetadataError):
+    """A published root history misses a version below a root that is present (a reader
+    walking the chain stops at the gap and trusts an older root than the repository's)."""
+
+
+class WithdrawnVersionError(NoSuchVersionError):
+    """The version asked for was withdrawn by the publisher (a signed targets change): it is
+    still listed, so that devices running it are told, but it is never installed."""
