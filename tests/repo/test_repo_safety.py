@@ -153,3 +153,18 @@ def test_two_processes_releasing_at_once_never_interleave(
         assert st.targets.signed.version == 1 + 1 + len(ok)
         outcomes.add(ok)
     assert outcomes  # which process wins is the scheduler's business; the invariant is above
+
+
+def test_inspect_reports_a_gap_in_the_root_history(live: Path, keys: KeyConfig) -> None:
+    from repo.inspect_report import build_report
+    from repo.sources import LocalSource
+
+    _rotate(live, keys)
+    _rotate(live, keys)
+    assert build_report(LocalSource(live), root_bytes(live), NOW).verified
+    (live / "metadata" / "2.root.json").unlink()
+    rep = build_report(LocalSource(live), root_bytes(live), NOW)
+    assert not rep.verified
+    assert [(f.kind, "expected 2.root.json after root v1" in f.message) for f in rep.failures] == [
+        ("root-gap", True)
+    ]
