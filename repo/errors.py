@@ -14,6 +14,7 @@ from verifier.errors import LocalError, OtakitError, SecurityError, TransportErr
 __all__ = [
     "DeltaBuildError",
     "DemoFailedError",
+    "ExpiryMarginError",
     "ImageFormatError",
     "ImageReadError",
     "KeyConfigError",
@@ -22,6 +23,8 @@ __all__ = [
     "PublishError",
     "PublisherBusyError",
     "RepositoryStateError",
+    "RootExpiredError",
+    "RootHistoryGapError",
     "SecurityError",
     "SelfCheckError",
     "StagedChangeError",
@@ -114,3 +117,21 @@ class StaleChangeError(UsageError):
 class StagedSignatureError(SecurityError):
     """A staged change carries a signature that does not verify, one from a key no authority
     lists, or a root that lists one public key under two key ids."""
+
+
+# --- lifecycle safety (issue 10) ------------------------------------------------------------
+
+
+class RootExpiredError(RepositoryStateError):
+    """The trusted (newest) root has expired: everything signed under it is refused by every
+    device, so the publisher refuses to sign under it (renew the root first)."""
+
+
+class ExpiryMarginError(UsageError):
+    """Metadata about to be published would expire within its role's margin: devices would
+    refuse it (nearly) at once. The requested expiry is too short; fix the call."""
+
+
+class RootHistoryGapError(RepositoryStateError):
+    """A root version is missing between the first and the newest one: a device walking the
+    chain stops at the gap, so signing on top of it would publish under the wrong root."""

@@ -55,7 +55,7 @@ from verifier.tuf.checks import (
     parse_metadata,
     parse_version,
 )
-from verifier.tuf.published import MetadataSource, verify_published
+from verifier.tuf.published import ListableSource, MetadataSource, verify_published
 from verifier.tuf.rootchain import (
     MAX_ROOT_VERSIONS,
     TrustedRoot,
@@ -229,6 +229,10 @@ class _Files:
         if name not in self.got:
             self.got[name] = self.source.get(name)
         return self.got[name]
+
+    def names(self) -> list[str]:
+        """The source's listing when it has one (a directory), else nothing to list."""
+        return list(self.source.names()) if isinstance(self.source, ListableSource) else []
 
 
 @dataclass

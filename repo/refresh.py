@@ -27,6 +27,7 @@ from repo.errors import UsageError
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
 from repo.repository import Expiries, check_now, next_targets, stage_chain
 from repo.roles import CHAIN_ROLES, OFFLINE_ROLES, ONLINE_ROLES, TOP_LEVEL_ROLES, RoleSigners
+from repo.safety import check_root_current
 from repo.signing import sign_chain
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
@@ -185,6 +186,7 @@ def refresh(
             reason = f"nothing due: snapshot and timestamp are valid for more than {within}"
             demo = warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers])
             return dataclasses.replace(_result(state, (), now, warn_within, reason), demo_keys=demo)
+        check_root_current(state.root.signed, now)
         release = sign_refresh(state, signers, now, expiries, targets=targets)
         publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
         state = load_state(repo_dir)

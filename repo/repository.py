@@ -9,9 +9,9 @@ Time is a parameter (``now``), never read from the clock here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from repo.keys import KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, TargetBlob, publish, publisher_lock
 from repo.roles import TOP_LEVEL_ROLES, RoleSigners
+from repo.safety import Margins, check_root_current
 from repo.signing import StagedChain, sign_chain, sign_metadata
 from repo.state import RepoState, load_state
 from verifier.effects import Disk
@@ -48,11 +49,15 @@ class Expiries:
     targets: timedelta = timedelta(days=91)
     snapshot: timedelta = timedelta(days=7)
     timestamp: timedelta = timedelta(days=1)
+    #: each lifetime must exceed its role's margin (``repo.safety``), checked here so that
+    #: every command that signs is bound by it
+    margins: Margins = field(default_factory=Margins)
 
     def __post_init__(self) -> None:
         for role in TOP_LEVEL_ROLES:
             if getattr(self, role) <= timedelta(0):
                 raise UsageError(f"expiry of {role}: expected a positive duration")
+            self.margins.check(role, getattr(self, role))
 
     def expires(self, role: str, now: datetime) -> datetime:
         delta: timedelta = getattr(self, role)
@@ -154,20 +159,27 @@ def stage_chain(
 
 
 def next_targets(
-    state: RepoState, now: datetime, expiries: Expiries, add: Mapping[str, TargetFile] | None = None
+    state: RepoState,
+    now: datetime,
+    expiries: Expiries,
+    add: Mapping[str, TargetFile] | None = None,
+    remove: Collection[str] = (),
 ) -> Targets:
-    """Targets N+1 listing the published targets (plus ``add``), delegations unchanged."""
+    """Targets N+1 listing the published targets (plus ``add``, which replaces entries of the
+    same path, minus ``remove``), delegations unchanged."""
     old = state.targets.signed
+    listed = {**old.targets, **(add or {})}
     return Targets(
         version=old.version + 1,
         expires=expiries.expires("targets", now),
-        targets={**old.targets, **(add or {})},
+        targets={p: t for p, t in listed.items() if p not in remove},
         delegations=old.delegations,
     )
 
 
 class Transaction:
-    """One change to a published repository: stage target additions, then sign and publish.
+    """One change to a published repository: stage target additions, new ``custom`` for
+    published targets (withdraw) or their removal (prune), then sign and publish.
 
     Obtained from ``open_transaction``, which holds the publisher lock for its whole life, so
     the state it started from is still the published one when it commits.
@@ -176,6 +188,8 @@ class Transaction:
     def __init__(self, state: RepoState) -> None:
         self.state = state
         self._blobs: list[TargetBlob] = []
+        self._replaced: dict[str, TargetFile] = {}
+        self._removed: set[str] = set()
         self._committed = False
 
     @property
@@ -196,13 +210,35 @@ class Transaction:
             )
         self._blobs.append(TargetBlob(target, source))
 
+    def _published(self, path: str) -> TargetFile:
+        target = self.state.targets.signed.targets.get(path)
+        if target is None or path in self._removed:
+            raise UsageError(f"target {path}: expected a published target, found none")
+        return target
+
+    def set_custom(self, path: str, custom: Mapping[str, object]) -> None:
+        """Stage a new ``custom`` for a published target (withdrawal). Its bytes, length and
+        hashes stay: a published file is immutable, only what is said about it changes."""
+        old = self._published(path)
+        fields = {**old.unrecognized_fields, "custom": dict(custom)}
+        self._replaced[path] = TargetFile(old.length, dict(old.hashes), path, fields)
+
+    def remove_target(self, path: str) -> None:
+        """Stage dropping a published target from the metadata (prune); its file stays
+        until the publication that drops it is in force (``repo.prune``)."""
+        self._published(path)
+        self._replaced.pop(path, None)
+        self._removed.add(path)
+
     def sign(self, signers: RoleSigners, now: datetime, expiries: Expiries) -> SignedRelease:
-        """Bump targets, snapshot and timestamp with the staged targets and sign them."""
+        """Bump targets, snapshot and timestamp with the staged changes and sign them."""
         check_now(now)
-        if not self._blobs:
+        if not (self._blobs or self._replaced or self._removed):
             raise UsageError("nothing staged: a release needs at least one target")
         st = self.state
-        targets = next_targets(st, now, expiries, {b.target.path: b.target for b in self._blobs})
+        check_root_current(st.root.signed, now)
+        add = {**self._replaced, **{b.target.path: b.target for b in self._blobs}}
+        targets = next_targets(st, now, expiries, add, self._removed)
         chain = sign_chain(stage_chain(st, targets, now, expiries), signers, [st.root.signed])
         return SignedRelease(tuple(self._blobs), chain.targets, chain.snapshot, chain.timestamp)
 

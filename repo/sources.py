@@ -54,6 +54,12 @@ class LocalSource:
     def get(self, name: str, /) -> bytes | None:
         return DirectorySource(self.repo_dir / "metadata", self.max_bytes).get(check_name(name))
 
+    def names(self) -> list[str]:
+        """The metadata files held (so a gap in the root history shows, see
+        ``verifier.tuf.published.check_root_history``); only names a source serves."""
+        listed = DirectorySource(self.repo_dir / "metadata", self.max_bytes).names()
+        return sorted(n for n in listed if METADATA_NAME.match(n))
+
     def __str__(self) -> str:
         return str(self.repo_dir)
 

@@ -10,7 +10,10 @@ inconsistent is ``RepositoryStateError``. A release re-signs everything the curr
 list, so it must never build on files someone edited on the server: that would turn write
 access to the repository directory into a signature from the targets key.
 Expiry is deliberately not checked: re-signing expired metadata is how a publisher recovers.
-A crash mid-publish leaves orphan files that this reader simply does not reach.
+A crash mid-publish leaves orphan files that this reader simply does not reach. A root
+history with a hole (``2.root.json`` deleted while ``3.root.json`` or the ``root.json`` copy of
+root v2 is present) is ``RootHistoryGapError``: the walk would stop at the hole and the
+publisher would sign on under an older root.
 
 One crash needs more: a root rotation that had to publish root N+1 *before* the online
 metadata (its old online keys were lost, see ``repo.rotate``) and died in between leaves
@@ -27,9 +30,9 @@ from pathlib import Path
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
-from repo.errors import RepositoryStateError, UntrustedRepositoryError
+from repo.errors import RepositoryStateError, RootHistoryGapError, UntrustedRepositoryError
 from repo.layout import metadata_dir, metadata_filename
-from verifier.errors import MetadataSignatureError, OtakitError
+from verifier.errors import MetadataSignatureError, OtakitError, RootGapError
 from verifier.tuf.published import DirectorySource, verify_published
 
 _MAX_METADATA = 64 << 20
@@ -74,6 +77,8 @@ def load_state(repo_dir: Path, *, online_under_previous_root: bool = False) -> R
         published = verify_published(
             source, root_bytes, online_under_previous_root=online_under_previous_root
         )
+    except RootGapError as e:
+        raise RootHistoryGapError(e.message, hint=e.hint) from e
     except MetadataSignatureError as e:
         hint = _UNTRUSTED_HINT + (_RESUME_HINT if e.role != "root" else "")
         raise UntrustedRepositoryError(e.message, hint=hint) from e

@@ -33,11 +33,13 @@ from repo.keys import (
     load_key_config,
     tty_prompt,
 )
+from repo.prune import prune
 from repo.refresh import ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
+from repo.withdraw import withdraw
 from signer.ceremony_cmd import register as register_ceremony
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
@@ -463,6 +465,83 @@ def release_cmd(
     run.note(
         f"published {result.product} {result.version} "
         f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})"
+    )
+
+
+@app.command("withdraw", epilog=EPILOG)
+def withdraw_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product, e.g. edge-gw.")],
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Version to withdraw.")],
+    keys: KeysOpt,
+    reason: Annotated[
+        str, typer.Option(help="Why (one line; devices running it show it in status).")
+    ],
+    json_out: JsonOpt = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Withdraw a release: devices never install it.
+
+    A signed targets change: its full artifact and every delta to it stay listed, marked
+    withdrawn with REASON, so a device already running it is told so. Rerunning is safe.
+    """
+    run = run_state(ctx, json_out)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    result = withdraw(
+        repo, load_key_config(keys), product, version, reason, _now(), expiries=exp,
+        prompt=tty_prompt(), progress=run.note,
+    )  # fmt: skip
+    for w in result.warnings:
+        run.warn(w)
+    run.result(result.to_json(), "\n".join(result.targets))
+    if result.already:
+        run.note(f"{product} {result.version} was already withdrawn; nothing was signed")
+    else:
+        run.note(
+            f"withdrew {product} {result.version} ({len(result.marked)} target(s); targets "
+            f"v{result.targets_version}, timestamp v{result.timestamp_version})"
+        )
+
+
+@repo_app.command("prune", epilog=EPILOG)
+def repo_prune(
+    ctx: typer.Context,
+    repo: RepoArg,
+    keys: KeysOpt,
+    keep: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Versions to keep per product (newest).")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would go; sign and delete nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Drop old releases, publish, then delete their files.
+
+    Keeps the newest N versions per product and the base of every kept delta. Files are
+    deleted only after the metadata without them is published.
+    """
+    run = run_state(ctx, json_out)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    result = prune(
+        repo, load_key_config(keys), keep, _now(), dry_run=dry_run, expiries=exp,
+        prompt=tty_prompt(), progress=run.note,
+    )  # fmt: skip
+    verb = "would delete" if dry_run else "deleted"
+    lines = [f"{p}: keeps {', '.join(v)}" for p, v in result.plan.kept_versions.items()]
+    lines += [f"drops {t}" for t in result.plan.remove]
+    lines += [f"{verb} {f}" for f in result.deleted]
+    run.result(result.to_json(), "\n".join(lines))
+    run.note(
+        f"{'dry run: ' if dry_run else ''}{len(result.plan.remove)} target(s) dropped, "
+        f"{len(result.deleted)} file(s) {verb} ({result.freed_bytes} bytes)"
+        + (f"; targets v{result.targets_version}" if result.published else "")
     )
 
 

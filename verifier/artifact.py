@@ -18,23 +18,38 @@ Schema (specified in docs/FORMAT.md, section "Artifact metadata")::
         "delta_header": {"length": N, "sha256": H},         # delta only: authenticates the
                                                             # container header for streaming
         "allow_downgrade": false,        # optional; signed permission to go back in version
-        "image_type": "ext4"             # optional (since 1.1); see verifier.imagetype
+        "image_type": "ext4",            # optional (since 1.1); see verifier.imagetype
+        "withdrawn": {"reason": "...", "time": "2026-12-02T01:00:00Z"}  # schema 2.0 only
     }}
 
 Schema 1.1 added ``image_type``; a 1.0 target has none and parses with ``image_type=None``.
+
+Schema 2.0 is 1.1 plus ``withdrawn``: the publisher took the release back (``otakit release
+withdraw``). The target stays listed, so that a device running it can be told, but it is never
+installed. It is a *major* version because a reader that does not know ``withdrawn`` must not
+read the target at all: a 1.x reader ignores unknown keys and would install a withdrawn
+image, while it refuses an unknown major, and a device refuses such a target by skipping it
+(``verifier.tuf.client.candidate``). Only withdrawn targets are written as 2.0; every other
+target stays 1.1, readable by every device in the field.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from verifier.errors import ArtifactSchemaError
 from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
 
-SCHEMA_MAJOR = 1
 SCHEMA_VERSION = "1.1"
+#: the schema of a withdrawn target (see the module docstring)
+WITHDRAWN_SCHEMA = "2.0"
+#: the majors this reader understands
+SCHEMA_MAJORS = (1, 2)
+#: a withdrawal's reason is shown on device terminals: bounded, one line, printable
+MAX_REASON_LENGTH = 500
 CUSTOM_KEY = "otakit"
 
 #: No image otakit handles is larger than this (1 TiB); bounds every length before use.
@@ -44,6 +59,7 @@ MAX_IMAGE_LENGTH = 1 << 40
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 _VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}\Z")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_TIME_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
 
 Kind = Literal["full", "delta"]
 
@@ -126,6 +142,49 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class Withdrawal:
+    """Why and when the publisher withdrew a release (signed, inside the target's custom)."""
+
+    reason: str
+    #: UTC, ``YYYY-MM-DDTHH:MM:SSZ``
+    time: str
+
+    def __post_init__(self) -> None:
+        r = self.reason
+        if (
+            not isinstance(r, str)
+            or not r.strip()
+            or len(r) > MAX_REASON_LENGTH
+            or not r.isprintable()
+        ):
+            raise ArtifactSchemaError(
+                f"withdrawn.reason: expected 1-{MAX_REASON_LENGTH} printable characters on one "
+                f"line, found {r!r}"[: 200 + MAX_REASON_LENGTH]
+            )
+        t = self.time
+        ok = isinstance(t, str) and bool(_TIME_RE.match(t))
+        if ok:
+            try:
+                datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ArtifactSchemaError(
+                f"withdrawn.time: expected a UTC time YYYY-MM-DDTHH:MM:SSZ, found {t!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Withdrawal:
+        if not isinstance(data, dict):
+            raise ArtifactSchemaError(f"withdrawn: expected an object, found {type(data).__name__}")
+        _only_keys(data, {"reason", "time"}, "withdrawn")
+        return cls(data.get("reason"), data.get("time"))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "time": self.time}
+
+
+@dataclass(frozen=True)
 class BaseRef:
     """The image a delta applies to."""
 
@@ -148,6 +207,8 @@ class ArtifactInfo:
     allow_downgrade: bool = False
     #: What the image is (filesystem or disk-image format); None on schema 1.0 targets.
     image_type: ImageType | None = None
+    #: Set when the publisher withdrew this release (schema 2.0): never installed.
+    withdrawn: Withdrawal | None = None
 
     def __post_init__(self) -> None:
         if self.image_type is not None and not is_image_type(self.image_type):
@@ -185,9 +246,10 @@ class ArtifactInfo:
         schema = data.get("schema")
         if not isinstance(schema, str) or not re.match(r"^[0-9]+\.[0-9]+\Z", schema):
             raise ArtifactSchemaError(f"schema: expected 'MAJOR.MINOR', found {schema!r}")
-        if int(schema.split(".")[0]) != SCHEMA_MAJOR:
+        if int(schema.split(".")[0]) not in SCHEMA_MAJORS:
             raise ArtifactSchemaError(
-                f"schema: this device reads major version {SCHEMA_MAJOR}, found {schema!r}",
+                f"schema: this device reads major versions "
+                f"{', '.join(map(str, SCHEMA_MAJORS))}, found {schema!r}",
                 hint="update otakit-device before installing artifacts of a newer schema",
             )
         # Minor versions may add keys; this device ignores unknown ones (forward compatible).
@@ -223,6 +285,9 @@ class ArtifactInfo:
         image_type = data.get("image_type")
         if image_type is not None and not is_image_type(image_type):
             raise ArtifactSchemaError(_image_type_problem(image_type))
+        # A 1.x target carrying ``withdrawn`` is honoured too: the strictest reading wins.
+        w = data.get("withdrawn")
+        withdrawn = None if w is None else Withdrawal.from_dict(w)
         return cls(
             product=product,
             hardware=hardware,
@@ -234,12 +299,13 @@ class ArtifactInfo:
             delta_header=delta_header,
             allow_downgrade=allow,
             image_type=image_type,
+            withdrawn=withdrawn,
         )
 
     def to_custom(self) -> dict[str, Any]:
         """The ``custom`` dict for a TUF ``TargetFile`` (inverse of ``from_custom``)."""
         d: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
+            "schema": SCHEMA_VERSION if self.withdrawn is None else WITHDRAWN_SCHEMA,
             "product": self.product,
             "hardware": list(self.hardware),
             "version": str(self.version),
@@ -255,6 +321,8 @@ class ArtifactInfo:
             d["allow_downgrade"] = True
         if self.image_type is not None:
             d["image_type"] = self.image_type
+        if self.withdrawn is not None:
+            d["withdrawn"] = self.withdrawn.to_dict()
         return {CUSTOM_KEY: d}
 
 

@@ -33,6 +33,7 @@ def artifact_fields(a: ArtifactInfo) -> dict[str, Any]:
         "image_type": a.image_type,
         "image": a.image.to_dict(),
         "allow_downgrade": a.allow_downgrade,
+        "withdrawn": None if a.withdrawn is None else a.withdrawn.to_dict(),
     }
 
 
@@ -48,7 +49,8 @@ def human_size(n: int) -> str:
 def artifact_lines(fields: Mapping[str, Any]) -> list[str]:
     """An artifact's JSON object (``artifact_fields``) as three lines of under 80 columns
     (indent them as needed): what it is, the image it writes, and that image's full sha256
-    (to compare by eye or script). Renders the JSON form, so that a command that renders its
+    (to compare by eye or script); a fourth, ``withdrawn: REASON``, when it was withdrawn.
+    Renders the JSON form, so that a command that renders its
     own ``--json`` document (``otakit-device status``) shows exactly what the JSON says."""
     what = f"{fields['product']} {fields['version']} ({fields['kind']}, "
     what += fields["image_type"] or "image type not recorded"
@@ -57,8 +59,22 @@ def artifact_lines(fields: Mapping[str, Any]) -> list[str]:
     if fields["allow_downgrade"]:
         what += ", downgrade allowed"
     image = fields["image"]
-    return [
+    lines = [
         what + ")",
         f"image {human_size(image['length'])} ({image['length']} bytes)",
         f"sha256 {image['sha256']}",
     ]
+    if (w := fields.get("withdrawn")) is not None:
+        lines.append(f"withdrawn: {w['reason']} (at {w['time']})")
+    return lines
+
+
+def withdrawn_warning(slot: str, fields: Mapping[str, Any]) -> str | None:
+    """The warning a device running a withdrawn image shows (status, verify-installed)."""
+    w = fields.get("withdrawn")
+    if w is None:
+        return None
+    return (
+        f"slot {slot} runs {fields['product']} {fields['version']}, which the publisher "
+        f"withdrew at {w['time']}: withdrawn: {w['reason']}"
+    )

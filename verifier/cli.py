@@ -399,7 +399,7 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     ]
     lines += [f"  warning: {w}" for w in data["warnings"]]
     for s, info in data["slots"].items():
-        tags = [t for t in ("booted", "primary", "failed") if info[t]]
+        tags = [t for t in ("booted", "primary", "failed", "withdrawn") if info.get(t)]
         held = f"version {info['version']}" if info["version"] else "unknown content"
         lines.append(
             f"  slot {s}: {held} ({info['path']}){' [' + ', '.join(tags) + ']' if tags else ''}"

@@ -220,3 +220,13 @@ class SlotReadBackError(LocalError):
     """The inactive slot does not read back as the bytes just written and verified: the
     medium (or something else writing it) failed, not the signed update, so it is a local
     error, and the boot pointer is not moved."""
+
+
+class RootGapError(InvalidMetadataError):
+    """A published root history misses a version below a root that is present (a reader
+    walking the chain stops at the gap and trusts an older root than the repository's)."""
+
+
+class WithdrawnVersionError(NoSuchVersionError):
+    """The version asked for was withdrawn by the publisher (a signed targets change): it is
+    still listed, so that devices running it are told, but it is never installed."""

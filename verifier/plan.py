@@ -13,7 +13,13 @@ so the policy can be read (and tested as tables) in one place:
 * a delta is preferred when its signed base is exactly the booted slot's signed image, with the
   full artifact of the same version as the fallback;
 * a device configured with the image type its slots hold (``init --image-type``) installs only
-  targets signed as that type (see ``_of_type``).
+  targets signed as that type (see ``_of_type``);
+* a withdrawn version (``custom.otakit.withdrawn``, ``otakit release withdraw``) is never
+  started: not as the newest, not as a requested version, neither its full artifact nor any
+  delta to it. A version counts as withdrawn when any of its targets says so (the publisher
+  marks them all; the strictest reading wins). A delta *from* a withdrawn version to a good
+  one stays usable: its base is the image the device already runs, its output is checked
+  against the signed image of the good version, and it is how devices leave the withdrawn one.
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
-from verifier.errors import DowngradeError, IncompatibleTargetError, NoSuchVersionError
+from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion, Withdrawal
+from verifier.errors import (
+    DowngradeError,
+    IncompatibleTargetError,
+    NoSuchVersionError,
+    WithdrawnVersionError,
+)
 from verifier.imagetype import ImageType
 
 
@@ -84,7 +95,9 @@ class NothingToDo:
 def resolve(
     candidates: Iterable[Candidate], facts: DeviceFacts, policy: Policy = Policy()
 ) -> UpdatePlan | NothingToDo:
-    ours = [c for c in candidates if c.info.product == facts.product]
+    everything = [c for c in candidates if c.info.product == facts.product]
+    withdrawn = withdrawn_versions(everything)
+    ours = [c for c in everything if c.info.version not in withdrawn]
     compat = [c for c in ours if facts.hardware in c.info.hardware]
     by_version: dict[ImageVersion, list[Candidate]] = {}
     for c in compat:
@@ -93,12 +106,19 @@ def resolve(
     installed = facts.installed
 
     if policy.version is not None:
+        if (w := withdrawn.get(policy.version)) is not None:
+            raise WithdrawnVersionError(
+                f"version {policy.version} of {facts.product!r} was withdrawn by the publisher "
+                f"at {w.time}: {w.reason}",
+                hint="run 'otakit-device update' without --version for the newest version "
+                "that is not withdrawn",
+            )
         return _resolve_requested(policy.version, ours, by_version, facts, policy)
 
-    note = ""
+    note = _withdrawn_note(withdrawn, installed.version)
     if newest_any is not None and newest_any not in by_version:
         hw = sorted({h for c in ours if c.info.version == newest_any for h in c.info.hardware})
-        note = (
+        note += (
             f"; the newest version {newest_any} of {facts.product!r} is published for "
             f"hardware {hw}, not for {facts.hardware!r}"
         )
@@ -125,6 +145,21 @@ def resolve(
     if skipped:
         why += f" except {', '.join(skipped)}, which failed its trial (not retried)"
     return NothingToDo(why + note)
+
+
+def withdrawn_versions(candidates: Iterable[Candidate]) -> dict[ImageVersion, Withdrawal]:
+    """The withdrawn versions among ``candidates`` (of one product) and why."""
+    out: dict[ImageVersion, Withdrawal] = {}
+    for c in sorted(candidates, key=lambda c: c.path):
+        if c.info.withdrawn is not None:
+            out.setdefault(c.info.version, c.info.withdrawn)
+    return out
+
+
+def _withdrawn_note(withdrawn: Mapping[ImageVersion, Withdrawal], installed: ImageVersion) -> str:
+    """Why newer versions were passed over: the operator asks when a release does not come."""
+    newer = sorted(v for v in withdrawn if v > installed)
+    return "".join(f"; {v} was withdrawn: {withdrawn[v].reason}" for v in newer)
 
 
 def _resolve_requested(

@@ -21,7 +21,7 @@ from typing import Any
 
 from verifier import transitions
 from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
-from verifier.artifact_view import artifact_fields
+from verifier.artifact_view import artifact_fields, withdrawn_warning
 from verifier.bootctl.base import SLOTS, BootState, Slot
 from verifier.device import (
     Device,
@@ -103,6 +103,7 @@ class Status:
                 "primary": self.boot.primary == s,
                 "failed": rec is not None and rec.image.sha256 in self.journal.failed_hashes,
                 "published": None if (pub := self.published[i]) is None else pub.to_dict(),
+                "withdrawn": None if pub is None else artifact_fields(pub.info)["withdrawn"],
             }
         p = self.journal.pending
         last = self.journal.last_failure
@@ -147,12 +148,16 @@ def status(dev: Device, now: datetime) -> Status:
             rec = journal.slot(s)
             if rec is not None:
                 published[i] = find_published(candidates, dev.config, rec.image)
+    warnings = list(demo_warnings(dev))
+    booted = published[SLOTS.index(st.booted)]
+    if booted is not None and (w := withdrawn_warning(st.booted, artifact_fields(booted.info))):
+        warnings.append(w)
     return Status(
         dev.config,
         st,
         journal,
         tuple(dev.demo_keys()),
-        tuple(demo_warnings(dev)),
+        tuple(warnings),
         busy,
         (published[0], published[1]),
         problem,
@@ -223,6 +228,10 @@ def verify_installed(dev: Device) -> DriftReport:
         raise MetadataError(f"signed targets disagree on the image of version {rec.version}")
     found = hash_slot(path, expected.length)
     published = find_published(candidates, dev.config, expected)
+    if published is not None and (
+        w := withdrawn_warning(st.booted, artifact_fields(published.info))
+    ):
+        warnings = (*warnings, w)
     return DriftReport(
         st.booted, rec.version, expected, found.sha256, warnings, str(path), published
     )

@@ -423,6 +423,20 @@ ROWS = [
     Row(
         P, "keys import-hsm", ("keys", "import-hsm", "--uri", "pkcs11:token=t"), 2, "found neither"
     ),
+    Row(P, "withdraw", ("withdraw", "{repo}", "edge-gw", "9.0", *KEYS, "--reason", "x"), 2, "9.0"),
+    Row(
+        P, "withdraw", ("withdraw", "{repo}", "edge-gw", "1.0", *KEYS, "--reason", ""), 2, "reason"
+    ),
+    Row(P, "withdraw", ("withdraw", "{repo}", "edge-gw", "1.0", *KEYS), 2, "Missing option"),
+    Row(
+        P,
+        "withdraw",
+        ("withdraw", "{nowhere}", "e", "1.0", *KEYS, "--reason", "x"),
+        5,
+        "repository",
+    ),
+    Row(P, "repo prune", ("repo", "prune", "{repo}", *KEYS, "--keep", "0"), 2, "--keep"),
+    Row(P, "repo prune", ("repo", "prune", "{nowhere}", *KEYS, "--keep", "1"), 5, "repository"),
 ]
 
 

@@ -59,6 +59,7 @@ def test_inspect_and_the_device_render_an_artifact_with_one_function() -> None:
         "kind",
         "product",
         "version",
+        "withdrawn",
     ]
 
 
@@ -129,3 +130,43 @@ def test_drift_names_the_image_diff_that_explains_it(world: World, tmp_path: Pat
     r = _device_cli(world.state, "verify-installed", "--json")
     err = json.loads(r.stdout)["error"]
     assert err["kind"] == ImageHashMismatchError.kind() and "otakit image diff" in err["hint"]
+
+
+def _withdraw(w: World, version: str, reason: str) -> None:
+    """What ``otakit release withdraw`` signs: every target of ``version`` marked withdrawn."""
+    import dataclasses
+
+    from verifier.artifact import ArtifactInfo, Withdrawal
+
+    for tf in w.sim.targets.signed.targets.values():
+        info = ArtifactInfo.from_custom(tf.unrecognized_fields["custom"])
+        if str(info.version) == version:
+            marked = dataclasses.replace(info, withdrawn=Withdrawal(reason, "2026-12-01T10:00:00Z"))
+            tf.unrecognized_fields["custom"] = marked.to_custom()
+    w.sim.publish()
+
+
+def test_a_device_running_a_withdrawn_image_is_told_so(world: World, tmp_path: Path) -> None:
+    _installed_v2(world, tmp_path)
+    _withdraw(world, "2.0", "bricks rev-B boards")
+    with pytest.raises(NothingToDoError):  # the refresh brings the signed withdrawal
+        world.update()
+    st = status(world.device(), NOW).to_dict()
+    w = {"reason": "bricks rev-B boards", "time": "2026-12-01T10:00:00Z"}
+    assert st["slots"]["b"]["withdrawn"] == w and st["slots"]["a"]["withdrawn"] is None
+    assert st["slots"]["b"]["published"]["artifact"]["withdrawn"] == w
+    assert any("withdrawn: bricks rev-B boards" in x for x in st["warnings"])
+    r = _device_cli(world.state, "status")
+    assert r.returncode == 0, r.stderr
+    assert "[booted, primary, withdrawn]" in r.stdout
+    assert "      withdrawn: bricks rev-B boards (at 2026-12-01T10:00:00Z)" in r.stdout
+    assert "  warning: slot b runs edge-gw 2.0, which the publisher withdrew" in r.stdout
+    doc = json.loads(_device_cli(world.state, "status", "--json").stdout)
+    assert doc["slots"]["b"]["withdrawn"] == w
+
+    r = _device_cli(world.state, "verify-installed")
+    assert r.returncode == 0, r.stderr  # the slot is exactly as signed; it is only withdrawn
+    assert "    withdrawn: bricks rev-B boards (at 2026-12-01T10:00:00Z)" in r.stdout
+    doc = json.loads(_device_cli(world.state, "verify-installed", "--json").stdout)
+    assert doc["published"]["artifact"]["withdrawn"] == w
+    assert any("withdrawn: bricks rev-B boards" in str(x) for x in doc["warnings"])

@@ -339,12 +339,18 @@ def test_verify_published_returns_the_verified_bytes_and_roots() -> None:
     assert st.chain.stop is None
 
 
-def test_a_root_after_a_gap_is_never_reached() -> None:
+def test_a_root_after_a_gap_is_never_reached_and_the_gap_is_refused() -> None:
+    """Regression (issue 10): the walk stopped at the gap and the state verified under root
+    v1, so a publisher signed on top of a repository whose root v2 had been deleted."""
+    from verifier.errors import RootGapError
+
     p = Pub.new()
     p.rotate("timestamp")
     p.files["3.root.json"] = p.files.pop("2.root.json")  # a gap: no 2.root.json
-    st = verify_published(p.files, p.first_root)
-    assert st.root.signed.version == 1
+    with pytest.raises(RootGapError, match=r"expected 2.root.json after root v1.*\(v3"):
+        verify_published(p.files, p.first_root)
+    del p.files["3.root.json"]  # no newer root left: a history ending at v1 is complete
+    assert verify_published(p.files, p.first_root).root.signed.version == 1
 
 
 def test_a_root_threshold_of_two_needs_two_distinct_keys() -> None:

@@ -15,14 +15,16 @@ before the online metadata (see ``repo.rotate``).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
 
-from verifier.errors import InvalidMetadataError, LocalError
+from verifier.errors import InvalidMetadataError, LocalError, RootGapError
 from verifier.tuf import rootchain
 from verifier.tuf.checks import (
     check_expiry,
@@ -36,12 +38,29 @@ from verifier.tuf.rootchain import MAX_ROOT_VERSIONS, RootChain, root_filename
 #: A bound on one metadata file read from a directory (the largest real targets are far smaller).
 MAX_METADATA_BYTES = 64 << 20
 
+_ROOT_NAME = re.compile(r"^([1-9][0-9]{0,9})\.root\.json\Z")
+
 
 class MetadataSource(Protocol):
     """Where the published files come from; ``dict[str, bytes]`` is one."""
 
     def get(self, name: str, /) -> bytes | None:
         """The bytes of metadata file ``name`` (e.g. ``"3.snapshot.json"``), None if absent."""
+        ...
+
+
+@runtime_checkable
+class ListableSource(Protocol):
+    """A source that can also say which files it holds (a directory can; a URL cannot).
+
+    Only a listing shows a root history with a hole: the walk asks for ``N+1.root.json``,
+    finds none and stops, and nothing it fetched says that ``N+2.root.json`` exists.
+    """
+
+    def get(self, name: str, /) -> bytes | None: ...
+
+    def names(self) -> Iterable[str]:
+        """Every file name the source holds."""
         ...
 
 
@@ -66,6 +85,12 @@ class DirectorySource:
         if len(data) > self.max_bytes:
             raise InvalidMetadataError(f"{path}: larger than {self.max_bytes} bytes")
         return data
+
+    def names(self) -> Iterable[str]:
+        try:
+            return [p.name for p in self.directory.iterdir()]
+        except OSError as e:
+            raise LocalError(f"cannot list {self.directory}: {e.strerror or e}") from e
 
 
 @dataclass(frozen=True)
@@ -114,6 +139,7 @@ def verify_published(
     )
     if chain.stop is not None:
         raise chain.stop
+    check_root_history(files, chain)
     authority = chain.newest.metadata.signed
     if online_under_previous_root:
         previous = chain.previous
@@ -163,6 +189,40 @@ def verify_published(
         targets_bytes,
         authority.version,
     )
+
+
+def check_root_history(files: MetadataSource, chain: RootChain) -> None:
+    """Refuse a root history with a gap: a root file, or the ``root.json`` copy of the
+    newest root, of a version above the newest one the walk reached (``RootGapError``).
+
+    Without this, deleting ``2.root.json`` silently turns a repository back to root v1: the
+    walk stops there, online metadata that root v1 also accepts still verifies, and the
+    publisher would sign on (a device that trusts root v2 is then served metadata its root
+    may reject, and a new device never learns root v2). Checked only for sources that can
+    list their files (``ListableSource``, a ``dict``).
+    """
+    if isinstance(files, Mapping):
+        names = set(files.keys())
+    elif isinstance(files, ListableSource):
+        names = set(files.names())
+    else:
+        return
+    newest = chain.newest.version
+    above = [v for n in names if (m := _ROOT_NAME.match(n)) and (v := int(m.group(1))) > newest]
+    copy = files.get("root.json") if "root.json" in names else None
+    if copy is not None:
+        md = parse_metadata(copy, "root", "root.json")
+        if md.signed.version > newest:
+            above.append(md.signed.version)
+    if above:
+        listed = ", ".join(f"v{v}" for v in sorted(set(above)))
+        raise RootGapError(
+            f"the root history has a gap: expected {root_filename(newest + 1)} after root "
+            f"v{newest}, found none, but newer root(s) are present ({listed}, counting the "
+            "root.json copy)",
+            hint=f"restore {root_filename(newest + 1)} (and any other missing root) from a "
+            "trusted copy; every root version must stay published",
+        )
 
 
 def _get(files: MetadataSource, name: str, referrer: str | None) -> bytes:
