@@ -25,6 +25,8 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.delegation import ProductView, owning_role, product_view, sign_roles, snapshot_meta
+from repo.delegation import stage_release as stage_delegated_release
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn, load_signers
@@ -177,6 +179,27 @@ class Transaction:
         self.state = state
         self._blobs: list[TargetBlob] = []
         self._committed = False
+        self._views: dict[str, ProductView] = {}
+
+    # --- routing: which targets role owns a path (repo.delegation) ---------------------------
+
+    def owner(self, path: str) -> str:
+        """``targets``, or the delegated product role a release of ``path`` must sign."""
+        return owning_role(self.state.targets.signed, path)
+
+    def _view(self, role: str) -> ProductView:
+        if role not in self._views:
+            view = product_view(self.state, role)
+            if view is None:
+                raise RepositoryStateError(f"{role}: not a product role of this repository")
+            self._views[role] = view
+        return self._views[role]
+
+    def _listed(self, path: str) -> bool:
+        role = self.owner(path)
+        if role == "targets":
+            return path in self.state.targets.signed.targets
+        return path in self.state.targets.signed.targets or self._view(role).lists(path)
 
     @property
     def staged(self) -> tuple[TargetBlob, ...]:
@@ -187,9 +210,7 @@ class Transaction:
         check_target_path(target.path)
         if "sha256" not in target.hashes:
             raise UsageError(f"target {target.path}: a sha256 hash is required")
-        if target.path in self.state.targets.signed.targets or any(
-            b.target.path == target.path for b in self._blobs
-        ):
+        if self._listed(target.path) or any(b.target.path == target.path for b in self._blobs):
             raise UsageError(
                 f"target {target.path}: already published or staged; published targets "
                 "are immutable, release a new version instead"
@@ -197,14 +218,40 @@ class Transaction:
         self._blobs.append(TargetBlob(target, source))
 
     def sign(self, signers: RoleSigners, now: datetime, expiries: Expiries) -> SignedRelease:
-        """Bump targets, snapshot and timestamp with the staged targets and sign them."""
+        """Bump the roles owning the staged targets (top-level targets and/or product roles
+        with their bins), then snapshot and timestamp, and sign them.
+
+        A product role is signed with ``signers[product]`` and needs no top-level targets
+        key; its key cannot sign another product's role (``sign_metadata`` checks each
+        role's threshold against its own delegator).
+        """
         check_now(now)
         if not self._blobs:
             raise UsageError("nothing staged: a release needs at least one target")
         st = self.state
-        targets = next_targets(st, now, expiries, {b.target.path: b.target for b in self._blobs})
-        chain = sign_chain(stage_chain(st, targets, now, expiries), signers, [st.root.signed])
-        return SignedRelease(tuple(self._blobs), chain.targets, chain.snapshot, chain.timestamp)
+        by_role: dict[str, dict[str, TargetFile]] = {}
+        for b in self._blobs:
+            by_role.setdefault(self.owner(b.target.path), {})[b.target.path] = b.target
+        top = by_role.pop("targets", None)
+        targets = next_targets(st, now, expiries, top) if top else None
+        delegated = []
+        bins: set[str] = set()
+        for role, adds in sorted(by_role.items()):
+            staged = stage_delegated_release(
+                self._view(role), adds, expiries.expires("targets", now)
+            )
+            delegated.extend(sign_roles(staged, signers))
+            bins.update(s.name for s in staged[1:])
+        chain_in = stage_chain(st, targets, now, expiries)
+        chain_in.snapshot.meta.update(snapshot_meta(delegated, frozenset(bins)))
+        chain = sign_chain(chain_in, signers, [st.root.signed])
+        return SignedRelease(
+            tuple(self._blobs),
+            chain.targets,
+            chain.snapshot,
+            chain.timestamp,
+            delegated=tuple(delegated),
+        )
 
     def commit(
         self,
