@@ -25,8 +25,8 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
-from repo.errors import OtakitError
 from repo.delegation import DEFAULT_BINS, DEFAULT_HEAD, DelegationSpec, delegate
+from repo.errors import OtakitError
 from repo.keys import (
     KeyConfig,
     PromptFn,

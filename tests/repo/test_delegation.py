@@ -198,7 +198,9 @@ def test_rotating_the_product_key_resigns_role_and_bins(
             tx.commit(signers, NOW)  # type: ignore[arg-type]
     _release(repo, tmp_path, keys, new, "edge-gw", "3.0")
     md = Metadata[Targets].from_bytes(
-        (repo / "metadata" / f"{load_state(repo).snapshot.signed.meta['edge-gw.json'].version}"
-         ".edge-gw.json").read_bytes()
+        (
+            repo / "metadata" / f"{load_state(repo).snapshot.signed.meta['edge-gw.json'].version}"
+            ".edge-gw.json"
+        ).read_bytes()
     )
     assert set(md.signatures) == set(new.role("edge-gw").keyids)

@@ -131,9 +131,7 @@ def _found_instead(data: bytes, role: str, exc: BaseException) -> str:
     return f"invalid {role} metadata ({describe(exc.__cause__ or exc)})"
 
 
-def check_signatures(
-    authority: Root | Targets, role: str, md: Metadata[Any], label: str
-) -> None:
+def check_signatures(authority: Root | Targets, role: str, md: Metadata[Any], label: str) -> None:
     """Refuse ``md`` unless a threshold of distinct keys ``authority`` grants ``role`` signed it.
 
     ``authority`` is a root (top-level roles) or the targets role delegating ``role``

@@ -198,15 +198,16 @@ class TufClient:
         committed unless the whole search succeeded: the stored set stays one that agrees
         with itself (snapshot and delegated roles of one publication).
         """
+        load = _role_loader(self._updater)  # before any download: fails closed
         try:
             with tuf_errors("repository metadata"):
                 self._updater.refresh()
-                top = Metadata[Targets].from_bytes(
-                    (self._scratch / "targets.json").read_bytes()
-                ).signed
-                visits = walk_roles(
-                    top, _role_loader(self._updater), product, self.limits.max_delegations
+                top = (
+                    Metadata[Targets]
+                    .from_bytes((self._scratch / "targets.json").read_bytes())
+                    .signed
                 )
+                visits = walk_roles(top, load, product, self.limits.max_delegations)
                 out = []
                 for path in listed_paths(visits):
                     tf = self._updater.get_targetinfo(path)
@@ -370,9 +371,12 @@ def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Ca
                 )
             label = f"trusted {role} metadata {path}"
             data = read_trusted(path, label)
-            md = verify_delegated(
-                data, role, by_name[parent], snapshot.signed.meta.get(f"{role}.json"), label
-            )
+            try:  # verified before it was committed: failing now means damage
+                md = verify_delegated(
+                    data, role, by_name[parent], snapshot.signed.meta.get(f"{role}.json"), label
+                )
+            except MetadataError as e:
+                raise TrustedMetadataError(e.message, hint=RECOVERY_HINT) from e
             by_name[role] = md.signed
             return md.signed
 

@@ -12,8 +12,11 @@ module walks the same tree with the same rules, but matching the device's produc
 * a role with ``path_hash_prefixes`` and succinct hash bins (TAP 15) are *not* walked: they
   hold older versions, found by path only (``get_targetinfo``), so a refresh never downloads
   every bin;
-* a terminating role that admits the product ends the walk (nothing after it, sibling or
-  pending, is visited), as ngclient ends a path search;
+* a terminating role that covers *every* path of the product (``PRODUCT/*/*``, otakit's
+  ``PRODUCT/VERSION/FILE``) ends the walk (nothing after it, sibling or pending, is
+  visited), as ngclient ends the search for each of those paths; a terminating role that
+  covers only some (``PRODUCT/1.*/*``), or a walk for every product, goes on, since TUF
+  would still search on for the paths it does not match;
 * at most ``max_roles`` delegated roles are visited; the rest are left out with a warning,
   as ngclient does, so the enumeration never lists a path ngclient would not resolve.
 
@@ -71,6 +74,15 @@ def admits_product(role: DelegatedRole, product: str | None) -> bool:
     return False
 
 
+def covers_product(role: DelegatedRole, product: str) -> bool:
+    """Whether ``role`` matches every otakit path of ``product`` (``PRODUCT/VERSION/FILE``)."""
+    for pattern in role.paths or ():
+        first, *rest = pattern.split("/")
+        if rest == ["*", "*"] and fnmatch.fnmatchcase(product, first):
+            return True
+    return False
+
+
 def walk_roles(top: Targets, load: LoadFn, product: str | None, max_roles: int) -> list[Visit]:
     """The targets roles holding ``product``'s enumerable targets, top-level first.
 
@@ -118,7 +130,7 @@ def _children(
         if not admits_product(role, product):
             continue
         children.append((role.name, name))
-        if role.terminating:
+        if role.terminating and product is not None and covers_product(role, product):
             terminated = True
             break
     children.reverse()
@@ -151,4 +163,3 @@ def listed_paths(visits: list[Visit]) -> list[str]:
         for path in v.targets.targets:
             out.setdefault(path, None)
     return list(out)
-
