@@ -355,6 +355,28 @@ ROWS = [
     ),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "0"), 2, "timeout"),
     Row(P, "image diff", ("image", "diff", "{img}", "{v1}", "--tool-timeout", "x"), 2, "timeout"),
+    Row(P, "repo delegate", ("repo", "delegate", "{repo}", "edge-gw", *KEYS), 2, "--product-keys"),
+    Row(
+        P,
+        "repo delegate",
+        ("repo", "delegate", "{repo}", "edge-gw", *KEYS, "--product-keys", "{d}/missing.json"),
+        5,
+        "role key file",
+    ),
+    Row(
+        P,
+        "repo delegate",
+        ("repo", "delegate", "{repo}", "edge-gw", *KEYS, "--product-keys", "{keys}"),
+        2,
+        "otakit_role_keys",
+    ),
+    Row(
+        P,
+        "release",
+        _rel("{img}", *KEYS, *REL, "--version", "3.0", "--product-keys", "{keys}"),
+        2,
+        "otakit_role_keys",
+    ),
 ]
 
 
