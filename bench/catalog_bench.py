@@ -157,7 +157,9 @@ class TimedSigner(Signer):
             TimedSigner.spent += time.perf_counter() - t
 
     @classmethod
-    def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None) -> Signer:
+    def from_priv_key_uri(
+        cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None
+    ) -> Signer:
         raise NotImplementedError
 
 
@@ -201,9 +203,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def build(workdir: Path, size: int, *, delegated: bool, bins: int, head: int) -> Bench:
     signers: dict[str, list[Signer]] = {r: [TimedSigner()] for r in TOP_LEVEL_ROLES}
-    keyconf = KeyConfig(
-        Path("bench"), {r: _role_keys(signers[r][0]) for r in TOP_LEVEL_ROLES}
-    )
+    keyconf = KeyConfig(Path("bench"), {r: _role_keys(signers[r][0]) for r in TOP_LEVEL_ROLES})
     repo_dir = workdir / ("delegated" if delegated else "flat")
     init(repo_dir, keyconf, NOW, signers=signers)
     state = load_state(repo_dir)
@@ -287,11 +287,15 @@ def release(b: Bench, workdir: Path) -> Release:
         blobs.append((tf, path))
     mdir = b.repo / "metadata"
     before = _listing(mdir)
-    signers = b.signers if not b.delegated else {
-        "snapshot": b.signers["snapshot"],
-        "timestamp": b.signers["timestamp"],
-        product: b.signers[product],
-    }
+    signers = (
+        b.signers
+        if not b.delegated
+        else {
+            "snapshot": b.signers["snapshot"],
+            "timestamp": b.signers["timestamp"],
+            product: b.signers[product],
+        }
+    )
     TimedSigner.spent = 0.0
     t = time.perf_counter()
     with open_transaction(b.repo) as tx:
