@@ -298,3 +298,21 @@ def test_search_fails_closed_without_ngclients_loader(
 
 def test_full_info_helper_is_the_simulators() -> None:  # keeps imports honest
     assert full_info(b"x", "1.0").product == "edge-gw" and compress(b"x")
+
+
+def test_offline_reads_search_the_devices_own_product_past_many_others(tree: Tree) -> None:
+    """With more products than ``max_delegations``, status and verify-installed must look
+    for the device's product, not walk the first roles of every product (regression: they
+    walked all products and missed the device's own)."""
+    from verifier.report import verify_installed
+
+    for i in range(10):
+        tree.delegate("targets", f"cam{i}", [f"cam{i}/*/*"], terminating=True)
+    tree.delegate("targets", "edge-gw", ["edge-gw/*/*"], terminating=True)
+    tree.add("edge-gw", tree.w.v1, "1.0")
+    tree.publish()
+    with _client(tree.w) as c:
+        assert _versions(c.refresh("edge-gw")) == ["1.0"]
+    assert _role_requests(tree.w) == ["edge-gw"]
+    report = verify_installed(tree.w.device())
+    assert report.ok and str(report.version) == "1.0"
