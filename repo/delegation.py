@@ -469,7 +469,7 @@ def delegate(
         previous = product_role(state.targets.signed, spec.product)
         top = delegate_edit(spec)(next_targets(state, now, exp))
         staged = stage_product_layout(state, spec, top, exp.expires("targets", now))
-        signed = sign_roles(staged, {**signers, spec.product: signers.get(spec.product, ())})
+        signed = sign_roles(staged, signers)
         bins = frozenset(s.name for s in staged[1:])
         chain_in = stage_chain(state, top, now, exp)
         meta = chain_in.snapshot.meta
@@ -491,8 +491,11 @@ def delegate(
         revoked,
         spec.bins,
         spec.head,
-        tuple(md.filename for md in (*chain.in_publication_order()[:1], *signed))
-        + tuple(md.filename for md in chain.in_publication_order()[1:]),
+        tuple(  # in publication order (repo.publish)
+            md.filename
+            for md in (chain.targets, *signed, chain.snapshot, chain.timestamp)
+            if md is not None
+        ),
     )
 
 
