@@ -382,3 +382,44 @@ def _redact(uri: str) -> str:
     if parsed.query:
         return uri.split("?", 1)[0] + "?…"
     return uri
+
+
+# --- the keys of one delegated role ----------------------------------------------------------
+
+ROLE_KEYS_FORMAT_VERSION = 1
+
+
+def load_role_keys(path: Path, role: str) -> KeyConfig:
+    """Read the key file of one delegated role (a product's CI keys, ``otakit repo delegate``).
+
+    Format, one role and nothing else, so a product team's file can never name the
+    repository's own keys::
+
+        {"otakit_role_keys": 1, "threshold": 1, "keys": [{"public": KEY, "uri": "..."}]}
+
+    Each entry is as in ``keys.json``. Returned as a ``KeyConfig`` holding just ``role``, so
+    ``load_signers(config, role)`` resolves its signers like any other role's.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise LocalError(
+            f"cannot read role key file {path}: {e.strerror or e}",
+            hint="pass --product-keys pointing at the product's key file (docs/REPOSITORY.md)",
+        ) from e
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: expected JSON, found a syntax error: {e}") from e
+    where = str(path)
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a JSON object, found {type(data).__name__}")
+    _only_keys(data, {"otakit_role_keys", "threshold", "keys"}, where)
+    if data.get("otakit_role_keys") != ROLE_KEYS_FORMAT_VERSION:
+        raise UsageError(
+            f'{where}: expected "otakit_role_keys": {ROLE_KEYS_FORMAT_VERSION}, found '
+            f"{data.get('otakit_role_keys')!r}"
+        )
+    body = {k: v for k, v in data.items() if k != "otakit_role_keys"}
+    keys = _parse_role(body, where, path.parent.resolve())
+    return KeyConfig(source=path, roles={role: keys})

@@ -57,6 +57,9 @@ class SignedRelease:
     root: SignedMetadata | None = None  # init and root rotation
     #: write the new root after timestamp.json instead of first (a bridged rotation)
     root_last: bool = False
+    #: delegated targets roles (product roles, hash bins), written after targets, before
+    #: snapshot (``repo.delegation``)
+    delegated: tuple[SignedMetadata, ...] = ()
 
 
 ProgressFn = Callable[[str], None]
@@ -99,7 +102,7 @@ def publish(
         mdir = metadata_dir(repo_dir)
         if release.root is not None and not release.root_last:
             _write_root(disk, mdir, release.root, say)
-        for md in (release.targets, release.snapshot, release.timestamp):
+        for md in (release.targets, *release.delegated, release.snapshot, release.timestamp):
             if md is not None:
                 say(f"writing {md.filename}")
                 write_atomic(disk, mdir / md.filename, md.data)

@@ -25,6 +25,8 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.delegation import ProductView, owning_role, product_view, sign_roles, snapshot_meta
+from repo.delegation import stage_release as stage_delegated_release
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn, load_signers
@@ -191,6 +193,27 @@ class Transaction:
         self._replaced: dict[str, TargetFile] = {}
         self._removed: set[str] = set()
         self._committed = False
+        self._views: dict[str, ProductView] = {}
+
+    # --- routing: which targets role owns a path (repo.delegation) ---------------------------
+
+    def owner(self, path: str) -> str:
+        """``targets``, or the delegated product role a release of ``path`` must sign."""
+        return owning_role(self.state.targets.signed, path)
+
+    def _view(self, role: str) -> ProductView:
+        if role not in self._views:
+            view = product_view(self.state, role)
+            if view is None:
+                raise RepositoryStateError(f"{role}: not a product role of this repository")
+            self._views[role] = view
+        return self._views[role]
+
+    def _listed(self, path: str) -> bool:
+        role = self.owner(path)
+        if role == "targets":
+            return path in self.state.targets.signed.targets
+        return path in self.state.targets.signed.targets or self._view(role).lists(path)
 
     @property
     def staged(self) -> tuple[TargetBlob, ...]:
@@ -201,9 +224,7 @@ class Transaction:
         check_target_path(target.path)
         if "sha256" not in target.hashes:
             raise UsageError(f"target {target.path}: a sha256 hash is required")
-        if target.path in self.state.targets.signed.targets or any(
-            b.target.path == target.path for b in self._blobs
-        ):
+        if self._listed(target.path) or any(b.target.path == target.path for b in self._blobs):
             raise UsageError(
                 f"target {target.path}: already published or staged; published targets "
                 "are immutable, release a new version instead"
@@ -231,16 +252,44 @@ class Transaction:
         self._removed.add(path)
 
     def sign(self, signers: RoleSigners, now: datetime, expiries: Expiries) -> SignedRelease:
-        """Bump targets, snapshot and timestamp with the staged changes and sign them."""
+        """Bump the roles owning the staged changes (top-level targets and/or product roles
+        with their bins), then snapshot and timestamp, and sign them.
+
+        A product role is signed with ``signers[product]`` and needs no top-level targets
+        key; its key cannot sign another product's role (``sign_metadata`` checks each
+        role's threshold against its own delegator). Withdrawals and removals
+        (``set_custom``, ``remove_target``) change top-level targets only.
+        """
         check_now(now)
         if not (self._blobs or self._replaced or self._removed):
             raise UsageError("nothing staged: a release needs at least one target")
         st = self.state
         check_root_current(st.root.signed, now)
-        add = {**self._replaced, **{b.target.path: b.target for b in self._blobs}}
-        targets = next_targets(st, now, expiries, add, self._removed)
-        chain = sign_chain(stage_chain(st, targets, now, expiries), signers, [st.root.signed])
-        return SignedRelease(tuple(self._blobs), chain.targets, chain.snapshot, chain.timestamp)
+        by_role: dict[str, dict[str, TargetFile]] = {}
+        for b in self._blobs:
+            by_role.setdefault(self.owner(b.target.path), {})[b.target.path] = b.target
+        top = {**self._replaced, **by_role.pop("targets", {})}
+        targets = (
+            next_targets(st, now, expiries, top, self._removed) if top or self._removed else None
+        )
+        delegated = []
+        bins: set[str] = set()
+        for role, adds in sorted(by_role.items()):
+            staged = stage_delegated_release(
+                self._view(role), adds, expiries.expires("targets", now)
+            )
+            delegated.extend(sign_roles(staged, signers))
+            bins.update(s.name for s in staged[1:])
+        chain_in = stage_chain(st, targets, now, expiries)
+        chain_in.snapshot.meta.update(snapshot_meta(delegated, frozenset(bins)))
+        chain = sign_chain(chain_in, signers, [st.root.signed])
+        return SignedRelease(
+            tuple(self._blobs),
+            chain.targets,
+            chain.snapshot,
+            chain.timestamp,
+            delegated=tuple(delegated),
+        )
 
     def commit(
         self,

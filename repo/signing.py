@@ -59,18 +59,22 @@ class SignedMetadata:
 def sign_metadata(
     md: Metadata[Any],
     signers: Sequence[Signer],
-    authorities: Sequence[Root],
+    authorities: Sequence[Root | Targets],
     *,
+    role: str | None = None,
+    compact: bool = False,
     keep_signatures: bool = False,
 ) -> SignedMetadata:
     """Sign ``md`` with each distinct key once and check every authority's threshold.
 
     ``authorities`` are the roots whose keys must approve: the current root for targets,
-    snapshot and timestamp; for a new root both the trusted and the new one (TUF §5.3.4).
+    snapshot and timestamp; for a new root both the trusted and the new one (TUF §5.3.4);
+    for a delegated targets role (``role``: its name) the targets role delegating it.
+    ``compact`` drops the indentation (large snapshots and hash bins, docs/REPOSITORY.md).
     ``keep_signatures`` keeps the signatures ``md`` already carries (a ceremony collects
     them one holder at a time, ``repo.ceremony``) instead of starting from none.
     """
-    role = md.signed.type
+    role = role or md.signed.type
     if not keep_signatures:
         md.signatures.clear()
     for signer in signers:
@@ -86,16 +90,16 @@ def sign_metadata(
             raise SecurityError(
                 f"{role}: signing with key {keyid[:12]} failed: {type(e).__name__}: {e}"
             ) from e
-    data = md.to_bytes(JSONSerializer(compact=False))
+    data = md.to_bytes(JSONSerializer(compact=compact))
     parsed: Metadata[Any] = Metadata.from_bytes(data)
     for authority in authorities:
         result = authority.get_verification_result(role, parsed.signed_bytes, parsed.signatures)
         if not result.verified:
-            authorized = set(authority.roles[role].keyids)
+            authorized = set(authority.get_delegated_role(role).keyids)
             strangers = sorted(k[:12] for k in parsed.signatures if k not in authorized)
             raise ThresholdError(
                 f"{role} v{md.signed.version}: expected {result.threshold} valid signature(s) "
-                f"from keys in root v{authority.version}, found {len(result.signed)}"
+                f"from keys in {authority.type} v{authority.version}, found {len(result.signed)}"
                 + (f" (signed by keys root does not list: {strangers})" if strangers else ""),
                 hint="load more of the role's keys (see the key configuration) or check that "
                 "the configuration matches the root metadata",
@@ -155,8 +159,8 @@ def sign_chain(
     """
     unbridged: list[str] = []
 
-    def sign(md: Metadata[Any]) -> SignedMetadata:
-        signed = sign_metadata(md, signers.get(md.signed.type, ()), authorities)
+    def sign(md: Metadata[Any], compact: bool = False) -> SignedMetadata:
+        signed = sign_metadata(md, signers.get(md.signed.type, ()), authorities, compact=compact)
         if bridge is not None and not verifies_under(bridge, signed):
             unbridged.append(signed.role)
         return signed
@@ -169,7 +173,8 @@ def sign_chain(
     if "targets.json" not in meta:
         raise RepositoryStateError("snapshot: expected a targets.json entry, found none")
     snapshot = Snapshot(version=staged.snapshot.version, expires=staged.snapshot.expires, meta=meta)
-    signed_snapshot = sign(Metadata(snapshot))
+    # compact: a snapshot lists every delegated role and hash bin (docs/REPOSITORY.md)
+    signed_snapshot = sign(Metadata(snapshot), compact=True)
     timestamp = Timestamp(
         version=staged.timestamp.version,
         expires=staged.timestamp.expires,

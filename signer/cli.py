@@ -25,12 +25,15 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
+from repo.delegation import DEFAULT_BINS, DEFAULT_HEAD, DelegationSpec, delegate
 from repo.errors import OtakitError
 from repo.keys import (
     KeyConfig,
     PromptFn,
     load_available_signers,
     load_key_config,
+    load_role_keys,
+    load_signers,
     tty_prompt,
 )
 from repo.prune import prune
@@ -332,6 +335,57 @@ def _available(
     return out
 
 
+ProductKeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--product-keys",
+        metavar="ROLEKEYS",
+        help="Key file of a delegated product's role (docs/REPOSITORY.md).",
+    ),
+]
+
+
+@repo_app.command("delegate", epilog=EPILOG)
+def repo_delegate(
+    ctx: typer.Context,
+    repo: RepoArg,
+    product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product to delegate.")],
+    keys: KeysOpt,
+    product_keys: Annotated[
+        Path,
+        typer.Option(
+            "--product-keys",
+            metavar="ROLEKEYS",
+            help="The product's key file: its keys and threshold (docs/REPOSITORY.md).",
+        ),
+    ],
+    bins: Annotated[
+        int, typer.Option(min=0, help="Hash bins for older versions (power of 2; 0: none).")
+    ] = DEFAULT_BINS,
+    head: Annotated[
+        int, typer.Option(min=1, help="Newest versions the product role lists itself.")
+    ] = DEFAULT_HEAD,
+    json_out: JsonOpt = False,
+) -> None:
+    """Give PRODUCT its own targets role, signed by its keys.
+
+    Signs the top-level targets (offline keys), the product role and its bins (the
+    product keys) and snapshot and timestamp. Rerun with new product keys to rotate or
+    revoke them.
+    """
+    run = run_state(ctx, json_out)
+    keyconf = load_key_config(keys)
+    role_keys = load_role_keys(product_keys, product)
+    spec = DelegationSpec(product, role_keys.role(product), bins=bins, head=head)
+    prompt = tty_prompt()
+    signers = dict(load_role_signers(keyconf, ("targets", *ONLINE_ROLES), prompt=prompt))
+    signers[product] = load_signers(role_keys, product, prompt=prompt)
+    result = delegate(repo, spec, signers, _now())
+    run.result(result.to_json(), "written in order: " + " ".join(result.written))
+    revoked = f", revoked {[k[:12] for k in result.revoked]}" if result.revoked else ""
+    run.note(f"delegated {product}/*/* to {len(result.keyids)} key(s){revoked}")
+
+
 @keys_app.command("generate-demo", epilog=EPILOG)
 def keys_generate_demo(
     ctx: typer.Context,
@@ -396,6 +450,7 @@ def release_cmd(
         bool,
         typer.Option("--dry-run", help="Build and check everything; sign and publish nothing."),
     ] = False,
+    product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -438,6 +493,7 @@ def release_cmd(
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
             prompt=paused_prompt(bar, tty_prompt()),
+            product_keys=None if product_keys is None else load_role_keys(product_keys, product),
             progress=lambda done: bar.update(task, completed=done),
             log=say,
             extra_builder=delta_builder(deltas, say=say) if deltas else None,

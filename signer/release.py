@@ -25,13 +25,20 @@ from typing import Any
 import zstandard
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
+from repo.delegation import product_role, published_targets
 from repo.demo_warnings import warn_demo_keys
-from repo.errors import ImageReadError, RepositoryStateError, UsageError, VersionNotNewerError
-from repo.keys import KeyConfig, PromptFn
+from repo.errors import (
+    ImageReadError,
+    KeyConfigError,
+    RepositoryStateError,
+    UsageError,
+    VersionNotNewerError,
+)
+from repo.keys import KeyConfig, PromptFn, load_signers
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
 from repo.repository import Expiries, Transaction, load_role_signers, open_transaction
-from repo.roles import CHAIN_ROLES, RoleSigners
+from repo.roles import CHAIN_ROLES, ONLINE_ROLES, RoleSigners
 from repo.state import RepoState, load_state
 from signer.compress import (
     CompressSettings,
@@ -241,9 +248,14 @@ def build_full_artifact(
 
 
 def published_artifacts(state: RepoState, product: str | None = None) -> list[PublishedArtifact]:
-    """Artifacts in ``state``'s targets metadata (of ``product`` if given), oldest first."""
+    """Artifacts in ``state``'s targets metadata (of ``product`` if given), oldest first:
+    the top-level targets and, for a delegated product, its role and hash bins."""
     found: list[PublishedArtifact] = []
-    for path, target in state.targets.signed.targets.items():
+    products = [product] if product is not None else _delegated_products(state)
+    listed = dict(state.targets.signed.targets)
+    for p in products:
+        listed.update(published_targets(state, p))
+    for path, target in listed.items():
         if CUSTOM_KEY not in (target.custom or {}):
             continue
         try:
@@ -262,6 +274,52 @@ def published_artifacts(state: RepoState, product: str | None = None) -> list[Pu
         )
     found.sort(key=lambda a: (a.info.version, a.info.kind, a.target_path))
     return found
+
+
+def _delegated_products(state: RepoState) -> list[str]:
+    dl = state.targets.signed.delegations
+    return [] if dl is None or dl.roles is None else list(dl.roles)
+
+
+def release_signers(
+    state: RepoState,
+    keyconf: KeyConfig,
+    product: str,
+    product_keys: KeyConfig | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> RoleSigners:
+    """The keys a release of ``product`` signs with: the top-level targets keys, or for a
+    delegated product its own keys (``product_keys``, ``repo.keys.load_role_keys``) and no
+    targets key. A key the delegation does not grant is refused before any slow work: a
+    product's CI key publishes that product only."""
+    role = product_role(state.targets.signed, product)
+    if role is None:
+        if product_keys is not None:
+            raise UsageError(
+                f"{product} is not delegated: it is signed with the top-level targets keys, "
+                "expected no product key file",
+                hint=f"delegate it first: otakit repo delegate REPO {product} ...",
+            )
+        return load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
+    if product_keys is None:
+        raise UsageError(
+            f"{product} is delegated to its own keys: expected its key file (--product-keys)",
+            hint="a delegated product is released with its product keys, not the targets keys",
+        )
+    granted = set(role.keyids)
+    foreign = sorted(k[:12] for k in product_keys.role(product).keyids if k not in granted)
+    if foreign:
+        raise KeyConfigError(
+            f"{product_keys.source}: key(s) {foreign} are not {product}'s delegated keys "
+            f"(the repository grants {sorted(k[:12] for k in granted)}): a product key "
+            "publishes only its own product",
+            hint="use this product's key file, or rotate its keys with otakit repo delegate",
+        )
+    signers = dict(load_role_signers(keyconf, ONLINE_ROLES, env=env, prompt=prompt))
+    signers[product] = load_signers(product_keys, product, env=env, prompt=prompt)
+    return signers
 
 
 def list_published(repo_dir: Path, product: str | None = None) -> list[PublishedArtifact]:
@@ -307,7 +365,12 @@ def publish_artifacts(
         tx.add_target(a.target_file(), a.path)
     state = tx.commit(signers, now, expiries=expiries, disk=disk, progress=progress)
     paths = {a.target_path for a in artifacts}
-    return tuple(p for p in published_artifacts(state) if p.target_path in paths)
+    return tuple(
+        p
+        for product in sorted({a.info.product for a in artifacts})
+        for p in published_artifacts(state, product)
+        if p.target_path in paths
+    )
 
 
 @dataclass(frozen=True)
@@ -452,6 +515,7 @@ def release(
     settings: CompressSettings | None = None,
     expiries: Expiries | None = None,
     signers: RoleSigners | None = None,
+    product_keys: KeyConfig | None = None,
     extra_builder: ExtraBuilder | None = None,
     disk: Disk | None = None,
     env: Mapping[str, str] | None = None,
@@ -461,6 +525,7 @@ def release(
 ) -> ReleaseResult:
     """Publish ``image`` as ``product`` ``version`` (plus whatever ``extra_builder`` adds).
 
+    ``product_keys``: a delegated product's key file (``release_signers``).
     ``image_type`` None detects the type; ``dry_run`` builds and self-checks every artifact
     in a scratch directory outside the repository and returns what would be published,
     without loading keys (a dry run must not ask for a PIN), signing or writing anything.
@@ -470,7 +535,9 @@ def release(
     head = read_image_head(image)
     kind = check_image_type(image, head, image_type)
     if signers is None and not dry_run:
-        signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
+        signers = release_signers(
+            load_state(repo_dir), keyconf, product, product_keys, env=env, prompt=prompt
+        )
     with _transaction(repo_dir, dry_run) as tx:
         published = published_artifacts(tx.state, product)
         check_version(product, info.version, published, allow_downgrade)

@@ -139,7 +139,7 @@ def status(dev: Device, now: datetime) -> Status:
     problem = None
     published: list[Published | None] = [None, None]
     try:
-        candidates = trusted_candidates(dev.paths)
+        candidates = trusted_candidates(dev.paths, dev.config.product)
     except (SecurityError, LocalError) as e:
         # status is what an operator runs when something is wrong: it still answers
         problem = e.message
@@ -210,7 +210,7 @@ def verify_installed(dev: Device) -> DriftReport:
     if rec is None:
         raise ConfigError(f"the journal does not know which version slot {st.booted} holds")
     path = dev.slot_path(st.booted)
-    candidates = trusted_candidates(dev.paths)
+    candidates = trusted_candidates(dev.paths, dev.config.product)
     signed = [
         c.info.image
         for c in candidates

@@ -268,7 +268,7 @@ def _update(
         fetcher=fetcher,
         limits=options.limits,
     ) as tuf:
-        candidates = stage_refresh(tuf)
+        candidates = stage_refresh(tuf, facts.product)
         plan = stage_resolve(candidates, facts, Policy(options.version, options.allow_delta))
         record = SlotRecord(plan.version, plan.image)
         if p is not None and not p.armed and p.slot == target and p.record == record:
@@ -350,9 +350,9 @@ def _install(
 # --- the stages ------------------------------------------------------------------------------
 
 
-def stage_refresh(tuf: TufClient) -> list[Candidate]:
+def stage_refresh(tuf: TufClient, product: str | None = None) -> list[Candidate]:
     with stage("refresh"):
-        candidates = tuf.refresh()
+        candidates = tuf.refresh(product)
     log.info("refresh: trusted metadata up to date, %d otakit targets", len(candidates))
     return candidates
 

@@ -437,6 +437,28 @@ ROWS = [
     ),
     Row(P, "repo prune", ("repo", "prune", "{repo}", *KEYS, "--keep", "0"), 2, "--keep"),
     Row(P, "repo prune", ("repo", "prune", "{nowhere}", *KEYS, "--keep", "1"), 5, "repository"),
+    Row(P, "repo delegate", ("repo", "delegate", "{repo}", "edge-gw", *KEYS), 2, "--product-keys"),
+    Row(
+        P,
+        "repo delegate",
+        ("repo", "delegate", "{repo}", "edge-gw", *KEYS, "--product-keys", "{d}/missing.json"),
+        5,
+        "role key file",
+    ),
+    Row(
+        P,
+        "repo delegate",
+        ("repo", "delegate", "{repo}", "edge-gw", *KEYS, "--product-keys", "{keys}"),
+        2,
+        "otakit_role_keys",
+    ),
+    Row(
+        P,
+        "release",
+        _rel("{img}", *KEYS, *REL, "--version", "3.0", "--product-keys", "{keys}"),
+        2,
+        "otakit_role_keys",
+    ),
 ]
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from repo.keys import KeyConfig, load_key_config
+from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
 from signer.keygen import generate_key_set
-from tests.e2e.nginx import nginx_serving
 from tests.e2e.test_end_to_end import HW, PRODUCT, run, sha, status
 from tests.repo.test_repo_demo_keys import random_key
 from tests.repo.test_repo_rotate import _doc, mix

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
-from tests.e2e.nginx import nginx_serving
 from tests.e2e.test_end_to_end import HW, PRODUCT, make_device, run, sha, status
 from tests.e2e.test_end_to_end import published as published  # the module-scoped fixture
 

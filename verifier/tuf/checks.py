@@ -19,7 +19,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from tuf.api.metadata import Metadata, MetaFile, Root  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, MetaFile, Root, Targets  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError, SerializationError
 
 from verifier import strictjson
@@ -131,11 +131,18 @@ def _found_instead(data: bytes, role: str, exc: BaseException) -> str:
     return f"invalid {role} metadata ({describe(exc.__cause__ or exc)})"
 
 
-def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) -> None:
+def check_signatures(authority: Root | Targets, role: str, md: Metadata[Any], label: str) -> None:
     """Refuse ``md`` unless a threshold of distinct keys ``authority`` grants ``role`` signed it.
 
-    ``label`` names the file in the message, e.g. "published targets".
+    ``authority`` is a root (top-level roles) or the targets role delegating ``role``
+    (``verifier.tuf.delegations``). ``label`` names the file in the message, e.g. "published
+    targets".
     """
+    who = (
+        f"root v{authority.version}"
+        if isinstance(authority, Root)
+        else f"its delegating targets v{authority.version}"
+    )
     try:
         signed_bytes = md.signed_bytes
     except SerializationError as e:  # a float or a lone surrogate: python-tuf parses, cannot sign
@@ -147,15 +154,15 @@ def check_signatures(authority: Root, role: str, md: Metadata[Any], label: str) 
         result = authority.get_verification_result(role, signed_bytes, md.signatures)
     except ValueError as e:
         raise MetadataSignatureError(
-            f"{label} v{md.signed.version}: root v{authority.version} grants no keys to the "
-            f"{role} role ({describe(e)})",
+            f"{label} v{md.signed.version}: {who} grants no keys to the {role} role "
+            f"({describe(e)})",
             role=role,
         ) from e
     distinct = {(k.keytype, json.dumps(k.keyval, sort_keys=True)) for k in result.signed.values()}
     if len(distinct) < result.threshold:
         raise MetadataSignatureError(
             f"{label} v{md.signed.version}: expected {result.threshold} valid signature(s) "
-            f"from keys in root v{authority.version}, found {len(distinct)}",
+            f"from keys in {who}, found {len(distinct)}",
             role=role,
         )
 

@@ -55,6 +55,7 @@ from verifier.state import StatePaths
 from verifier.timefloor import floor_path, load_floor, save_floor
 from verifier.tuf import rootchain
 from verifier.tuf.checks import check_signatures, precheck, try_parse
+from verifier.tuf.delegations import LoadFn, Visit, listed_paths, verify_delegated, walk_roles
 from verifier.tuf.failures import tuf_errors
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
 from verifier.tuf.store import RECOVERY_HINT, NoDisk, TrustedStore, read_trusted
@@ -187,11 +188,33 @@ class TufClient:
     def close(self) -> None:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def refresh(self) -> list[Candidate]:
-        """TUF §5 top-level refresh, committed durably; returns the verified otakit targets."""
+    def refresh(self, product: str | None = None) -> list[Candidate]:
+        """TUF §5 top-level refresh, then the delegation search for ``product`` (None: every
+        product), committed durably; returns the verified otakit targets.
+
+        Roles are listed by ``delegations.walk_roles`` (each loaded through ngclient, so every
+        TUF check applies); every listed path is then resolved with ``get_targetinfo``, so
+        the role TUF's own search reaches first decides which entry counts. Nothing is
+        committed unless the whole search succeeded: the stored set stays one that agrees
+        with itself (snapshot and delegated roles of one publication).
+        """
+        load = _role_loader(self._updater)  # before any download: fails closed
         try:
             with tuf_errors("repository metadata"):
                 self._updater.refresh()
+                top = (
+                    Metadata[Targets]
+                    .from_bytes((self._scratch / "targets.json").read_bytes())
+                    .signed
+                )
+                visits = walk_roles(top, load, product, self.limits.max_delegations)
+                out = []
+                for path in listed_paths(visits):
+                    tf = self._updater.get_targetinfo(path)
+                    if tf is not None:
+                        c = candidate(tf)
+                        if c is not None:
+                            out.append(c)
         except OtakitError:
             # Roots ngclient verified (each against its predecessor) are progress even when a
             # later step failed: keep them, so a device far behind advances on every attempt.
@@ -203,15 +226,6 @@ class TufClient:
             raise
         self.store.commit(self._scratch)
         self._advance_floor()
-        with tuf_errors("reading verified targets"):
-            md = Metadata[Targets].from_bytes((self._scratch / "targets.json").read_bytes())
-            out = []
-            for path in md.signed.targets:
-                tf = self._updater.get_targetinfo(path)
-                if tf is not None:
-                    c = candidate(tf)
-                    if c is not None:
-                        out.append(c)
         return out
 
     def _advance_floor(self) -> None:
@@ -314,12 +328,16 @@ def newest_verified_root(paths: StatePaths, store: TrustedStore) -> bytes:
     return _trusted_chain(paths, store).newest.data
 
 
-def trusted_candidates(paths: StatePaths) -> list[Candidate]:
+def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Candidate]:
     """The otakit targets of the trusted metadata, offline (for verify-installed and status).
 
     Checks the stored root chain from the pinned root and the targets signatures against the
-    newest root, and that targets is the version the trusted snapshot names. Expiry is not
-    checked: this answers "what did the repository sign", not "is it fresh".
+    newest root, and that targets is the version the trusted snapshot names; then walks the
+    stored delegated roles as a refresh does (``delegations.walk_roles``), each checked
+    against its delegator's keys and the snapshot's version. A path counts for the first role
+    in that walk whose delegation admits it (the role TUF's search would reach first; hash
+    bins are not read offline). Expiry is not checked: this answers "what did the repository
+    sign", not "is it fresh".
     """
     store = TrustedStore(paths.metadata, NoDisk())
     with tuf_errors("trusted metadata"):
@@ -341,4 +359,68 @@ def trusted_candidates(paths: StatePaths) -> list[Candidate]:
                 f"trusted targets version {targets.signed.version} is not the one the trusted "
                 f"snapshot names ({None if meta is None else meta.version})"
             )
-    return [c for tf in targets.signed.targets.values() if (c := candidate(tf)) is not None]
+        files = store.current()[1]
+        by_name: dict[str, Targets] = {"targets": targets.signed}
+
+        def load(role: str, parent: str) -> Targets:
+            path = files.get(role)
+            if path is None:
+                raise MetadataError(
+                    f"no trusted metadata of delegated role {role!r} in {paths.metadata}",
+                    hint="run 'otakit-device update' once with network access",
+                )
+            label = f"trusted {role} metadata {path}"
+            data = read_trusted(path, label)
+            try:  # verified before it was committed: failing now means damage
+                md = verify_delegated(
+                    data, role, by_name[parent], snapshot.signed.meta.get(f"{role}.json"), label
+                )
+            except MetadataError as e:
+                raise TrustedMetadataError(e.message, hint=RECOVERY_HINT) from e
+            by_name[role] = md.signed
+            return md.signed
+
+        visits = walk_roles(targets.signed, load, product, TufLimits.max_delegations)
+    out: list[Candidate] = []
+    for path in listed_paths(visits):
+        tf = _first_entry(visits, path)
+        if tf is not None and (c := candidate(tf)) is not None:
+            out.append(c)
+    return out
+
+
+def _first_entry(visits: list[Visit], path: str) -> TargetFile | None:
+    """``path``'s entry in the first visited role allowed to list it: TUF's search order,
+    over the roles the walk read (a role's delegator must admit the path)."""
+    allowed = {"targets"}
+    for v in visits:
+        if v.name not in allowed:
+            continue
+        tf = v.targets.targets.get(path)
+        if tf is not None:
+            return tf
+        if v.targets.delegations is not None:
+            for name, _terminating in v.targets.delegations.get_roles_for_target(path):
+                allowed.add(name)
+    return None
+
+
+def _role_loader(updater: Updater) -> LoadFn:
+    """ngclient's loader of one delegated role (local copy if still valid, else download),
+    with every TUF check (snapshot version and hashes, delegator's keys, expiry).
+
+    ``Updater._load_targets`` is private: python-tuf has no public way to read a role's
+    listing without resolving a known path. Fails closed, as ``_set_reference_time`` does:
+    should python-tuf rename it, every refresh is refused rather than delegations ignored.
+    """
+    load = getattr(updater, "_load_targets", None)
+    if not callable(load):
+        raise InternalError(
+            "python-tuf's Updater no longer has _load_targets; the device cannot search "
+            "delegated targets roles (update verifier/tuf/client.py)"
+        )
+
+    def loader(role: str, parent: str) -> Targets:
+        return cast(Targets, load(role, parent))
+
+    return loader

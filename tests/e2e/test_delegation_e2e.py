@@ -1,0 +1,91 @@
+"""A device follows a product through delegation and a product-key rotation, for real.
+
+Publisher CLI → nginx → device CLI: the product is delegated to its own key; a release signed
+with that key only (the repository's targets key file is absent) reaches the device; the
+product key is rotated with ``repo delegate`` and the old key is refused; a release with the
+new key reaches the same device, which started before either change.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from repo.nginx import nginx_serving
+from signer.demo_image import DemoImageSpec, build_image
+from tests.e2e.test_end_to_end import HW, PRODUCT, SECURITY_EXIT, run, sha
+from tests.helpers_delegation import product_key_file
+
+
+def _update_and_commit(state: Path, version: str) -> None:
+    out = run("otakit-device", "--state", state, "update", "--json")
+    done = [json.loads(line) for line in out.stdout.splitlines() if '"done"' in line][-1]
+    assert done["version"] == version
+    run("otakit-device", "--state", state, "boot")
+    run("otakit-device", "--state", state, "mark-good")
+
+
+def test_device_follows_a_delegated_product_through_a_key_rotation(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    keys = tmp_path / "keys"
+    run("otakit", "keys", "generate-demo", keys)
+    conf = keys / "keys.json"
+    repo = tmp_path / "repo"
+    run("otakit", "repo", "init", repo, "--keys", conf)
+    images = {}
+    for v in (1, 2, 3):
+        images[v] = tmp_path / f"v{v}.img"
+        images[v].write_bytes(build_image(DemoImageSpec(version=v, files=60, size=4 << 20)))
+    release = ("otakit", "release", repo)
+    opts = ("--product", PRODUCT, "--hardware", HW, "--deltas", "1")
+    run(*release, images[1], "--keys", conf, *opts, "--version", "1.0")
+
+    # the product CI: online keys, no targets key at all
+    ci = tmp_path / "ci"
+    shutil.copytree(keys, ci)
+    (ci / "targets-1.pem").unlink()
+    key_a = product_key_file(tmp_path / "pk", PRODUCT, "a")
+    key_b = product_key_file(tmp_path / "pk", PRODUCT, "b")
+
+    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
+        state = tmp_path / "device"
+        slot_a, slot_b = tmp_path / "slot-a.img", tmp_path / "slot-b.img"
+        shutil.copyfile(images[1], slot_a)
+        slot_b.write_bytes(bytes(slot_a.stat().st_size))
+        run(
+            "otakit-device", "--state", state, "init", "--repo-url", url,
+            "--root", repo / "metadata" / "1.root.json", "--product", PRODUCT,
+            "--hardware", HW, "--slot-a", slot_a, "--slot-b", slot_b,
+            "--installed-version", "1.0",
+        )  # fmt: skip
+        run("otakit-device", "--state", state, "update", ok=True)  # nothing new: 1.0 runs
+
+        delegate = ("otakit", "repo", "delegate", repo, PRODUCT, "--keys", conf)
+        out = run(*delegate, "--product-keys", key_a, "--bins", "4", "--head", "2", "--json")
+        assert json.loads(out.stdout)["product"] == PRODUCT
+
+        # without its product key a delegated product cannot be released ...
+        refused = run(*release, images[2], "--keys", ci / "keys.json", *opts, "--version",
+                      "2.0", ok=False)  # fmt: skip
+        assert refused.returncode == 2 and "--product-keys" in refused.stderr
+        # ... and with it, the targets key is never needed
+        run(*release, images[2], "--keys", ci / "keys.json", *opts, "--version", "2.0",
+            "--product-keys", key_a)  # fmt: skip
+        _update_and_commit(state, "2.0")
+        assert sha(slot_b) == sha(images[2])
+
+        # rotate the product key: the old one is refused, the new one publishes
+        run(*delegate, "--product-keys", key_b, "--bins", "4", "--head", "2")
+        old = run(*release, images[3], "--keys", ci / "keys.json", *opts, "--version", "3.0",
+                  "--product-keys", key_a, ok=False)  # fmt: skip
+        assert old.returncode == SECURITY_EXIT and "delegated keys" in old.stderr
+        run(*release, images[3], "--keys", ci / "keys.json", *opts, "--version", "3.0",
+            "--product-keys", key_b)  # fmt: skip
+        _update_and_commit(state, "3.0")
+        assert sha(slot_a) == sha(images[3])
+        drift = run("otakit-device", "--state", state, "verify-installed", "--json")
+        report = json.loads(drift.stdout)
+        assert report["ok"] is True and report["version"] == "3.0"

@@ -1,0 +1,206 @@
+"""Publisher side of product delegations: ``repo delegate``, releases routed to the product's
+role, hash bins for older versions, and a product key that can publish only its product."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tuf.api.metadata import Metadata, Targets
+
+from repo.delegation import (
+    DelegationSpec,
+    delegate,
+    delegate_edit,
+    product_view,
+    published_targets,
+)
+from repo.errors import KeyConfigError, ThresholdError, UsageError
+from repo.keys import KeyConfig, load_signers
+from repo.repository import load_role_signers, open_transaction
+from repo.roles import ONLINE_ROLES
+from repo.state import load_state
+from signer.release import release_signers
+from tests.helpers_delegation import blob_target, product_keys
+from tests.helpers_repo import NOW, make_updater, root_bytes
+
+
+def _spec(keys: KeyConfig, product: str, bins: int = 0, head: int = 3) -> DelegationSpec:
+    return DelegationSpec(product, keys.role(product), bins=bins, head=head)
+
+
+def _delegate(repo: Path, keys: KeyConfig, pk: KeyConfig, product: str, **kw: int) -> None:
+    signers = dict(load_role_signers(keys, ("targets", *ONLINE_ROLES)))
+    signers[product] = load_signers(pk, product)
+    delegate(repo, _spec(pk, product, **kw), signers, NOW)
+
+
+def _online(keys: KeyConfig) -> dict[str, list[object]]:
+    return dict(load_role_signers(keys, ONLINE_ROLES))  # type: ignore[arg-type]
+
+
+def _release(
+    repo: Path, tmp: Path, keys: KeyConfig, pk: KeyConfig, product: str, version: str
+) -> set[str]:
+    """Release a full and a delta of ``version`` with the product key only; returns the
+    metadata files written."""
+    before = {p.name for p in (repo / "metadata").iterdir()}
+    signers = {**_online(keys), product: load_signers(pk, product)}
+    with open_transaction(repo) as tx:
+        for kind in ("full", "delta"):
+            tf, src = blob_target(tmp / "src", product, version, kind)
+            tx.add_target(tf, src)
+        tx.commit(signers, NOW)  # type: ignore[arg-type]
+    return {p.name for p in (repo / "metadata").iterdir()} - before
+
+
+def test_delegate_edit_adds_a_terminating_product_role_and_revokes_replaced_keys(
+    tmp_path: Path,
+) -> None:
+    a1 = product_keys(tmp_path, "edge-gw", "a")
+    a2 = product_keys(tmp_path, "edge-gw", "b")
+    other = product_keys(tmp_path, "cam", "c")
+    top = delegate_edit(_spec(other, "cam"))(Targets(version=1))
+    top = delegate_edit(_spec(a1, "edge-gw"))(top)
+    assert top.delegations is not None and top.delegations.roles is not None
+    role = top.delegations.roles["edge-gw"]
+    assert role.terminating and role.paths == ["edge-gw/*/*"]
+    assert role.is_delegated_path("edge-gw/2.0/full.img.zst")
+    assert not role.is_delegated_path("cam/2.0/full.img.zst")
+    old_id = next(iter(a1.role("edge-gw").keyids))
+    rotated = delegate_edit(_spec(a2, "edge-gw"))(top)
+    assert rotated.delegations is not None and rotated.delegations.roles is not None
+    assert list(rotated.delegations.roles) == ["cam", "edge-gw"]  # order kept
+    assert old_id not in rotated.delegations.keys  # revoked
+    assert set(rotated.delegations.roles["edge-gw"].keyids) == set(a2.role("edge-gw").keyids)
+    assert old_id in top.delegations.keys  # pure: the input is untouched
+
+
+def test_bins_must_be_a_power_of_two(tmp_path: Path) -> None:
+    pk = product_keys(tmp_path, "edge-gw", "a")
+    with pytest.raises(UsageError, match="power of two"):
+        _spec(pk, "edge-gw", bins=6)
+    with pytest.raises(UsageError, match="top-level role"):
+        _spec(product_keys(tmp_path, "targets", "a"), "targets")
+
+
+def test_a_product_release_signs_its_role_and_not_the_top_level_targets(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw")
+    top_version = load_state(repo).targets.signed.version
+    written = _release(repo, tmp_path, keys, pk, "edge-gw", "2.0")
+    st = load_state(repo)
+    assert st.targets.signed.version == top_version  # no top-level targets key used
+    assert written == {"2.edge-gw.json", f"{st.snapshot.signed.version}.snapshot.json"}
+    assert "edge-gw.json" in st.snapshot.signed.meta
+    # python-tuf's own client resolves the new target through the delegation
+    updater = make_updater(repo, tmp_path / "client", root_bytes(repo))
+    updater.refresh()
+    info = updater.get_targetinfo("edge-gw/2.0/full.img.zst")
+    assert info is not None and info.length > 0
+
+
+def test_release_signers_refuse_foreign_and_missing_product_keys(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    a = product_keys(tmp_path / "k", "edge-gw", "a")
+    b = product_keys(tmp_path / "k", "cam", "b")
+    _delegate(repo, keys, a, "edge-gw")
+    _delegate(repo, keys, b, "cam")
+    st = load_state(repo)
+    # cam's CI key file presented for an edge-gw release: refused before any slow work
+    from repo.keys import load_role_keys
+
+    foreign = load_role_keys(b.source, "edge-gw")
+    with pytest.raises(KeyConfigError, match="not edge-gw's delegated keys"):
+        release_signers(st, keys, "edge-gw", foreign)
+    with pytest.raises(UsageError, match="delegated to its own keys"):
+        release_signers(st, keys, "edge-gw", None)
+    with pytest.raises(UsageError, match="not delegated"):
+        release_signers(st, keys, "other", a)
+    signers = release_signers(st, keys, "edge-gw", a)
+    assert set(signers) == {"snapshot", "timestamp", "edge-gw"}  # no targets key loaded
+
+
+def test_a_product_key_cannot_sign_another_products_role(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    a = product_keys(tmp_path / "k", "edge-gw", "a")
+    b = product_keys(tmp_path / "k", "cam", "b")
+    _delegate(repo, keys, a, "edge-gw")
+    _delegate(repo, keys, b, "cam")
+    before = sorted(p.name for p in (repo / "metadata").iterdir())
+    signers = {**_online(keys), "cam": load_signers(load_role_keys_as(a, "cam"), "cam")}
+    with open_transaction(repo) as tx:
+        tf, src = blob_target(tmp_path / "src", "cam", "9.0")
+        tx.add_target(tf, src)
+        with pytest.raises(ThresholdError, match="cam v2"):
+            tx.commit(signers, NOW)  # type: ignore[arg-type]
+    assert sorted(p.name for p in (repo / "metadata").iterdir()) == before
+
+
+def load_role_keys_as(conf: KeyConfig, role: str) -> KeyConfig:
+    from repo.keys import load_role_keys
+
+    return load_role_keys(conf.source, role)
+
+
+def test_head_and_bins_keep_a_release_to_a_constant_number_of_files(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=4, head=2)
+    st = load_state(repo)
+    assert sum(name.startswith("edge-gw-bin-") for name in st.snapshot.signed.meta) == 4
+    counts = []
+    for i in range(1, 7):
+        written = _release(repo, tmp_path, keys, pk, "edge-gw", f"{i}.0")
+        counts.append(len(written))
+    # product role + snapshot, plus at most the 2 bins receiving the version leaving the head
+    assert max(counts) <= 4 and counts[:2] == [2, 2]
+    st = load_state(repo)
+    view = product_view(st, "edge-gw")
+    assert view is not None
+    head_versions = {p.split("/")[1] for p in view.targets.targets}
+    assert head_versions == {"5.0", "6.0"}
+    everything = published_targets(st, "edge-gw")
+    assert {p.split("/")[1] for p in everything} == {f"{i}.0" for i in range(1, 7)}
+    # bins are signed by the product keys and found by path by python-tuf's own client
+    updater = make_updater(repo, tmp_path / "client", root_bytes(repo))
+    updater.refresh()
+    assert updater.get_targetinfo("edge-gw/1.0/full.img.zst") is not None
+    assert updater.get_targetinfo("edge-gw/1.0/nothing.img") is None
+    # a released path is immutable, wherever it now lives (a bin here)
+    with open_transaction(repo) as tx, pytest.raises(UsageError, match="already published"):
+        tf, src = blob_target(tmp_path / "src2", "edge-gw", "1.0")
+        tx.add_target(tf, src)
+
+
+def test_rotating_the_product_key_resigns_role_and_bins(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    old = product_keys(tmp_path / "k", "edge-gw", "a")
+    new = product_keys(tmp_path / "k", "edge-gw", "b")
+    _delegate(repo, keys, old, "edge-gw", bins=2, head=1)
+    for v in ("1.0", "2.0"):
+        _release(repo, tmp_path, keys, old, "edge-gw", v)
+    _delegate(repo, keys, new, "edge-gw", bins=2, head=1)
+    st = load_state(repo)  # every role, bins included, verifies under the new delegation
+    view = product_view(st, "edge-gw")
+    assert view is not None and {p.split("/")[1] for p in view.all_targets()} == {"1.0", "2.0"}
+    signers = {**_online(keys), "edge-gw": load_signers(old, "edge-gw")}
+    with open_transaction(repo) as tx:
+        tf, src = blob_target(tmp_path / "src", "edge-gw", "3.0")
+        tx.add_target(tf, src)
+        with pytest.raises(ThresholdError):
+            tx.commit(signers, NOW)  # type: ignore[arg-type]
+    _release(repo, tmp_path, keys, new, "edge-gw", "3.0")
+    md = Metadata[Targets].from_bytes(
+        (
+            repo / "metadata" / f"{load_state(repo).snapshot.signed.meta['edge-gw.json'].version}"
+            ".edge-gw.json"
+        ).read_bytes()
+    )
+    assert set(md.signatures) == set(new.role("edge-gw").keyids)
