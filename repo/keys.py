@@ -119,18 +119,22 @@ class KeyConfig:
 
 def load_key_config(path: Path) -> KeyConfig:
     """Read and strictly parse a key configuration file."""
+    data = _read_json(
+        path, "key configuration", "pass --keys pointing at a keys.json (see docs/REPOSITORY.md)"
+    )
+    return parse_key_config(data, path)
+
+
+def _read_json(path: Path, what: str, hint: str) -> Any:
+    """A key file's JSON: unreadable is local (fix the path), malformed is usage (fix it)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise LocalError(
-            f"cannot read key configuration {path}: {e.strerror or e}",
-            hint="pass --keys pointing at a keys.json (see docs/REPOSITORY.md)",
-        ) from e
+        raise LocalError(f"cannot read {what} {path}: {e.strerror or e}", hint=hint) from e
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: expected JSON, found a syntax error: {e}") from e
-    return parse_key_config(data, path)
 
 
 def parse_key_config(data: Any, source: Path) -> KeyConfig:
@@ -400,17 +404,11 @@ def load_role_keys(path: Path, role: str) -> KeyConfig:
     Each entry is as in ``keys.json``. Returned as a ``KeyConfig`` holding just ``role``, so
     ``load_signers(config, role)`` resolves its signers like any other role's.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise LocalError(
-            f"cannot read role key file {path}: {e.strerror or e}",
-            hint="pass --product-keys pointing at the product's key file (docs/REPOSITORY.md)",
-        ) from e
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path}: expected JSON, found a syntax error: {e}") from e
+    data = _read_json(
+        path,
+        "role key file",
+        "pass --product-keys pointing at the product's key file (docs/REPOSITORY.md)",
+    )
     where = str(path)
     if not isinstance(data, dict):
         raise UsageError(f"{where}: expected a JSON object, found {type(data).__name__}")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 
 from signer.fleet.results import FleetSummary, Sample
+from signer.imagediff.report import human as _bytes
 
 _W, _H = 720, 260
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 84, 150, 16, 36
@@ -227,12 +228,3 @@ def _svg(ident: str, body: str) -> str:
 
 def _empty(ident: str) -> str:
     return f'<p id="{ident}">no samples</p>'
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
