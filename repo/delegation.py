@@ -269,6 +269,17 @@ def published_targets(state: RepoState, product: str | None = None) -> dict[str,
     return out
 
 
+def delegated_targets(state: RepoState) -> dict[str, TargetFile]:
+    """Every target that a delegated product role or its bins list (all products)."""
+    dl = state.targets.signed.delegations
+    out: dict[str, TargetFile] = {}
+    for name in (dl.roles or {}) if dl is not None else ():
+        view = product_view(state, name)
+        if view is not None:
+            out.update(view.all_targets())
+    return out
+
+
 # --- laying targets out in head and bins ----------------------------------------------------
 
 

@@ -30,8 +30,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import Targets  # type: ignore[attr-defined]
+from tuf.api.metadata import TargetFile, Targets  # type: ignore[attr-defined]
 
+from repo.delegation import delegated_targets
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import OtakitError, PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn
@@ -87,14 +88,16 @@ def plan_prune(targets: Targets, keep: int) -> PrunePlan:
     )
 
 
-def unreferenced_files(repo_dir: Path, targets: Targets, keep: Iterable[str]) -> list[Path]:
-    """Files under ``targets/`` that none of the ``keep`` target paths of ``targets`` names.
+def unreferenced_files(
+    repo_dir: Path, listed: Mapping[str, TargetFile], keep: Iterable[str]
+) -> list[Path]:
+    """Files under ``targets/`` that none of the ``keep`` target paths of ``listed`` names.
 
     Walks without following symbolic links (a link is itself a file to delete, never a way
     out of the directory)."""
     referenced = set()
     for path in keep:
-        sha = targets.targets[path].hashes.get("sha256")
+        sha = listed[path].hashes.get("sha256")
         if sha is None:
             raise RepositoryStateError(
                 f"published target {path}: expected a sha256 hash (its stored file name), "
@@ -163,7 +166,12 @@ def prune(
     if dry_run:
         state = load_state(repo_dir)
         plan = plan_prune(state.targets.signed, keep)
-        files = unreferenced_files(repo_dir, state.targets.signed, plan.keep)
+        # Delegated products' targets are never pruned (prune changes top-level targets
+        # only), and their files are referenced like any kept target's.
+        delegated = delegated_targets(state)
+        files = unreferenced_files(
+            repo_dir, {**state.targets.signed.targets, **delegated}, [*plan.keep, *delegated]
+        )
         return _result(repo_dir, state, plan, files, _sizes(files), published=False, dry_run=True)
     disk = disk or PublishDisk()
     with publisher_lock(repo_dir):
@@ -179,7 +187,8 @@ def prune(
             state = tx.commit(signers, now, expiries=expiries, disk=disk, progress=progress)
             published = True
         # The published state, re-read and verified, decides what may go (never the plan).
-        files = unreferenced_files(repo_dir, state.targets.signed, state.targets.signed.targets)
+        listed = {**state.targets.signed.targets, **delegated_targets(state)}
+        files = unreferenced_files(repo_dir, listed, listed)
         sizes = _sizes(files)
         say = progress or (lambda _msg: None)
         for f in files:

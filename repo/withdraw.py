@@ -26,6 +26,7 @@ from typing import Any
 
 from tuf.api.metadata import TargetFile, Targets  # type: ignore[attr-defined]
 
+from repo.delegation import product_role
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn
@@ -155,6 +156,13 @@ def withdraw(
         signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
     warnings: list[str] = []
     with open_transaction(repo_dir) as tx:
+        if product_role(tx.state.targets.signed, product) is not None:
+            raise UsageError(
+                f"{product} is a delegated product (its own targets role): withdraw changes "
+                "the top-level targets only and cannot withdraw its releases yet; nothing "
+                "was signed",
+                hint="publish a newer release of the product instead (docs/OPERATIONS.md)",
+            )
         found = release_targets(listed_artifacts(tx.state.targets.signed), product, wanted)
         todo = [a for a in found if a.info.withdrawn is None]
         if not todo:

@@ -17,9 +17,11 @@ from repo.delegation import (
 )
 from repo.errors import KeyConfigError, ThresholdError, UsageError
 from repo.keys import KeyConfig, load_signers
+from repo.prune import prune
 from repo.repository import load_role_signers, open_transaction
 from repo.roles import ONLINE_ROLES
 from repo.state import load_state
+from repo.withdraw import withdraw
 from signer.release import release_signers
 from tests.helpers_delegation import blob_target, product_keys
 from tests.helpers_repo import NOW, make_updater, root_bytes
@@ -204,3 +206,39 @@ def test_rotating_the_product_key_resigns_role_and_bins(
         ).read_bytes()
     )
     assert set(md.signatures) == set(new.role("edge-gw").keyids)
+
+
+def test_prune_keeps_every_file_a_delegated_product_lists(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    """Regression (merge of prune and delegations): prune deleted every artifact file that
+    the top-level targets did not name, i.e. all of a delegated product's files."""
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw")
+    _release(repo, tmp_path, keys, pk, "edge-gw", "2.0")
+    signers = dict(load_role_signers(keys, ("targets", *ONLINE_ROLES)))
+    for version in ("1.0", "2.0", "3.0"):  # a top-level product, so prune has work
+        with open_transaction(repo) as tx:
+            tf, src = blob_target(tmp_path / f"o{version}", "other", version, "full")
+            tx.add_target(tf, src)
+            tx.commit(signers, NOW)  # type: ignore[arg-type]
+    product_files = sorted((repo / "targets" / "edge-gw").rglob("*"))
+    assert any(p.is_file() for p in product_files)
+
+    result = prune(repo, keys, 1, NOW, signers=signers)  # type: ignore[arg-type]
+    assert result.published and result.deleted  # other 1.0 and 2.0 went
+    assert sorted((repo / "targets" / "edge-gw").rglob("*")) == product_files
+    assert all(not d.startswith("targets/edge-gw/") for d in result.deleted)
+
+
+def test_withdraw_refuses_a_delegated_product_and_signs_nothing(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw")
+    _release(repo, tmp_path, keys, pk, "edge-gw", "2.0")
+    before = sorted(p.name for p in (repo / "metadata").iterdir())
+    signers = dict(load_role_signers(keys, ("targets", *ONLINE_ROLES)))
+    with pytest.raises(UsageError, match="delegated product"):
+        withdraw(repo, keys, "edge-gw", "2.0", "bad build", NOW, signers=signers)  # type: ignore[arg-type]
+    assert sorted(p.name for p in (repo / "metadata").iterdir()) == before
