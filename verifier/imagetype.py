@@ -75,29 +75,34 @@ def describe_unknown(head: bytes, length: int) -> str:
     return what
 
 
-def _u16(b: bytes, off: int) -> int:
+# Little-endian header fields, shared with the publisher's image readers (signer.imagediff).
+def u16(b: bytes, off: int) -> int:
     return int(struct.unpack_from("<H", b, off)[0])
 
 
-def _u32(b: bytes, off: int) -> int:
+def u32(b: bytes, off: int) -> int:
     return int(struct.unpack_from("<I", b, off)[0])
+
+
+def u64(b: bytes, off: int) -> int:
+    return int(struct.unpack_from("<Q", b, off)[0])
 
 
 def _ext4(b: bytes) -> bool:
     sb = 1024
     if len(b) < sb + 1024 or b[sb + 56 : sb + 58] != b"\x53\xef":
         return False
-    inodes, blocks = _u32(b, sb), _u32(b, sb + 4)
-    log_block = _u32(b, sb + 24)  # block size = 1024 << log_block: 1 KiB .. 64 KiB
-    rev = _u32(b, sb + 76)
+    inodes, blocks = u32(b, sb), u32(b, sb + 4)
+    log_block = u32(b, sb + 24)  # block size = 1024 << log_block: 1 KiB .. 64 KiB
+    rev = u32(b, sb + 76)
     return inodes > 0 and blocks > 0 and log_block <= 6 and rev <= 1
 
 
 def _squashfs(b: bytes) -> bool:
     if len(b) < 96 or b[:4] != b"hsqs":
         return False
-    block_size, block_log = _u32(b, 12), _u16(b, 22)
-    major = _u16(b, 28)
+    block_size, block_log = u32(b, 12), u16(b, 22)
+    major = u16(b, 28)
     return major == 4 and 12 <= block_log <= 20 and block_size == 1 << block_log
 
 
@@ -127,8 +132,8 @@ def _gpt(b: bytes) -> bool:
     for lba1 in (512, 4096):
         hdr = b[lba1 : lba1 + 92]
         if len(hdr) == 92 and hdr[:8] == b"EFI PART" and protective:
-            size = _u32(hdr, 12)
-            if _u32(hdr, 8) == 0x00010000 and 92 <= size <= lba1:
+            size = u32(hdr, 12)
+            if u32(hdr, 8) == 0x00010000 and 92 <= size <= lba1:
                 return True
     return False
 
@@ -142,9 +147,9 @@ def _vfat(b: bytes) -> bool:
     """
     if not _boot_signature(b) or not ((b[0] == 0xEB and b[2] == 0x90) or b[0] == 0xE9):
         return False
-    bytes_per_sector = _u16(b, 11)
+    bytes_per_sector = u16(b, 11)
     per_cluster = b[13]
-    reserved = _u16(b, 14)
+    reserved = u16(b, 14)
     fats = b[16]
     if bytes_per_sector not in (512, 1024, 2048, 4096) or per_cluster == 0:
         return False
@@ -162,7 +167,7 @@ def _mbr(b: bytes) -> bool:
         entry = b[446 + 16 * i : 462 + 16 * i]
         if entry[0] not in (0x00, 0x80):
             return False
-        ptype, start, count = entry[4], _u32(entry, 8), _u32(entry, 12)
+        ptype, start, count = entry[4], u32(entry, 8), u32(entry, 12)
         if ptype == 0:
             continue
         if start == 0 or count == 0:

@@ -34,6 +34,7 @@ from signer.imagediff.entry import (
     xattr_value,
 )
 from signer.imagediff.source import ReadOptions, open_image
+from verifier.imagetype import u16, u32, u64
 
 _SB_OFFSET: Final = 1024
 _MAGIC: Final = 0xE0F5E1E2
@@ -79,35 +80,23 @@ class _Inode:
     raw_u: int  # i_u: start block, rdev, or the chunk format
 
 
-def _u16(b: bytes, off: int) -> int:
-    return int(struct.unpack_from("<H", b, off)[0])
-
-
-def _u32(b: bytes, off: int) -> int:
-    return int(struct.unpack_from("<I", b, off)[0])
-
-
-def _u64(b: bytes, off: int) -> int:
-    return int(struct.unpack_from("<Q", b, off)[0])
-
-
 class ErofsReader:
     """An open image. ``listing`` walks it; nothing else is public."""
 
     def __init__(self, fd: int, length: int, what: str) -> None:
         self._fd, self._length, self._what = fd, length, what
         sb = self._pread(_SB_OFFSET, 128)
-        if _u32(sb, 0) != _MAGIC:
+        if u32(sb, 0) != _MAGIC:
             raise self._bad("no EROFS superblock magic at offset 1024")
         bits = sb[12]
         if not 9 <= bits <= 16:
             raise self._bad(f"block size 1 << {bits} (expected 512 B .. 64 KiB)")
         self.bs = 1 << bits
-        self.root_nid = _u16(sb, 14)
-        self.blocks = _u32(sb, 36)
-        self.meta = _u32(sb, 40) * self.bs
-        self.xattr = _u32(sb, 44) * self.bs
-        incompat = _u32(sb, 80)
+        self.root_nid = u16(sb, 14)
+        self.blocks = u32(sb, 36)
+        self.meta = u32(sb, 40) * self.bs
+        self.xattr = u32(sb, 44) * self.bs
+        incompat = u32(sb, 80)
         for flag, name in _INCOMPAT_NAMES.items():
             if incompat & flag:
                 raise self._bad(f"uses {name}, which this reader does not support")
@@ -165,7 +154,7 @@ class ErofsReader:
         if at + 32 > self.end:
             raise self._bad(f"inode {nid} is outside the filesystem")
         head = self._pread(at, 32)
-        fmt = _u16(head, 0)
+        fmt = u16(head, 0)
         extended = fmt & 1
         node = _Inode()
         node.nid, node.at, node.layout = nid, at, (fmt >> 1) & 0x7
@@ -173,15 +162,15 @@ class ErofsReader:
             if at + 64 > self.end:
                 raise self._bad(f"inode {nid} is outside the filesystem")
             raw = self._pread(at, 64)
-            node.size, node.uid, node.gid = _u64(raw, 8), _u32(raw, 24), _u32(raw, 28)
+            node.size, node.uid, node.gid = u64(raw, 8), u32(raw, 24), u32(raw, 28)
             isize = 64
         else:
             raw = head
-            node.size, node.uid, node.gid = _u32(raw, 8), _u16(raw, 24), _u16(raw, 26)
+            node.size, node.uid, node.gid = u32(raw, 8), u16(raw, 24), u16(raw, 26)
             isize = 32
-        node.mode = _u16(raw, 4)
-        node.raw_u = _u32(raw, 16)
-        icount = _u16(raw, 2)
+        node.mode = u16(raw, 4)
+        node.raw_u = u32(raw, 16)
+        icount = u16(raw, 2)
         node.meta_end = at + isize + (12 + 4 * (icount - 1) if icount else 0)
         if node.meta_end > self.end:
             raise self._bad(f"inode {nid}: its xattrs run past the filesystem")
@@ -233,8 +222,8 @@ class ErofsReader:
         table = self._read(start, count * size)
         left = node.size
         for i in range(count):
-            addr = _u32(table, i * size + 4) if wide else _u32(table, i * size)
-            if wide and _u16(table, i * size + 2):
+            addr = u32(table, i * size + 4) if wide else u32(table, i * size)
+            if wide and u16(table, i * size + 2):
                 raise self._bad(f"inode {node.nid}: data on an extra device")
             n = min(chunk, left)
             if addr == _NULL_ADDR:
@@ -266,9 +255,9 @@ class ErofsReader:
         if off + 4 * shared > len(body):
             raise self._bad(f"inode {node.nid}: {shared} shared xattrs do not fit")
         for i in range(shared):
-            at = self.xattr + 4 * _u32(body, off + 4 * i)
+            at = self.xattr + 4 * u32(body, off + 4 * i)
             head = self._read(at, 4)
-            entry = self._read(at, 4 + head[0] + _u16(head, 2))
+            entry = self._read(at, 4 + head[0] + u16(head, 2))
             self._xattr_entry(entry, 0, found, node.nid)
         off += 4 * shared
         while off + 4 <= len(body):
@@ -276,7 +265,7 @@ class ErofsReader:
         return found
 
     def _xattr_entry(self, region: bytes, off: int, found: dict[str, bytes], nid: int) -> int:
-        name_len, index, value_size = region[off], region[off + 1], _u16(region, off + 2)
+        name_len, index, value_size = region[off], region[off + 1], u16(region, off + 2)
         end = off + 4 + name_len + value_size
         if end > len(region):
             raise self._bad(f"inode {nid}: an xattr runs past its region")
@@ -302,13 +291,13 @@ class ErofsReader:
     def _parse_block(self, block: bytes, nid: int) -> Iterator[tuple[bytes, int]]:
         if len(block) < 12:
             raise self._bad(f"directory inode {nid}: a {len(block)}-byte directory block")
-        first = _u16(block, 8)
+        first = u16(block, 8)
         if first % 12 or not 12 <= first <= len(block):
             raise self._bad(f"directory inode {nid}: bad first name offset {first}")
         count = first // 12
         for i in range(count):
-            child, nameoff = _u64(block, 12 * i), _u16(block, 12 * i + 8)
-            end = _u16(block, 12 * i + 20) if i + 1 < count else len(block)
+            child, nameoff = u64(block, 12 * i), u16(block, 12 * i + 8)
+            end = u16(block, 12 * i + 20) if i + 1 < count else len(block)
             if not first <= nameoff < end <= len(block):
                 raise self._bad(f"directory inode {nid}: bad name at {nameoff}..{end}")
             name = block[nameoff:end]

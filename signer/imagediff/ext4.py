@@ -36,6 +36,7 @@ from signer.imagediff.entry import (
     xattr_value,
 )
 from signer.imagediff.source import ReadOptions, open_image
+from verifier.imagetype import u16, u32
 
 _SB_OFFSET: Final = 1024
 _MAGIC: Final = 0xEF53
@@ -71,16 +72,16 @@ class _Inode:
 
     def __init__(self, ino: int, raw: bytes, inode_size: int) -> None:
         self.ino = ino
-        self.mode = _u16(raw, 0)
-        self.uid = _u16(raw, 2) | (_u16(raw, 0x78) << 16)
-        self.gid = _u16(raw, 0x18) | (_u16(raw, 0x7A) << 16)
-        self.size = _u32(raw, 4) | (_u32(raw, 0x6C) << 32)
-        self.flags = _u32(raw, 0x20)
+        self.mode = u16(raw, 0)
+        self.uid = u16(raw, 2) | (u16(raw, 0x78) << 16)
+        self.gid = u16(raw, 0x18) | (u16(raw, 0x7A) << 16)
+        self.size = u32(raw, 4) | (u32(raw, 0x6C) << 32)
+        self.flags = u32(raw, 0x20)
         self.block = raw[0x28:0x64]
-        self.acl = _u32(raw, 0x68) | (_u16(raw, 0x76) << 32)
+        self.acl = u32(raw, 0x68) | (u16(raw, 0x76) << 32)
         self.extra = b""
         if inode_size > 128:
-            extra_isize = _u16(raw, 0x80)
+            extra_isize = u16(raw, 0x80)
             start = 128 + extra_isize
             if extra_isize % 4 or start + 4 > inode_size:
                 if extra_isize:  # 0 is an old inode without the extra fields
@@ -89,37 +90,29 @@ class _Inode:
                 self.extra = raw[start:inode_size]
 
 
-def _u16(b: bytes, off: int) -> int:
-    return int(struct.unpack_from("<H", b, off)[0])
-
-
-def _u32(b: bytes, off: int) -> int:
-    return int(struct.unpack_from("<I", b, off)[0])
-
-
 class Ext4Reader:
     """An open image. ``listing`` walks it; nothing else is public."""
 
     def __init__(self, fd: int, length: int, what: str) -> None:
         self._fd, self._length, self._what = fd, length, what
         sb = self._read(_SB_OFFSET, 1024)
-        if _u16(sb, 0x38) != _MAGIC:
+        if u16(sb, 0x38) != _MAGIC:
             raise self._bad("no ext2/3/4 superblock magic at offset 1080")
-        log = _u32(sb, 0x18)
+        log = u32(sb, 0x18)
         if log > 6:
             raise self._bad(f"block size 1024 << {log} is beyond 64 KiB")
         self.bs = 1024 << log
-        self.inodes_count = _u32(sb, 0)
-        self.first_data_block = _u32(sb, 0x14)
-        self.blocks_per_group = _u32(sb, 0x20)
-        self.inodes_per_group = _u32(sb, 0x28)
-        rev = _u32(sb, 0x4C)
-        self.inode_size = _u16(sb, 0x58) if rev >= 1 else 128
-        incompat = _u32(sb, 0x60)
-        blocks = _u32(sb, 4)
+        self.inodes_count = u32(sb, 0)
+        self.first_data_block = u32(sb, 0x14)
+        self.blocks_per_group = u32(sb, 0x20)
+        self.inodes_per_group = u32(sb, 0x28)
+        rev = u32(sb, 0x4C)
+        self.inode_size = u16(sb, 0x58) if rev >= 1 else 128
+        incompat = u32(sb, 0x60)
+        blocks = u32(sb, 4)
         if incompat & _INCOMPAT_64BIT:
-            blocks |= _u32(sb, 0x150) << 32
-            self.desc_size = _u16(sb, 0xFE)
+            blocks |= u32(sb, 0x150) << 32
+            self.desc_size = u16(sb, 0xFE)
             if (
                 self.desc_size < 64
                 or self.desc_size > 1024
@@ -155,9 +148,9 @@ class Ext4Reader:
         self._tables = []
         for g in range(groups):
             off = g * self.desc_size
-            table = _u32(gdt, off + 8)
+            table = u32(gdt, off + 8)
             if self.desc_size >= 64:
-                table |= _u32(gdt, off + 0x28) << 32
+                table |= u32(gdt, off + 0x28) << 32
             self._tables.append(table)
         self._hashes: dict[int, str] = {}
         self._xattr_blocks: dict[int, bytes] = {}
@@ -242,9 +235,9 @@ class Ext4Reader:
     def _extents(self, node: bytes, depth: int, out: list[tuple[int, int, int]], ino: int) -> None:
         if depth > _EXT_MAX_DEPTH:
             raise self._bad(f"inode {ino}: extent tree deeper than {_EXT_MAX_DEPTH}")
-        if len(node) < 12 or _u16(node, 0) != _EXT_MAGIC:
+        if len(node) < 12 or u16(node, 0) != _EXT_MAGIC:
             raise self._bad(f"inode {ino}: bad extent header")
-        entries, tree_depth = _u16(node, 2), _u16(node, 6)
+        entries, tree_depth = u16(node, 2), u16(node, 6)
         if 12 + 12 * entries > len(node):
             raise self._bad(f"inode {ino}: {entries} extents do not fit their node")
         if len(out) > self.blocks:
@@ -252,14 +245,14 @@ class Ext4Reader:
         for i in range(entries):
             e = 12 + 12 * i
             if tree_depth == 0:
-                logical, length = _u32(node, e), _u16(node, e + 4)
-                phys = (_u16(node, e + 6) << 32) | _u32(node, e + 8)
+                logical, length = u32(node, e), u16(node, e + 4)
+                phys = (u16(node, e + 6) << 32) | u32(node, e + 8)
                 if length > 32768:  # unwritten (preallocated): reads as zeros
                     out.append((logical, -1, length - 32768))
                 else:
                     out.append((logical, phys, length))
             else:
-                child = (_u16(node, e + 8) << 32) | _u32(node, e + 4)
+                child = (u16(node, e + 8) << 32) | u32(node, e + 4)
                 self._extents(self._block(child), depth + 1, out, ino)
 
     def _blockmap(self, node: _Inode, nblocks: int) -> list[tuple[int, int, int]]:
@@ -345,13 +338,13 @@ class Ext4Reader:
     def _xattrs(self, node: _Inode) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         extra = node.extra
-        if len(extra) >= 4 and _u32(extra, 0) == _XATTR_MAGIC:
+        if len(extra) >= 4 and u32(extra, 0) == _XATTR_MAGIC:
             region = extra[4:]
             self._xattr_entries(region, 0, region, found, node.ino)
         if node.acl:
             block = self._xattr_blocks.get(node.acl) or self._block(node.acl)
             self._xattr_blocks[node.acl] = block
-            if _u32(block, 0) == _XATTR_MAGIC:
+            if u32(block, 0) == _XATTR_MAGIC:
                 self._xattr_entries(block, 32, block, found, node.ino)
         return found
 
@@ -359,10 +352,10 @@ class Ext4Reader:
         self, region: bytes, start: int, values: bytes, found: dict[str, bytes], ino: int
     ) -> None:
         off = start
-        while off + 16 <= len(region) and _u32(region, off) != 0:
+        while off + 16 <= len(region) and u32(region, off) != 0:
             name_len, index = region[off], region[off + 1]
-            value_offs, value_inum = _u16(region, off + 2), _u32(region, off + 4)
-            value_size = _u32(region, off + 8)
+            value_offs, value_inum = u16(region, off + 2), u32(region, off + 4)
+            value_size = u32(region, off + 8)
             name_end = off + 16 + name_len
             if name_end > len(region):
                 raise self._bad(f"inode {ino}: an xattr name runs past its region")
@@ -391,8 +384,8 @@ class Ext4Reader:
     def _parse_dirents(self, block: bytes, ino: int) -> Iterator[tuple[bytes, int]]:
         off = 0
         while off + 8 <= len(block):
-            child, rec_len = _u32(block, off), _u16(block, off + 4)
-            name_len = block[off + 6] if self.filetype else _u16(block, off + 6)
+            child, rec_len = u32(block, off), u16(block, off + 4)
+            name_len = block[off + 6] if self.filetype else u16(block, off + 6)
             if self.bs == 65536 and rec_len in (0, 65535):
                 rec_len = 65536
             if rec_len < 8 or rec_len % 4 or off + rec_len > len(block):
@@ -437,7 +430,7 @@ class Ext4Reader:
                 raw = self._content(node, _MAX_PATH)
             target = raw.decode("utf-8", "backslashreplace")
         elif kind in ("chardev", "blockdev"):
-            old, new = _u32(node.block, 0), _u32(node.block, 4)
+            old, new = u32(node.block, 0), u32(node.block, 4)
             if old:
                 rdev = ((old >> 8) & 0xFF, old & 0xFF)
             else:
