@@ -315,8 +315,9 @@ def _update(dev: Device, d: _Device, config: SimConfig) -> None:
                 rand=random.Random(d.index).random,
             )
         except NothingToDoError:
-            # the killed process may have armed the slot already (it got that far)
-            if dev.boot.read().in_trial:
+            # the killed process may have armed the slot already (it got that far): a trial
+            # is set for the next boot (``in_trial`` would only be true after that boot)
+            if dev.boot.read().trial is not None:
                 d.kind = d.kind or "resumed"
                 return
             raise
