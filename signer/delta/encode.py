@@ -460,7 +460,7 @@ def _emit(
     payload_path = out.with_name(f".{out.name}.payload.tmp")
     try:
         with payload_path.open("w+b") as payload, _worker_deaths_as_build_errors():
-            with _compression_pool(options.workers, paths) as pool:
+            with _shut_down_whole(_compression_pool(options.workers, paths)) as pool:
                 for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
                     for spec, (digest, frame) in zip(group, results, strict=True):
                         payload.write(frame)
@@ -559,6 +559,40 @@ def _compression_pool(workers: int, paths: tuple[Path, Path]) -> Executor:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return pool
     return ThreadPoolExecutor(max_workers=workers)
+
+
+@contextmanager
+def _shut_down_whole(pool: Executor) -> Iterator[Executor]:
+    """Leave no half-shut process pool behind, even when Ctrl-C lands during the shutdown.
+
+    A SIGINT that interrupts ``ProcessPoolExecutor.shutdown(wait=True)`` leaves its manager
+    thread winding down while the interpreter exits; CPython 3.11's exit hook then races it
+    and prints an ``OSError: [Errno 9]`` traceback after our one-line message. So the
+    shutdown runs with SIGINT deferred (workers finish the group they hold, nothing new
+    starts) and the deferred Ctrl-C is raised once the pool is gone.
+    """
+    try:
+        yield pool
+    except BaseException as e:
+        if _shutdown_deferring_sigint(pool):
+            raise KeyboardInterrupt from e
+        raise
+    if _shutdown_deferring_sigint(pool):
+        raise KeyboardInterrupt
+
+
+def _shutdown_deferring_sigint(pool: Executor) -> bool:
+    """Shut ``pool`` down completely; whether a SIGINT arrived meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        pool.shutdown(wait=True, cancel_futures=True)  # signals only reach the main thread
+        return False
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(caught)
 
 
 #: The (base, new) images mapped in a worker process by ``_open_images``.

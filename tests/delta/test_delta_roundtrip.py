@@ -317,3 +317,49 @@ def test_a_dead_worker_process_fails_the_delta_not_the_caller(
     with pytest.raises(DeltaBuildError, match="worker process died"):
         build(tmp_path, base, new)
     assert not list(tmp_path.glob(".*.payload.tmp"))
+
+
+_SHUTDOWN_UNDER_SIGINT = r"""
+import json, multiprocessing, os, signal, sys, threading, time
+from pathlib import Path
+import signer.delta.encode as encode
+
+base, new = Path(sys.argv[1]), Path(sys.argv[2])
+outcome = "none"
+try:
+    with encode._shut_down_whole(encode._compression_pool(2, (base, new))) as pool:
+        pool.submit(time.sleep, 1.5)
+        # Ctrl-C lands while the pool waits for the running job, i.e. during shutdown
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        raise RuntimeError("the build failed")
+except KeyboardInterrupt:
+    outcome = "interrupted"
+except RuntimeError:
+    outcome = "failed"
+live = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+print(json.dumps({"outcome": outcome, "children": len(multiprocessing.active_children()),
+                  "threads": live}))
+"""
+
+
+def test_ctrl_c_during_pool_shutdown_leaves_no_half_shut_pool(tmp_path: Path) -> None:
+    """Regression (CI flake in test_sigint_during_delta_create): a SIGINT interrupting the
+    pool's shutdown left its manager thread running into interpreter exit, where CPython
+    3.11 printed an ``OSError: [Errno 9]`` traceback after our one-line message."""
+    import json
+    import subprocess
+    import sys
+
+    base, new = tmp_path / "base", tmp_path / "new"
+    base.write_bytes(b"\0" * 4096)
+    new.write_bytes(b"\1" * 4096)
+    r = subprocess.run(
+        [sys.executable, "-c", _SHUTDOWN_UNDER_SIGINT, str(base), str(new)],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    seen = json.loads(r.stdout)
+    assert seen["outcome"] == "interrupted"  # the deferred Ctrl-C is not lost
+    assert seen["children"] == 0
+    assert [t for t in seen["threads"] if not t.startswith("Thread-")] == [], seen
