@@ -19,7 +19,9 @@ Schema (specified in docs/FORMAT.md, section "Artifact metadata")::
                                                             # container header for streaming
         "allow_downgrade": false,        # optional; signed permission to go back in version
         "image_type": "ext4",            # optional (since 1.1); see verifier.imagetype
-        "withdrawn": {"reason": "...", "time": "2026-12-02T01:00:00Z"}  # schema 2.0 only
+        "withdrawn": {"reason": "...", "time": "2026-12-02T01:00:00Z"},  # schema 2.0+
+                                         # 3.0 adds "recall": true (devices on it go back)
+        "rollout": {"start": ..., "waves": [...], "halted": false}  # schema 3.0; rollout.py
     }}
 
 Schema 1.1 added ``image_type``; a 1.0 target has none and parses with ``image_type=None``.
@@ -31,6 +33,14 @@ read the target at all: a 1.x reader ignores unknown keys and would install a wi
 image, while it refuses an unknown major, and a device refuses such a target by skipping it
 (``verifier.tuf.client.candidate``). Only withdrawn targets are written as 2.0; every other
 target stays 1.1, readable by every device in the field.
+
+Schema 3.0 adds the fleet controls of issue 11: ``rollout`` (signed waves and halt,
+``verifier.rollout``) and ``withdrawn.recall`` (devices running the release go back). Major
+again, for the same reason: a 2.x reader would ignore the waves and a halt (starting a halted
+release on the whole fleet at once) and a 2.0 reader refuses ``recall`` inside ``withdrawn``
+anyway. Only targets carrying one of them are written as 3.0, so a release without waves
+stays readable by every device in the field; a device too old for 3.0 skips a wave-controlled
+release, which is the fail-closed outcome (it updates again on a release without waves).
 """
 
 from __future__ import annotations
@@ -42,12 +52,15 @@ from typing import Any, Literal
 
 from verifier.errors import ArtifactSchemaError
 from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
+from verifier.rollout import RolloutPolicy
 
 SCHEMA_VERSION = "1.1"
 #: the schema of a withdrawn target (see the module docstring)
 WITHDRAWN_SCHEMA = "2.0"
+#: the schema of a target with a rollout policy or a recall (see the module docstring)
+ROLLOUT_SCHEMA = "3.0"
 #: the majors this reader understands
-SCHEMA_MAJORS = (1, 2)
+SCHEMA_MAJORS = (1, 2, 3)
 #: a withdrawal's reason is shown on device terminals: bounded, one line, printable
 MAX_REASON_LENGTH = 500
 CUSTOM_KEY = "otakit"
@@ -148,8 +161,15 @@ class Withdrawal:
     reason: str
     #: UTC, ``YYYY-MM-DDTHH:MM:SSZ``
     time: str
+    #: A recall (schema 3.0): devices running the release go back to the verified previous
+    #: image or to the newest release not taken back; a plain withdrawal leaves them on it.
+    recall: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recall, bool):
+            raise ArtifactSchemaError(
+                f"withdrawn.recall: expected true or false, found {self.recall!r}"
+            )
         r = self.reason
         if (
             not isinstance(r, str)
@@ -177,11 +197,18 @@ class Withdrawal:
     def from_dict(cls, data: Any) -> Withdrawal:
         if not isinstance(data, dict):
             raise ArtifactSchemaError(f"withdrawn: expected an object, found {type(data).__name__}")
-        _only_keys(data, {"reason", "time"}, "withdrawn")
-        return cls(data.get("reason"), data.get("time"))  # type: ignore[arg-type]
+        _only_keys(data, {"reason", "time", "recall"}, "withdrawn")
+        return cls(
+            data.get("reason"),  # type: ignore[arg-type]
+            data.get("time"),  # type: ignore[arg-type]
+            data.get("recall", False),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "time": self.time}
+        d: dict[str, Any] = {"reason": self.reason, "time": self.time}
+        if self.recall:
+            d["recall"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -209,6 +236,19 @@ class ArtifactInfo:
     image_type: ImageType | None = None
     #: Set when the publisher withdrew this release (schema 2.0): never installed.
     withdrawn: Withdrawal | None = None
+    #: The signed staged-rollout policy (schema 3.0); None: the whole fleet at once.
+    rollout: RolloutPolicy | None = None
+
+    @property
+    def recalled(self) -> bool:
+        return self.withdrawn is not None and self.withdrawn.recall
+
+    @property
+    def schema(self) -> str:
+        """The schema this artifact is written as: the oldest that can say all of it."""
+        if self.rollout is not None or self.recalled:
+            return ROLLOUT_SCHEMA
+        return SCHEMA_VERSION if self.withdrawn is None else WITHDRAWN_SCHEMA
 
     def __post_init__(self) -> None:
         if self.image_type is not None and not is_image_type(self.image_type):
@@ -288,6 +328,8 @@ class ArtifactInfo:
         # A 1.x target carrying ``withdrawn`` is honoured too: the strictest reading wins.
         w = data.get("withdrawn")
         withdrawn = None if w is None else Withdrawal.from_dict(w)
+        r = data.get("rollout")
+        rollout = None if r is None else RolloutPolicy.from_dict(r, "rollout")
         return cls(
             product=product,
             hardware=hardware,
@@ -300,12 +342,13 @@ class ArtifactInfo:
             allow_downgrade=allow,
             image_type=image_type,
             withdrawn=withdrawn,
+            rollout=rollout,
         )
 
     def to_custom(self) -> dict[str, Any]:
         """The ``custom`` dict for a TUF ``TargetFile`` (inverse of ``from_custom``)."""
         d: dict[str, Any] = {
-            "schema": SCHEMA_VERSION if self.withdrawn is None else WITHDRAWN_SCHEMA,
+            "schema": self.schema,
             "product": self.product,
             "hardware": list(self.hardware),
             "version": str(self.version),
@@ -323,6 +366,8 @@ class ArtifactInfo:
             d["image_type"] = self.image_type
         if self.withdrawn is not None:
             d["withdrawn"] = self.withdrawn.to_dict()
+        if self.rollout is not None:
+            d["rollout"] = self.rollout.to_dict()
         return {CUSTOM_KEY: d}
 
 
