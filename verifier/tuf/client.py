@@ -167,13 +167,14 @@ class TufClient:
         except OtakitError:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise
+        self._metadata_fetcher = PrecheckingFetcher(self.fetcher)
         with tuf_errors("loading the trusted root"):
             self._updater = Updater(
                 str(self._scratch),
                 metadata_url,
                 str(self._scratch / "targets"),
                 self.targets_url,
-                PrecheckingFetcher(self.fetcher),
+                self._metadata_fetcher,
                 self.limits.updater_config(),
                 bootstrap=chain.newest.data,
             )
@@ -200,7 +201,7 @@ class TufClient:
         """
         load = _role_loader(self._updater)  # before any download: fails closed
         try:
-            with tuf_errors("repository metadata"):
+            with tuf_errors(self._metadata_context):
                 self._updater.refresh()
                 top = (
                     Metadata[Targets]
@@ -227,6 +228,10 @@ class TufClient:
         self.store.commit(self._scratch)
         self._advance_floor()
         return out
+
+    def _metadata_context(self) -> str:
+        last = self._metadata_fetcher.last_file
+        return "repository metadata" + (f" ({last} from the repository)" if last else "")
 
     def _advance_floor(self) -> None:
         """The clock reading of this attempt, capped by what is now trusted (timefloor)."""

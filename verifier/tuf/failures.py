@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tuf.api import exceptions as tuf_exc
 from tuf.api.serialization import DeserializationError
@@ -127,10 +127,13 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
 )
 
 
-def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
-    """Our error for a tuf (or OS) exception, keeping its message."""
+def map_tuf_error(exc: BaseException, context: str | Callable[[], str]) -> OtakitError:
+    """Our error for a tuf (or OS) exception, keeping its message. ``context`` may be
+    computed when the failure happens (which file was being verified)."""
     if isinstance(exc, OtakitError):
         return exc
+    if callable(context):
+        context = context()
     for library, ours, suffix, hint in _MAPPING:
         if isinstance(exc, library):
             prefix = "bad signature: " if library is tuf_exc.UnsignedMetadataError else ""
@@ -139,7 +142,7 @@ def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
 
 
 @contextlib.contextmanager
-def tuf_errors(context: str) -> Iterator[None]:
+def tuf_errors(context: str | Callable[[], str]) -> Iterator[None]:
     """Raise library failures inside the block as our errors, with ``context`` in front."""
     try:
         yield
