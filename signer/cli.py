@@ -164,9 +164,10 @@ def repo_list(
     product: Annotated[str | None, typer.Option(help="Only this product.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List published artifacts, oldest first.
+    """List published artifacts, oldest first, with how each stands.
 
-    The repository is verified against its root first.
+    The repository is verified against its root first. The last column is
+    live, withdrawn or recalled (with time and reason), halted, or in waves.
     """
     run = run_state(ctx, json_out)
     arts = list_published(repo, product)
@@ -174,7 +175,10 @@ def repo_list(
         run.emit([a.to_json() for a in arts])
         return
     for a in arts:
-        print(f"{a.info.product}\t{a.info.version}\t{a.info.kind}\t{a.length}\t{a.target_path}")
+        info = a.info
+        print(
+            f"{info.product}\t{info.version}\t{info.kind}\t{a.length}\t{a.target_path}\t{info.standing}"
+        )
 
 
 @repo_app.command("refresh", epilog=EPILOG)
