@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -225,14 +225,21 @@ class ProductView:
             self._bins[name] = load_role(self.state, name, self.targets)
         return self._bins[name]
 
-    def lists(self, path: str) -> bool:
+    def find(self, path: str) -> tuple[str, TargetFile] | None:
+        """(the role listing ``path``: this product role or one of its bins, its entry)."""
         if path in self.targets.targets:
-            return True
+            return self.name, self.targets.targets[path]
         sr = self.succinct()
         if sr is None:
-            return False
-        b = self.bin(sr.get_role_for_target(path))
-        return b is not None and path in b.md.signed.targets
+            return None
+        name = sr.get_role_for_target(path)
+        b = self.bin(name)
+        if b is None or path not in b.md.signed.targets:
+            return None
+        return name, b.md.signed.targets[path]
+
+    def lists(self, path: str) -> bool:
+        return self.find(path) is not None
 
     def all_targets(self) -> dict[str, TargetFile]:
         out = dict(self.targets.targets)
@@ -321,14 +328,23 @@ class StagedRole:
 
 
 def stage_release(
-    view: ProductView, adds: Mapping[str, TargetFile], expires: datetime
+    view: ProductView,
+    adds: Mapping[str, TargetFile],
+    expires: datetime,
+    *,
+    replace: Mapping[str, TargetFile] | None = None,
+    remove: Collection[str] = (),
 ) -> list[StagedRole]:
-    """Product role N+1 with ``adds`` and the head rule applied, plus each bin receiving a
-    version that left the head (N+1 of that bin). Nothing else is rewritten."""
+    """Product role N+1 with ``adds`` and the head rule applied, plus N+1 of each bin that
+    receives a version leaving the head or lists a path of ``replace`` (a new entry for a
+    published target: withdraw) or ``remove`` (prune). Nothing else is rewritten, so a
+    withdrawal or a prune is signed with the product's keys alone."""
     old = view.targets
     head = int(old.unrecognized_fields.get(HEAD_FIELD, DEFAULT_HEAD))
     sr = view.succinct()
-    merged = {**old.targets, **adds}
+    replace = replace or {}
+    in_role = {p: tf for p, tf in replace.items() if p in old.targets}
+    merged = {p: tf for p, tf in {**old.targets, **in_role, **adds}.items() if p not in remove}
     moved: dict[str, TargetFile] = {}
     kept = merged
     if sr is not None:
@@ -341,13 +357,22 @@ def stage_release(
         unrecognized_fields=dict(old.unrecognized_fields),
     )
     staged = [StagedRole(view.name, view.name, new, view.state.targets.signed)]
+    if sr is None:
+        return staged
     by_bin: dict[str, dict[str, TargetFile]] = {}
     for path, tf in moved.items():
-        assert sr is not None
         by_bin.setdefault(sr.get_role_for_target(path), {})[path] = tf
-    for name, entries in sorted(by_bin.items()):
+    gone: dict[str, set[str]] = {}
+    for path in remove:
+        if path not in old.targets:
+            gone.setdefault(sr.get_role_for_target(path), set()).add(path)
+    for path, tf in replace.items():
+        if path not in old.targets:
+            by_bin.setdefault(sr.get_role_for_target(path), {})[path] = tf
+    for name in sorted({*by_bin, *gone}):
         published = view.bin(name)
         base = published.md.signed if published is not None else None
+        entries = {**(base.targets if base is not None else {}), **by_bin.get(name, {})}
         staged.append(
             StagedRole(
                 name,
@@ -355,7 +380,7 @@ def stage_release(
                 Targets(
                     version=(base.version if base is not None else 0) + 1,
                     expires=expires,
-                    targets={**(base.targets if base is not None else {}), **entries},
+                    targets={p: t for p, t in entries.items() if p not in gone.get(name, ())},
                 ),
                 new,
                 compact=True,

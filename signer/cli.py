@@ -32,6 +32,7 @@ from repo.keys import (
     PromptFn,
     load_available_signers,
     load_key_config,
+    load_product_keys,
     load_role_keys,
     load_signers,
     tty_prompt,
@@ -534,6 +535,7 @@ def withdraw_cmd(
     reason: Annotated[
         str, typer.Option(help="Why (one line; devices running it show it in status).")
     ],
+    product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -543,12 +545,14 @@ def withdraw_cmd(
 
     A signed targets change: its full artifact and every delta to it stay listed, marked
     withdrawn with REASON, so a device already running it is told so. Rerunning is safe.
+    A delegated product's release is signed with its --product-keys.
     """
     run = run_state(ctx, json_out)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    pk = None if product_keys is None else load_role_keys(product_keys, product)
     result = withdraw(
         repo, load_key_config(keys), product, version, reason, _now(), expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=pk, prompt=tty_prompt(), progress=run.note,
     )  # fmt: skip
     for w in result.warnings:
         run.warn(w)
@@ -573,6 +577,14 @@ def repo_prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; sign and delete nothing.")
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="A delegated product's key file (repeat); products without one are kept.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -587,10 +599,12 @@ def repo_prune(
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     result = prune(
         repo, load_key_config(keys), keep, _now(), dry_run=dry_run, expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=load_product_keys(product_keys or []), prompt=tty_prompt(),
+        progress=run.note,
     )  # fmt: skip
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{p}: keeps {', '.join(v)}" for p, v in result.plan.kept_versions.items()]
+    lines += [f"{p}: not pruned (delegated; pass --product-keys)" for p in result.plan.skipped]
     lines += [f"drops {t}" for t in result.plan.remove]
     lines += [f"{verb} {f}" for f in result.deleted]
     run.result(result.to_json(), "\n".join(lines))

@@ -21,8 +21,8 @@ from repo.prune import prune
 from repo.repository import load_role_signers, open_transaction
 from repo.roles import ONLINE_ROLES
 from repo.state import load_state
-from repo.withdraw import withdraw
-from signer.release import release_signers
+from repo.withdraw import product_artifacts, withdraw
+from repo.repository import release_signers
 from tests.helpers_delegation import blob_target, product_keys
 from tests.helpers_repo import NOW, make_updater, root_bytes
 
@@ -231,14 +231,92 @@ def test_prune_keeps_every_file_a_delegated_product_lists(
     assert all(not d.startswith("targets/edge-gw/") for d in result.deleted)
 
 
-def test_withdraw_refuses_a_delegated_product_and_signs_nothing(
+def _metadata_files(repo: Path) -> list[str]:
+    return sorted(p.name for p in (repo / "metadata").iterdir())
+
+
+def _withdrawn(repo: Path, product: str) -> dict[str, str]:
+    """path -> withdrawal reason of every withdrawn target of ``product``, wherever listed."""
+    return {
+        a.path: a.info.withdrawn.reason
+        for a in product_artifacts(load_state(repo), product)
+        if a.info.withdrawn is not None
+    }
+
+
+def test_withdraw_of_a_delegated_release_is_signed_by_the_product_key_alone(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    """Before: withdraw refused a delegated product. Now its role (and the bin listing an
+    older version) is re-signed with the product key; the top-level targets are not."""
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=4, head=2)
+    for v in ("2.0", "3.0", "4.0"):
+        _release(repo, tmp_path, keys, pk, "edge-gw", v)
+    before = load_state(repo)
+    signers = {**_online(keys), "edge-gw": load_signers(pk, "edge-gw")}  # no targets key
+    head = withdraw(repo, keys, "edge-gw", "4.0", "bad build", NOW, signers=signers)  # type: ignore[arg-type]
+    assert head.roles == ("edge-gw",) and len(head.marked) == 2
+    binned = withdraw(repo, keys, "edge-gw", "2.0", "old and bad", NOW, signers=signers)  # type: ignore[arg-type]
+    assert binned.roles and all(r.startswith("edge-gw-bin-") for r in binned.roles)
+    after = load_state(repo)  # every role verifies, as a device would check it
+    assert after.targets.signed.version == before.targets.signed.version
+    assert set(_withdrawn(repo, "edge-gw").values()) == {"bad build", "old and bad"}
+    assert len(_withdrawn(repo, "edge-gw")) == 4
+    # python-tuf's own client finds the withdrawn entry in the bin, by path
+    updater = make_updater(repo, tmp_path / "client", root_bytes(repo))
+    updater.refresh()
+    info = updater.get_targetinfo("edge-gw/2.0/full.img.zst")
+    assert info is not None and "withdrawn" in info.custom["otakit"]
+    # the key file path: the same product key, loaded from its file
+    again = withdraw(repo, keys, "edge-gw", "3.0", "also bad", NOW, product_keys=pk)
+    assert again.roles == ("edge-gw",)
+
+
+def test_withdraw_of_a_delegated_release_without_its_product_key_signs_nothing(
     repo: Path, keys: KeyConfig, tmp_path: Path
 ) -> None:
     pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    other = product_keys(tmp_path / "k", "edge-gw", "b")
     _delegate(repo, keys, pk, "edge-gw")
     _release(repo, tmp_path, keys, pk, "edge-gw", "2.0")
-    before = sorted(p.name for p in (repo / "metadata").iterdir())
+    before = _metadata_files(repo)
+    with pytest.raises(UsageError, match="--product-keys"):
+        withdraw(repo, keys, "edge-gw", "2.0", "bad build", NOW)
+    with pytest.raises(KeyConfigError, match="not edge-gw's delegated keys"):
+        withdraw(repo, keys, "edge-gw", "2.0", "bad build", NOW, product_keys=other)
+    # the top-level targets key cannot sign the product's role either
     signers = dict(load_role_signers(keys, ("targets", *ONLINE_ROLES)))
-    with pytest.raises(UsageError, match="delegated product"):
+    with pytest.raises(ThresholdError, match="edge-gw"):
         withdraw(repo, keys, "edge-gw", "2.0", "bad build", NOW, signers=signers)  # type: ignore[arg-type]
-    assert sorted(p.name for p in (repo / "metadata").iterdir()) == before
+    assert _metadata_files(repo) == before
+
+
+def test_prune_of_a_delegated_product_keeps_the_newest_and_the_bases_of_kept_deltas(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=4, head=2)
+    for v in ("1.0", "2.0", "3.0", "4.0"):  # each delta is from 1.0
+        _release(repo, tmp_path, keys, pk, "edge-gw", v)
+    before = load_state(repo)
+    # without the product's keys it is left alone (and so are its files)
+    skipped = prune(repo, keys, 1, NOW, dry_run=True)
+    assert skipped.plan.skipped == ("edge-gw",) and not skipped.plan.remove
+    result = prune(repo, keys, 1, NOW, product_keys={"edge-gw": pk})
+    assert result.published and result.plan.kept_versions["edge-gw"] == (
+        "4.0",
+        "1.0 (base of a kept delta)",
+    )
+    st = load_state(repo)
+    assert st.targets.signed.version == before.targets.signed.version  # no targets key used
+    left = set(published_targets(st, "edge-gw"))
+    assert left == {
+        "edge-gw/4.0/full.img.zst",
+        "edge-gw/4.0/delta-from-1.0.otd",
+        "edge-gw/1.0/full.img.zst",
+    }
+    assert {d.split("/")[1] for d in result.deleted} == {"edge-gw"}
+    stored = {p.name.split(".", 1)[1] for p in (repo / "targets").rglob("*") if p.is_file()}
+    assert stored == {"full.img.zst", "delta-from-1.0.otd"}
+    assert len([p for p in (repo / "targets").rglob("*") if p.is_file()]) == 3
