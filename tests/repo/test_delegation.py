@@ -18,11 +18,10 @@ from repo.delegation import (
 from repo.errors import KeyConfigError, ThresholdError, UsageError
 from repo.keys import KeyConfig, load_signers
 from repo.prune import prune
-from repo.repository import load_role_signers, open_transaction
+from repo.repository import load_role_signers, open_transaction, release_signers
 from repo.roles import ONLINE_ROLES
 from repo.state import load_state
 from repo.withdraw import product_artifacts, withdraw
-from repo.repository import release_signers
 from tests.helpers_delegation import blob_target, product_keys
 from tests.helpers_repo import NOW, make_updater, root_bytes
 
