@@ -509,7 +509,7 @@ def delegate(
         bins = frozenset(s.name for s in staged[1:])
         chain_in = stage_chain(state, top, now, exp)
         meta = chain_in.snapshot.meta
-        old_sr = _published_bins(state, spec.product)
+        old_sr = published_bins(state, spec.product)
         for name in old_sr - bins:  # a new bin count: the old bins are no longer delegated
             meta.pop(f"{name}.json", None)
         meta.update(snapshot_meta(signed, bins))
@@ -535,7 +535,7 @@ def delegate(
     )
 
 
-def _published_bins(state: RepoState, product: str) -> frozenset[str]:
+def published_bins(state: RepoState, product: str) -> frozenset[str]:
     prefix = bin_prefix(product) + "-"
     return frozenset(
         name[: -len(".json")]

@@ -25,8 +25,9 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
+from repo.ceremony import stage_delegation_file
 from repo.delegation import DEFAULT_BINS, DEFAULT_HEAD, DelegationSpec, delegate
-from repo.errors import OtakitError
+from repo.errors import OtakitError, UsageError
 from repo.keys import (
     KeyConfig,
     PromptFn,
@@ -351,7 +352,6 @@ def repo_delegate(
     ctx: typer.Context,
     repo: RepoArg,
     product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product to delegate.")],
-    keys: KeysOpt,
     product_keys: Annotated[
         Path,
         typer.Option(
@@ -360,24 +360,47 @@ def repo_delegate(
             help="The product's key file: its keys and threshold (docs/REPOSITORY.md).",
         ),
     ],
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help="Key configuration (keys.json); not with --stage."),
+    ] = None,
     bins: Annotated[
         int, typer.Option(min=0, help="Hash bins for older versions (power of 2; 0: none).")
     ] = DEFAULT_BINS,
     head: Annotated[
         int, typer.Option(min=1, help="Newest versions the product role lists itself.")
     ] = DEFAULT_HEAD,
+    stage: Annotated[
+        bool, typer.Option("--stage", help="Write an unsigned ceremony file (--out).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --stage: the staged file (new).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Give PRODUCT its own targets role, signed by its keys.
 
     Signs the top-level targets (offline keys), the product role and its bins (the
     product keys) and snapshot and timestamp. Rerun with new product keys to rotate or
-    revoke them.
+    revoke them. With --stage, nothing is signed: holders of the targets and the product
+    keys sign OUT with 'otakit repo sign', then 'otakit repo publish' publishes it.
     """
     run = run_state(ctx, json_out)
-    keyconf = load_key_config(keys)
     role_keys = load_role_keys(product_keys, product)
     spec = DelegationSpec(product, role_keys.role(product), bins=bins, head=head)
+    if stage or out is not None:
+        if not stage or out is None or keys is not None:
+            raise UsageError("staging a delegation takes --stage --out FILE, and no --keys")
+        staged = stage_delegation_file(repo, spec, out, _now())
+        docs = [f"{r} v{d.signed.version}" for r, d in staged.named()]
+        run.result(
+            {"staged": str(out), "change": staged.change, "documents": docs},
+            f"{out}: {' + '.join(docs)} (unsigned)",
+        )
+        return
+    if keys is None:
+        raise UsageError("--keys: expected the key configuration (or --stage --out FILE)")
+    keyconf = load_key_config(keys)
     prompt = tty_prompt()
     signers = dict(load_role_signers(keyconf, ("targets", *ONLINE_ROLES), prompt=prompt))
     signers[product] = load_signers(role_keys, product, prompt=prompt)
