@@ -386,11 +386,12 @@ def repo_delegate(
     keys sign OUT with 'otakit repo sign', then 'otakit repo publish' publishes it.
     """
     run = run_state(ctx, json_out)
+    if (stage or out is not None) and (not stage or out is None or keys is not None):
+        raise UsageError("staging a delegation takes --stage --out FILE, and no --keys")
     role_keys = load_role_keys(product_keys, product)
     spec = DelegationSpec(product, role_keys.role(product), bins=bins, head=head)
-    if stage or out is not None:
-        if not stage or out is None or keys is not None:
-            raise UsageError("staging a delegation takes --stage --out FILE, and no --keys")
+    if stage:
+        assert out is not None
         staged = stage_delegation_file(repo, spec, out, _now())
         docs = [f"{r} v{d.signed.version}" for r, d in staged.named()]
         run.result(

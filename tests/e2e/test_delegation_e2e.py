@@ -185,3 +185,58 @@ def test_a_delegated_release_is_withdrawn_with_the_product_key_and_pruned_after(
         assert sha(tmp_path / "d1" / "slot-b.img") == sha(images[4])
         _update_and_commit(on_2, "4.0")
         assert sha(tmp_path / "d2" / "slot-a.img") == sha(images[4])
+
+
+def test_a_delegation_through_a_ceremony_reaches_a_device(
+    tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    """2-of-3 targets holders and the product team sign one staged delegation in separate
+    steps (the file travels); after publish the product CI releases with its key alone and
+    a device pinned to root 1 installs it."""
+    run("otakit", "keys", "generate-demo", tmp_path / "keys")
+    holders = json.loads(product_key_file(tmp_path / "t", "targets", "xyz", 2).read_text())
+    demo = json.loads((tmp_path / "keys" / "keys.json").read_text())
+    for entry in demo["roles"].values():
+        for k in entry["keys"]:
+            k["uri"] = "file2:" + str(tmp_path / "keys" / k["uri"].split(":", 1)[1])
+    demo["roles"]["targets"] = {"threshold": 2, "keys": holders["keys"]}
+    conf = tmp_path / "t" / "keys.json"
+    conf.write_text(json.dumps(demo))
+    repo = tmp_path / "repo"
+    run("otakit", "repo", "init", repo, "--keys", conf)
+    v1, image = tmp_path / "v1.img", tmp_path / "v2.img"
+    v1.write_bytes(build_image(DemoImageSpec(version=1, files=40, size=2 << 20)))
+    image.write_bytes(build_image(DemoImageSpec(version=2, files=40, size=2 << 20)))
+    key_a = product_key_file(tmp_path / "pk", PRODUCT, "a")
+    staged = tmp_path / "delegate.json"
+    out = run("otakit", "repo", "delegate", repo, PRODUCT, "--product-keys", key_a,
+              "--bins", "2", "--stage", "--out", staged, "--json")  # fmt: skip
+    assert json.loads(out.stdout)["documents"][:2] == ["targets v2", f"{PRODUCT} v1"]
+    uris = [f"file2:{tmp_path / 't' / k['uri'].split(':', 1)[1]}" for k in holders["keys"]]
+    product_uri = f"file2:{tmp_path / 'pk' / f'{PRODUCT}-a0.pem'}"
+
+    def holder_signs(uri: str) -> None:  # on the holder's own machine: a copy travels
+        travelled = tmp_path / "at-holder.json"
+        travelled.write_bytes(staged.read_bytes())
+        run("otakit", "repo", "sign", travelled, "--key", uri)
+        staged.write_bytes(travelled.read_bytes())
+
+    holder_signs(uris[0])
+    early = run("otakit", "repo", "publish", staged, repo, "--keys", conf, ok=False)
+    assert early.returncode == SECURITY_EXIT and "expected 2 signature(s)" in early.stderr
+    holder_signs(product_uri)
+    st = json.loads(run("otakit", "repo", "sign-status", staged, "--repo", repo, "--json").stdout)
+    done = {d["role"]: d["complete"] for d in st["documents"]}
+    assert done == {"targets": False, PRODUCT: True, f"{PRODUCT}-bin-0": True,
+                    f"{PRODUCT}-bin-1": True}  # fmt: skip
+    holder_signs(uris[1])
+    out = run("otakit", "repo", "publish", staged, repo, "--keys", conf, "--json")
+    assert json.loads(out.stdout)["written"][-1] == "timestamp.json"
+
+    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
+        device = _device(tmp_path, "d", url, repo, v1, "1.0")
+        run("otakit", "release", repo, image, "--keys", conf, "--product", PRODUCT,
+            "--hardware", HW, "--version", "2.0", "--deltas", "0",
+            "--product-keys", key_a)  # fmt: skip
+        _update_and_commit(device, "2.0")
+        assert sha(tmp_path / "d" / "slot-b.img") == sha(image)
