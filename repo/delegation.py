@@ -287,6 +287,60 @@ def delegated_targets(state: RepoState) -> dict[str, TargetFile]:
     return out
 
 
+@dataclass(frozen=True)
+class DelegatedRoleInfo:
+    """A published product role or hash bin: whose keys sign it, its version and expiry."""
+
+    role: str
+    product: str
+    version: int
+    expires: datetime
+
+
+def delegated_roles(state: RepoState) -> list[DelegatedRoleInfo]:
+    """Every published product role and its bins (each verified), products in delegation
+    order, each role before its bins: what ``repo status`` and ``repo refresh`` watch."""
+    dl = state.targets.signed.delegations
+    out: list[DelegatedRoleInfo] = []
+    for product in (dl.roles or {}) if dl is not None else ():
+        view = product_view(state, product)
+        if view is None:
+            continue
+        roles = [view.role]
+        sr = view.succinct()
+        roles += [view.bin(name) for name in (sr.get_roles() if sr is not None else ())]
+        for r in roles:
+            if r is not None:
+                t = r.md.signed
+                out.append(DelegatedRoleInfo(r.name, product, t.version, t.expires))
+    return out
+
+
+def stage_renewal(view: ProductView, names: Collection[str], expires: datetime) -> list[StagedRole]:
+    """Version N+1 of the product role and/or bins named in ``names``, the same content with
+    a new expiry (``repo refresh``): nothing a device sees changes but the dates."""
+    staged: list[StagedRole] = []
+    role = view.targets
+    if view.name in names:
+        role = Targets(
+            version=role.version + 1,
+            expires=expires,
+            targets=dict(role.targets),
+            delegations=role.delegations,
+            unrecognized_fields=dict(role.unrecognized_fields),
+        )
+        staged.append(StagedRole(view.name, view.name, role, view.state.targets.signed))
+    sr = view.succinct()
+    for name in sr.get_roles() if sr is not None else ():
+        published = view.bin(name)
+        if name not in names or published is None:
+            continue
+        old = published.md.signed
+        renewed = Targets(version=old.version + 1, expires=expires, targets=dict(old.targets))
+        staged.append(StagedRole(name, view.name, renewed, role, compact=True))
+    return staged
+
+
 # --- laying targets out in head and bins ----------------------------------------------------
 
 

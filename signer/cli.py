@@ -199,6 +199,14 @@ def repo_refresh(
         bool,
         typer.Option("--targets", help="Also re-sign targets (needs the offline targets keys)."),
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="Re-sign PRODUCT's role and bins expiring within --warn-days (repeat).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -206,12 +214,16 @@ def repo_refresh(
 ) -> None:
     """Re-sign snapshot and timestamp with the online keys.
 
-    With --targets, targets too (needs its offline keys).
+    With --targets, targets too (needs its offline keys); with --product-keys, the
+    delegated roles of those products that expire within --warn-days.
     """
     run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
-    signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
+    prompt = tty_prompt()
+    signers = dict(load_role_signers(keyconf, roles, prompt=prompt))
+    for product, pk in load_product_keys(product_keys or []).items():
+        signers[product] = load_signers(pk, product, prompt=prompt)
     result = refresh(
         repo,
         signers,
@@ -223,8 +235,9 @@ def repo_refresh(
     )
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
+    info = {**doc["roles"], **doc["delegated"]}
     lines = [
-        f"{role} v{result.versions[role]} expires {doc['roles'][role]['expires']}"
+        f"{role} v{info[role]['version']} expires {info[role]['expires']}"
         for role in result.refreshed
     ]
     run.result(doc, "\n".join(lines))
@@ -250,13 +263,21 @@ def repo_status(
 ) -> None:
     """Version and expiry of every role (verified; needs no keys)."""
     run = run_state(ctx, json_out)
-    result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
+    now = _now()
+    result = repository_status(repo, now, warn_within=timedelta(days=warn_days))
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
     del doc["refreshed"], doc["reason"]
     lines = [
         f"{role}\tv{info['version']}\texpires {info['expires']}"
         for role, info in doc["roles"].items()
+    ]
+    soon = now + timedelta(days=warn_days)
+    lines += [
+        f"{d.role}\tv{d.version}\texpires {doc['delegated'][d.role]['expires']}\t"
+        f"({d.product}'s keys"
+        + ("; EXPIRED)" if d.expires <= now else "; expires soon)" if d.expires <= soon else ")")
+        for d in result.delegated
     ]
     run.result(doc, "\n".join(lines))
 

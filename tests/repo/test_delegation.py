@@ -3,6 +3,8 @@ role, hash bins for older versions, and a product key that can publish only its 
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,18 +14,20 @@ from repo.delegation import (
     DelegationSpec,
     delegate,
     delegate_edit,
+    delegated_roles,
     product_view,
     published_targets,
 )
 from repo.errors import KeyConfigError, ThresholdError, UsageError
-from repo.keys import KeyConfig, load_signers
+from repo.keys import KeyConfig, load_role_keys, load_signers
 from repo.prune import prune
+from repo.refresh import refresh, repository_status
 from repo.repository import load_role_signers, open_transaction, release_signers
 from repo.roles import ONLINE_ROLES
 from repo.state import load_state
 from repo.withdraw import product_artifacts, withdraw
-from tests.helpers_delegation import blob_target, product_keys
-from tests.helpers_repo import NOW, make_updater, root_bytes
+from tests.helpers_delegation import blob_target, product_key_file, product_keys
+from tests.helpers_repo import NOW, make_updater, publisher_cli, root_bytes
 
 
 def _spec(keys: KeyConfig, product: str, bins: int = 0, head: int = 3) -> DelegationSpec:
@@ -319,3 +323,87 @@ def test_prune_of_a_delegated_product_keeps_the_newest_and_the_bases_of_kept_del
     stored = {p.name.split(".", 1)[1] for p in (repo / "targets").rglob("*") if p.is_file()}
     assert stored == {"full.img.zst", "delta-from-1.0.otd"}
     assert len([p for p in (repo / "targets").rglob("*") if p.is_file()]) == 3
+
+
+def test_status_lists_product_roles_and_bins_and_flags_those_expiring(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=2, head=1)
+    fresh = repository_status(repo, NOW)
+    assert [(d.role, d.version) for d in fresh.delegated] == [
+        ("edge-gw", 1),
+        ("edge-gw-bin-0", 1),
+        ("edge-gw-bin-1", 1),
+    ]
+    assert fresh.to_json()["delegated"]["edge-gw"]["product"] == "edge-gw"
+    assert not [w for w in fresh.warnings if w.product]
+    later = repository_status(repo, NOW + timedelta(days=80))  # they live 91 days
+    (warning,) = [w for w in later.warnings if w.product]
+    assert warning.product == "edge-gw" and warning.also == 2
+    assert "--product-keys edge-gw=ROLEKEYS" in warning.message()
+    expired = repository_status(repo, NOW + timedelta(days=92))
+    assert any(w.product and w.expired for w in expired.warnings)
+
+
+def test_refresh_resigns_product_roles_and_bins_near_expiry_with_the_product_key(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=2, head=1)
+    for v in ("1.0", "2.0"):
+        _release(repo, tmp_path, keys, pk, "edge-gw", v)
+    before = {d.role: d for d in delegated_roles(load_state(repo))}
+    top = load_state(repo).targets.signed.version
+    # far from expiry: the product key is given, nothing delegated is due
+    soon = refresh(repo, {**_online(keys), "edge-gw": load_signers(pk, "edge-gw")}, NOW)  # type: ignore[dict-item]
+    assert soon.refreshed == ONLINE_ROLES
+    later = NOW + timedelta(days=80)
+    # without the product key: the online roles are refreshed, the warning names its keys
+    without = refresh(repo, _online(keys), later)  # type: ignore[arg-type]
+    assert without.refreshed == ONLINE_ROLES
+    assert any(w.product == "edge-gw" for w in without.warnings)
+    assert {d.role: d.version for d in without.delegated} == {
+        r: d.version for r, d in before.items()
+    }
+    # with it: the product role and every bin re-signed, the top-level targets untouched
+    signers = {**_online(keys), "edge-gw": load_signers(pk, "edge-gw")}
+    done = refresh(repo, signers, later)  # type: ignore[arg-type]
+    assert set(done.refreshed) == {*ONLINE_ROLES, *before}
+    st = load_state(repo)  # verifies every role, bins through the re-signed product role
+    after = {d.role: d for d in delegated_roles(st)}
+    assert all(after[r].version == before[r].version + 1 for r in before)
+    assert all(after[r].expires > later + timedelta(days=90) for r in before)
+    assert not [w for w in done.warnings if w.product]
+    assert st.targets.signed.version == top
+    view = product_view(st, "edge-gw")
+    assert view is not None
+    assert {p.split("/")[1] for p in view.all_targets()} == {"1.0", "2.0"}
+    # and a product key of another product cannot re-sign it
+    other = product_keys(tmp_path / "k", "edge-gw", "b")
+    with pytest.raises(ThresholdError):
+        refresh(
+            repo,
+            {**_online(keys), "edge-gw": load_signers(other, "edge-gw")},  # type: ignore[dict-item]
+            later + timedelta(days=85),
+        )
+
+
+def test_cli_status_and_refresh_cover_product_roles(
+    repo: Path, keys: KeyConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = product_key_file(tmp_path / "k", "edge-gw", "a")
+    pk = load_role_keys(key_file, "edge-gw")
+    _delegate(repo, keys, pk, "edge-gw", bins=2, head=1)
+    code, out, err = publisher_cli(capsys, "repo", "status", str(repo), "--warn-days", "400")
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [r[0] for r in rows[4:]] == ["edge-gw", "edge-gw-bin-0", "edge-gw-bin-1"]
+    assert all(r[3] == "(edge-gw's keys; expires soon)" for r in rows[4:])
+    assert "WARNING: edge-gw v1 (and 2 more of edge-gw's roles) expires" in err
+    argv = ["repo", "refresh", str(repo), "--keys", str(keys.source), "--warn-days", "400"]
+    code, out, err = publisher_cli(capsys, *argv, "--product-keys", f"edge-gw={key_file}", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc["refreshed"]) >= {"edge-gw", "edge-gw-bin-0", "edge-gw-bin-1"}
+    assert doc["delegated"]["edge-gw"]["version"] == 2
