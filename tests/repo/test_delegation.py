@@ -4,12 +4,15 @@ role, hash bins for older versions, and a product key that can publish only its 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from tuf.api.metadata import Metadata, Targets
 
+from repo.ceremony import publish_file, sign_file, stage_delegation_file
 from repo.delegation import (
     DelegationSpec,
     delegate,
@@ -18,16 +21,17 @@ from repo.delegation import (
     product_view,
     published_targets,
 )
-from repo.errors import KeyConfigError, ThresholdError, UsageError
+from repo.errors import KeyConfigError, PublishError, ThresholdError, UsageError
 from repo.keys import KeyConfig, load_role_keys, load_signers
 from repo.prune import prune
 from repo.refresh import refresh, repository_status
 from repo.repository import load_role_signers, open_transaction, release_signers
 from repo.roles import ONLINE_ROLES
 from repo.state import load_state
-from repo.withdraw import product_artifacts, withdraw
+from repo.withdraw import product_artifacts, product_listing, withdraw
 from tests.helpers_delegation import blob_target, product_key_file, product_keys
 from tests.helpers_repo import NOW, make_updater, publisher_cli, root_bytes
+from tests.repo.test_repo_publish import FailingDisk
 
 
 def _spec(keys: KeyConfig, product: str, bins: int = 0, head: int = 3) -> DelegationSpec:
@@ -407,3 +411,86 @@ def test_cli_status_and_refresh_cover_product_roles(
     doc = json.loads(out)
     assert set(doc["refreshed"]) >= {"edge-gw", "edge-gw-bin-0", "edge-gw-bin-1"}
     assert doc["delegated"]["edge-gw"]["version"] == 2
+
+
+# --- a crash at any write of the new publications leaves the previous repository valid ------
+
+
+def _delegated_state(repo: Path) -> tuple[object, ...]:
+    """What a device would verify (``load_state`` and every product role and bin, through the
+    device's own verifier), reduced to what the changes here alter."""
+    st = load_state(repo)
+    roles = tuple((d.role, d.version) for d in delegated_roles(st))
+    withdrawn = tuple(a.path for a in product_artifacts(st) if a.info.withdrawn is not None)
+    return st.targets.signed.version, roles, withdrawn, tuple(sorted(product_listing(st)))
+
+
+def _crash_sweep(
+    base: Path, tmp_path: Path, change: Callable[[Path, FailingDisk | None], object]
+) -> int:
+    """Fail every effect of ``change`` in turn: each time the repository verifies (python-tuf
+    too) as the old or the new state, and a rerun converges to the new one."""
+    before = _delegated_state(base)
+    probe = tmp_path / "probe" / "repo"
+    shutil.copytree(base, probe)
+    counting = FailingDisk(None)
+    change(probe, counting)
+    after = _delegated_state(probe)
+    assert after != before
+    for k in range(len(counting.effects)):
+        work = tmp_path / f"crash-{k}" / "repo"
+        shutil.copytree(base, work)
+        with pytest.raises(PublishError):
+            change(work, FailingDisk(k))
+        make_updater(work, tmp_path / f"fresh-{k}", root_bytes(work)).refresh()
+        assert _delegated_state(work) in (before, after), counting.effects[k]
+        if _delegated_state(work) == before:
+            change(work, None)  # a rerun converges
+        assert _delegated_state(work) == after
+    return len(counting.effects)
+
+
+@pytest.fixture
+def binned(repo: Path, keys: KeyConfig, tmp_path: Path) -> tuple[Path, KeyConfig]:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    _delegate(repo, keys, pk, "edge-gw", bins=2, head=1)
+    for v in ("2.0", "3.0", "4.0"):
+        _release(repo, tmp_path, keys, pk, "edge-gw", v)
+    return repo, pk
+
+
+def test_a_crash_at_any_write_of_a_delegated_withdraw_or_prune_leaves_a_valid_repository(
+    binned: tuple[Path, KeyConfig], keys: KeyConfig, tmp_path: Path
+) -> None:
+    repo, pk = binned
+    n = _crash_sweep(
+        repo,
+        tmp_path / "w",
+        lambda r, disk: withdraw(r, keys, "edge-gw", "2.0", "bad", NOW, product_keys=pk, disk=disk),
+    )
+    assert n > 10
+    _crash_sweep(
+        repo,
+        tmp_path / "p",
+        lambda r, disk: prune(r, keys, 1, NOW, product_keys={"edge-gw": pk}, disk=disk),
+    )
+
+
+def test_a_crash_at_any_write_of_a_product_refresh_leaves_a_valid_repository(
+    binned: tuple[Path, KeyConfig], keys: KeyConfig, tmp_path: Path
+) -> None:
+    repo, pk = binned
+    signers = {**_online(keys), "edge-gw": load_signers(pk, "edge-gw")}
+    later = NOW + timedelta(days=80)
+    _crash_sweep(repo, tmp_path, lambda r, disk: refresh(r, signers, later, disk=disk))  # type: ignore[arg-type]
+
+
+def test_a_crash_at_any_write_of_a_delegation_ceremony_leaves_a_valid_repository(
+    repo: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "k", "edge-gw", "a")
+    staged = tmp_path / "delegate.json"
+    stage_delegation_file(repo, _spec(pk, "edge-gw", bins=2, head=1), staged, NOW)
+    for u in (keys.role("targets").keys[0].uri, pk.role("edge-gw").keys[0].uri):
+        sign_file(staged, u)
+    _crash_sweep(repo, tmp_path, lambda r, disk: publish_file(staged, r, [keys], NOW, disk=disk))
