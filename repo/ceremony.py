@@ -53,6 +53,7 @@ from repo.delegation import (
 )
 from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import (
+    ExpiryMarginError,
     KeyConfigError,
     LocalError,
     OtakitError,
@@ -756,6 +757,7 @@ def _publish_delegation(
         check_base(change.base, state)
         check_delegated({md.role: md.version for md in change.delegated}, state)
         check_root_current(state.root.signed, now)
+        _check_lifetimes((change.targets, *change.delegated), now, expiries)
         staged = stage_chain(state, None, now, expiries)
         meta = {**staged.snapshot.meta, "targets.json": change.targets.meta_file()}
         for name in published_bins(state, change.delegated[0].role) - change.bins:
@@ -784,6 +786,20 @@ def _publish_delegation(
         warnings=(),
         demo_keys=warn_demo_keys(root=after.root.signed, repo=repo_dir, signers=[signers]),
     )
+
+
+def _check_lifetimes(signed: tuple[SignedMetadata, ...], now: datetime, expiries: Expiries) -> None:
+    """Refuse to publish what was signed to expire within the targets margin of ``now``
+    (a change that waited too long for its signatures: devices would soon refuse it)."""
+    margin = expiries.margins.targets
+    for md in signed:
+        expires = Metadata.from_bytes(md.data).signed.expires
+        if expires <= now + margin:
+            raise ExpiryMarginError(
+                f"{md.role} v{md.version}: expected to stay valid for more than {margin} after "
+                f"publication, found it expires at {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                hint="stage the change again (a fresh expiry) and collect the signatures again",
+            )
 
 
 def _previous_root(state: RepoState) -> tuple[Metadata[Root], bytes]:

@@ -7,6 +7,7 @@ of a key not listed for its document, a file altered after signing, a stale chan
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,13 @@ from repo.ceremony import (
     status_file,
 )
 from repo.delegation import DelegationSpec, product_view
-from repo.errors import StagedChangeError, StagedSignatureError, StaleChangeError, ThresholdError
+from repo.errors import (
+    ExpiryMarginError,
+    StagedChangeError,
+    StagedSignatureError,
+    StaleChangeError,
+    ThresholdError,
+)
 from repo.keys import KeyConfig, load_signers
 from repo.repository import init, load_role_signers, open_transaction
 from repo.roles import ONLINE_ROLES
@@ -220,3 +227,15 @@ def test_a_release_of_the_product_since_staging_makes_a_re_key_stale(
     assert any("changed since staging" in p for p in problems)
     with pytest.raises(StaleChangeError, match=f"{PRODUCT}: the change holds v2"):
         publish_file(rekey, repo2, [team], NOW)
+
+
+def test_a_delegation_signed_too_long_ago_to_stay_valid_is_not_published(
+    repo2: Path, team: KeyConfig, tmp_path: Path
+) -> None:
+    pk = product_keys(tmp_path / "pk", PRODUCT, "a")
+    staged = tmp_path / "delegate.json"
+    _ready(repo2, team, pk, staged)
+    before = files(repo2)
+    with pytest.raises(ExpiryMarginError, match="targets v2: expected to stay valid"):
+        publish_file(staged, repo2, [team], NOW + timedelta(days=90, hours=12))
+    assert files(repo2) == before
