@@ -415,9 +415,10 @@ def repo_delegate(
         assert out is not None
         staged = stage_delegation_file(repo, spec, out, _now())
         docs = [f"{r} v{d.signed.version}" for r, d in staged.named()]
+        shown = docs[:2] + ([f"{len(docs) - 2} hash bins"] if len(docs) > 2 else [])
         run.result(
             {"staged": str(out), "change": staged.change, "documents": docs},
-            f"{out}: {' + '.join(docs)} (unsigned)",
+            f"{out}: {' + '.join(shown)} (unsigned)",
         )
         return
     if keys is None:
