@@ -25,13 +25,15 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
+from repo.ceremony import stage_delegation_file
 from repo.delegation import DEFAULT_BINS, DEFAULT_HEAD, DelegationSpec, delegate
-from repo.errors import OtakitError
+from repo.errors import OtakitError, UsageError
 from repo.keys import (
     KeyConfig,
     PromptFn,
     load_available_signers,
     load_key_config,
+    load_product_keys,
     load_role_keys,
     load_signers,
     tty_prompt,
@@ -201,6 +203,14 @@ def repo_refresh(
         bool,
         typer.Option("--targets", help="Also re-sign targets (needs the offline targets keys)."),
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="Re-sign PRODUCT's role and bins expiring within --warn-days (repeat).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -208,12 +218,16 @@ def repo_refresh(
 ) -> None:
     """Re-sign snapshot and timestamp with the online keys.
 
-    With --targets, targets too (needs its offline keys).
+    With --targets, targets too (needs its offline keys); with --product-keys, the
+    delegated roles of those products that expire within --warn-days.
     """
     run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
-    signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
+    prompt = tty_prompt()
+    signers = dict(load_role_signers(keyconf, roles, prompt=prompt))
+    for product, pk in load_product_keys(product_keys or []).items():
+        signers[product] = load_signers(pk, product, prompt=prompt)
     result = refresh(
         repo,
         signers,
@@ -225,8 +239,9 @@ def repo_refresh(
     )
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
+    info = {**doc["roles"], **doc["delegated"]}
     lines = [
-        f"{role} v{result.versions[role]} expires {doc['roles'][role]['expires']}"
+        f"{role} v{info[role]['version']} expires {info[role]['expires']}"
         for role in result.refreshed
     ]
     run.result(doc, "\n".join(lines))
@@ -252,13 +267,21 @@ def repo_status(
 ) -> None:
     """Version and expiry of every role (verified; needs no keys)."""
     run = run_state(ctx, json_out)
-    result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
+    now = _now()
+    result = repository_status(repo, now, warn_within=timedelta(days=warn_days))
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
     del doc["refreshed"], doc["reason"]
     lines = [
         f"{role}\tv{info['version']}\texpires {info['expires']}"
         for role, info in doc["roles"].items()
+    ]
+    soon = now + timedelta(days=warn_days)
+    lines += [
+        f"{d.role}\tv{d.version}\texpires {doc['delegated'][d.role]['expires']}\t"
+        f"({d.product}'s keys"
+        + ("; EXPIRED)" if d.expires <= now else "; expires soon)" if d.expires <= soon else ")")
+        for d in result.delegated
     ]
     run.result(doc, "\n".join(lines))
 
@@ -354,7 +377,6 @@ def repo_delegate(
     ctx: typer.Context,
     repo: RepoArg,
     product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product to delegate.")],
-    keys: KeysOpt,
     product_keys: Annotated[
         Path,
         typer.Option(
@@ -363,24 +385,49 @@ def repo_delegate(
             help="The product's key file: its keys and threshold (docs/REPOSITORY.md).",
         ),
     ],
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help="Key configuration (keys.json); not with --stage."),
+    ] = None,
     bins: Annotated[
         int, typer.Option(min=0, help="Hash bins for older versions (power of 2; 0: none).")
     ] = DEFAULT_BINS,
     head: Annotated[
         int, typer.Option(min=1, help="Newest versions the product role lists itself.")
     ] = DEFAULT_HEAD,
+    stage: Annotated[
+        bool, typer.Option("--stage", help="Write an unsigned ceremony file (--out).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --stage: the staged file (new).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Give PRODUCT its own targets role, signed by its keys.
 
     Signs the top-level targets (offline keys), the product role and its bins (the
     product keys) and snapshot and timestamp. Rerun with new product keys to rotate or
-    revoke them.
+    revoke them. With --stage, nothing is signed: holders of the targets and the product
+    keys sign OUT with 'otakit repo sign', then 'otakit repo publish' publishes it.
     """
     run = run_state(ctx, json_out)
-    keyconf = load_key_config(keys)
+    if (stage or out is not None) and (not stage or out is None or keys is not None):
+        raise UsageError("staging a delegation takes --stage --out FILE, and no --keys")
     role_keys = load_role_keys(product_keys, product)
     spec = DelegationSpec(product, role_keys.role(product), bins=bins, head=head)
+    if stage:
+        assert out is not None
+        staged = stage_delegation_file(repo, spec, out, _now())
+        docs = [f"{r} v{d.signed.version}" for r, d in staged.named()]
+        shown = docs[:2] + ([f"{len(docs) - 2} hash bins"] if len(docs) > 2 else [])
+        run.result(
+            {"staged": str(out), "change": staged.change, "documents": docs},
+            f"{out}: {' + '.join(shown)} (unsigned)",
+        )
+        return
+    if keys is None:
+        raise UsageError("--keys: expected the key configuration (or --stage --out FILE)")
+    keyconf = load_key_config(keys)
     prompt = tty_prompt()
     signers = dict(load_role_signers(keyconf, ("targets", *ONLINE_ROLES), prompt=prompt))
     signers[product] = load_signers(role_keys, product, prompt=prompt)
@@ -538,6 +585,7 @@ def withdraw_cmd(
     reason: Annotated[
         str, typer.Option(help="Why (one line; devices running it show it in status).")
     ],
+    product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -547,12 +595,14 @@ def withdraw_cmd(
 
     A signed targets change: its full artifact and every delta to it stay listed, marked
     withdrawn with REASON, so a device already running it is told so. Rerunning is safe.
+    A delegated product's release is signed with its --product-keys.
     """
     run = run_state(ctx, json_out)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    pk = None if product_keys is None else load_role_keys(product_keys, product)
     result = withdraw(
         repo, load_key_config(keys), product, version, reason, _now(), expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=pk, prompt=tty_prompt(), progress=run.note,
     )  # fmt: skip
     for w in result.warnings:
         run.warn(w)
@@ -577,6 +627,14 @@ def repo_prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; sign and delete nothing.")
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="A delegated product's key file (repeat); products without one are kept.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -591,10 +649,12 @@ def repo_prune(
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     result = prune(
         repo, load_key_config(keys), keep, _now(), dry_run=dry_run, expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=load_product_keys(product_keys or []), prompt=tty_prompt(),
+        progress=run.note,
     )  # fmt: skip
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{p}: keeps {', '.join(v)}" for p, v in result.plan.kept_versions.items()]
+    lines += [f"{p}: not pruned (delegated; pass --product-keys)" for p in result.plan.skipped]
     lines += [f"drops {t}" for t in result.plan.remove]
     lines += [f"{verb} {f}" for f in result.deleted]
     run.result(result.to_json(), "\n".join(lines))

@@ -349,6 +349,8 @@ def render_text(report: InspectReport, findings: tuple[Finding, ...]) -> str:
         out.print(t)
     else:
         out.print("Delegations: none (targets signs every target itself)")
+    if report.delegated_roles:
+        _delegated_roles(out, report)
     _targets(out, report)
     if report.anomalies:
         t = _table("Parser anomalies", "file", "kind", "detail")
@@ -380,6 +382,25 @@ def _grouped(findings: tuple[Finding, ...]) -> list[list[Finding]]:
     return groups
 
 
+def _delegated_roles(out: Console, report: InspectReport) -> None:
+    t = _table("Delegated roles", "delegator -> role", "v", "expires", "threshold", "signed",
+               keep=("v", "threshold"))  # fmt: skip
+    for d in report.delegated_roles:
+        sigs = "-"
+        if d.version is not None:
+            sigs = f"{len(d.signatures_valid)}/{d.signatures_present} valid\n{d.targets} targets"
+        if d.problem is not None:
+            sigs += f"\nREFUSED: {d.problem}"
+        t.add_row(
+            f"{d.delegator} -> {d.name}",
+            str(d.version) if d.version is not None else "-",
+            f"{_time(d.expires)}\n{_left(d.expires, report.at)}",
+            f"{d.threshold} of {len(d.keyids)}",
+            sigs,
+        )
+    out.print(t)
+
+
 def _targets(out: Console, report: InspectReport) -> None:
     if not report.targets:
         out.print("Targets: none")
@@ -394,8 +415,9 @@ def _targets(out: Console, report: InspectReport) -> None:
             continue
         kind = a.kind if a.base is None else f"delta from {a.base.version}"
         kind += f"\n{a.image_type or 'type ?'}" + (", DOWNGRADE ok" if a.allow_downgrade else "")
+        by = "" if x.role == "targets" else f"\nlisted by {x.role}"
         t.add_row(
-            f"{x.path}\n{a.product} {a.version}, hardware {', '.join(a.hardware)}",
+            f"{x.path}\n{a.product} {a.version}, hardware {', '.join(a.hardware)}{by}",
             kind,
             f"{_size(a.image.length)} {a.image.sha256[:12]}\nfile {_size(x.length)}",
         )

@@ -25,20 +25,19 @@ from typing import Any
 import zstandard
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
-from repo.delegation import product_role, published_targets
+from repo.delegation import published_targets
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import (
     ImageReadError,
-    KeyConfigError,
     RepositoryStateError,
     UsageError,
     VersionNotNewerError,
 )
-from repo.keys import KeyConfig, PromptFn, load_signers
+from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
-from repo.repository import Expiries, Transaction, load_role_signers, open_transaction
-from repo.roles import CHAIN_ROLES, ONLINE_ROLES, RoleSigners
+from repo.repository import Expiries, Transaction, open_transaction, release_signers
+from repo.roles import RoleSigners
 from repo.state import RepoState, load_state
 from signer.compress import (
     CompressSettings,
@@ -279,47 +278,6 @@ def published_artifacts(state: RepoState, product: str | None = None) -> list[Pu
 def _delegated_products(state: RepoState) -> list[str]:
     dl = state.targets.signed.delegations
     return [] if dl is None or dl.roles is None else list(dl.roles)
-
-
-def release_signers(
-    state: RepoState,
-    keyconf: KeyConfig,
-    product: str,
-    product_keys: KeyConfig | None,
-    *,
-    env: Mapping[str, str] | None = None,
-    prompt: PromptFn | None = None,
-) -> RoleSigners:
-    """The keys a release of ``product`` signs with: the top-level targets keys, or for a
-    delegated product its own keys (``product_keys``, ``repo.keys.load_role_keys``) and no
-    targets key. A key the delegation does not grant is refused before any slow work: a
-    product's CI key publishes that product only."""
-    role = product_role(state.targets.signed, product)
-    if role is None:
-        if product_keys is not None:
-            raise UsageError(
-                f"{product} is not delegated: it is signed with the top-level targets keys, "
-                "expected no product key file",
-                hint=f"delegate it first: otakit repo delegate REPO {product} ...",
-            )
-        return load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
-    if product_keys is None:
-        raise UsageError(
-            f"{product} is delegated to its own keys: expected its key file (--product-keys)",
-            hint="a delegated product is released with its product keys, not the targets keys",
-        )
-    granted = set(role.keyids)
-    foreign = sorted(k[:12] for k in product_keys.role(product).keyids if k not in granted)
-    if foreign:
-        raise KeyConfigError(
-            f"{product_keys.source}: key(s) {foreign} are not {product}'s delegated keys "
-            f"(the repository grants {sorted(k[:12] for k in granted)}): a product key "
-            "publishes only its own product",
-            hint="use this product's key file, or rotate its keys with otakit repo delegate",
-        )
-    signers = dict(load_role_signers(keyconf, ONLINE_ROLES, env=env, prompt=prompt))
-    signers[product] = load_signers(product_keys, product, env=env, prompt=prompt)
-    return signers
 
 
 def list_published(repo_dir: Path, product: str | None = None) -> list[PublishedArtifact]:

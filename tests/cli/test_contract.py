@@ -459,6 +459,20 @@ ROWS = [
         2,
         "otakit_role_keys",
     ),
+    Row(
+        P,
+        "repo delegate",
+        ("repo", "delegate", "{repo}", "edge-gw", "--product-keys", "{keys}", "--stage"),
+        2,
+        "--stage --out",
+    ),
+    Row(
+        P,
+        "repo prune",
+        ("repo", "prune", "{repo}", *KEYS, "--keep", "1", "--product-keys", "{keys}"),
+        2,
+        "PRODUCT=ROLEKEYS",
+    ),
 ]
 
 
