@@ -6,6 +6,9 @@ bytes it cost. It is *information*, never trust: nothing a device decides reads 
 and a collector that believes a forged one can at most halt or recall a release by a signed
 metadata change its operator makes. So it carries no secret (no key, no seed, no path of the
 state directory) and is cheap: the journal and the boot state, no metadata is read.
+A recall the device acted on is in ``last_cycle`` (``recalled-switch``, ``recalled-install``,
+message ``recalled: REASON``), and so is a cycle run with ``update --now``
+(``waves_overridden``), so a fleet view can count both.
 """
 
 from __future__ import annotations
@@ -41,11 +44,23 @@ class DeviceReport:
                 f"last cycle: installed {last['version']} ({last['detail']}) at {last['at']}, "
                 f"{last['bytes_downloaded']} bytes downloaded"
             )
+        elif last["outcome"] == "recalled-switch":
+            lines.append(
+                f"last cycle: {last['message']}; switched back to {last['version']} (the "
+                f"other slot) at {last['at']}, {last['bytes_downloaded']} bytes downloaded"
+            )
+        elif last["outcome"] == "recalled-install":
+            lines.append(
+                f"last cycle: {last['message']}; installed {last['version']} "
+                f"({last['detail']}) at {last['at']}, {last['bytes_downloaded']} bytes downloaded"
+            )
         else:
             lines.append(
                 f"last cycle: failed at {last['at']} ({last['detail']}): {last['message']}; "
                 f"{last['bytes_downloaded']} bytes downloaded"
             )
+        if last is not None and last.get("waves_overridden"):
+            lines.append("last cycle ran with update --now: rollout waves overridden")
         failure = d["last_failure"]
         if failure is not None:
             lines.append(

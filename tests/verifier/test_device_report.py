@@ -56,7 +56,7 @@ _OK: dict[str, Any] = LastCycle("t", "failed", 1, None, "transport", "m").to_dic
 @pytest.mark.parametrize(
     "data, says",
     [
-        ({**_OK, "outcome": "maybe"}, "expected 'installed' or 'failed'"),
+        ({**_OK, "outcome": "maybe"}, "expected one of installed, failed, recalled-switch"),
         ({**_OK, "bytes_downloaded": -1}, "expected a count >= 0"),
         ({**_OK, "bytes_downloaded": True}, "expected a count >= 0"),
         ({**_OK, "detail": 5}, "detail: expected a string"),
