@@ -230,3 +230,9 @@ class RootGapError(InvalidMetadataError):
 class WithdrawnVersionError(NoSuchVersionError):
     """The version asked for was withdrawn by the publisher (a signed targets change): it is
     still listed, so that devices running it are told, but it is never installed."""
+
+
+class ReportPostError(TransportError):
+    """``otakit-device report --post`` could not hand the report to the collector (no
+    connection, a timeout, or the collector refused it): the device is fine, the report is
+    information only, and the next run sends a fresh one."""
