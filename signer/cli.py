@@ -474,7 +474,7 @@ def release_cmd(
 
     Deltas from the last N published versions are built and checked with the device's own
     decoder before anything is signed. With --waves every artifact of the release carries
-    the same signed rollout policy (otakit rollout ... changes it later).
+    the same signed rollout policy (otakit rollout halt, advance, recall change it).
     """
     run = run_state(ctx, json_out)
     start_at = None if rollout_start is None else parse_time(rollout_start, "--rollout-start")

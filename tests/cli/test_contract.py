@@ -459,6 +459,108 @@ ROWS = [
         2,
         "otakit_role_keys",
     ),
+    # --- staged rollouts (issue 11): rollout ..., fleet collect, report --post ----------------
+    Row(P, "rollout", ("rollout", "bogus"), 2, "No such command"),
+    Row(P, "rollout status", ("rollout", "status", "{nowhere}", "edge-gw", "1.0"), 5, "repository"),
+    Row(P, "rollout status", ("rollout", "status", "{tampered}", "edge-gw", "1.0"), 3, "timestamp"),
+    Row(P, "rollout status", ("rollout", "status", "{repo}", "edge-gw", "9.0"), 2, "9.0"),
+    Row(P, "rollout halt", ("rollout", "halt", "{repo}", "edge-gw", "9.0", *KEYS), 2, "9.0"),
+    Row(P, "rollout halt", ("rollout", "halt", "{repo}", "edge-gw", "1.0"), 2, "--keys"),
+    Row(
+        P, "rollout resume", ("rollout", "resume", "{nowhere}", "e", "1.0", *KEYS), 5, "repository"
+    ),
+    Row(
+        P,
+        "rollout advance",
+        ("rollout", "advance", "{repo}", "edge-gw", "1.0", *KEYS, "--to", "0%"),
+        2,
+        "--to",
+    ),
+    Row(
+        P,
+        "rollout advance",
+        ("rollout", "advance", "{repo}", "edge-gw", "1.0", *KEYS),
+        2,
+        "no rollout policy",
+    ),
+    Row(
+        P, "rollout recall", ("rollout", "recall", "{repo}", "edge-gw", "1.0", *KEYS), 2, "--reason"
+    ),
+    Row(
+        P,
+        "rollout gate",
+        (
+            "rollout",
+            "gate",
+            "{repo}",
+            "edge-gw",
+            "1.0",
+            *KEYS,
+            "--reports",
+            "{d}",
+            "--max-failure-rate",
+            "5",
+        ),
+        2,
+        "--max-failure-rate",
+    ),  # fmt: skip
+    Row(
+        P,
+        "rollout gate",
+        (
+            "rollout",
+            "gate",
+            "{repo}",
+            "edge-gw",
+            "1.0",
+            *KEYS,
+            "--reports",
+            "{d}",
+            "--max-failure-rate",
+            "0.1",
+            "--action",
+            "explode",
+        ),
+        2,
+        "--action",
+    ),  # fmt: skip
+    Row(
+        P,
+        "rollout gate",
+        (
+            "rollout",
+            "gate",
+            "{repo}",
+            "edge-gw",
+            "1.0",
+            *KEYS,
+            "--reports",
+            "{nowhere}",
+            "--max-failure-rate",
+            "0.1",
+        ),
+        5,
+        "cannot list",
+    ),  # fmt: skip
+    Row(P, "fleet collect", ("fleet", "collect"), 2, "Missing option '--dir'"),
+    Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/afile"), 5, "afile"),
+    Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/c", "--port", "70000"), 2, "--port"),
+    Row(D, "report", ("--state", "{dev}", "report", "--post", "{url}"), 2, "--device-id"),
+    Row(
+        D,
+        "report",
+        ("--state", "{dev}", "report", "--post", "ftp://x/report", "--device-id", "gw-1"),
+        2,
+        "http",
+    ),
+    Row(
+        D,
+        "report",
+        ("--state", "{dev}", "report", "--post", "http://127.0.0.1:9/r", "--device-id", "gw-1"),
+        4,
+        "connection refused",
+    ),
+    Row(D, "report", ("--state", "{dev}", "report", "--device-id", "../x"), 2, "--device-id"),
 ]
 
 
