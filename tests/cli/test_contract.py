@@ -503,7 +503,7 @@ ROWS = [
         ),
         2,
         "--max-failure-rate",
-    ),  # fmt: skip
+    ),
     Row(
         P,
         "rollout gate",
@@ -523,7 +523,7 @@ ROWS = [
         ),
         2,
         "--action",
-    ),  # fmt: skip
+    ),
     Row(
         P,
         "rollout gate",
@@ -541,7 +541,7 @@ ROWS = [
         ),
         5,
         "cannot list",
-    ),  # fmt: skip
+    ),
     Row(P, "fleet collect", ("fleet", "collect"), 2, "Missing option '--dir'"),
     Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/afile"), 5, "afile"),
     Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/c", "--port", "70000"), 2, "--port"),

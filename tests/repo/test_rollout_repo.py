@@ -206,7 +206,7 @@ def _report(device: str, running: str, *, failed: str | None = None, other: str 
             "running": {"slot": "a", "version": running, "committed": True},
             "slots": {"a": running, "b": other}, "pending": None, "last_cycle": None,
             "last_failure": None if failed is None
-            else {"version": failed, "reason": "health check failed", "at": "2026-12-02T04:00:00+00:00"},
+            else {"version": failed, "reason": "health check failed", "at": "2026-12-02T04:00Z"},
             "retry": None, "update_in_progress": False,
         }
     ).encode()  # fmt: skip
@@ -217,7 +217,8 @@ def reports_dir(tmp_path: Path, on: int, rolled_back: int, untouched: int = 0) -
     d.mkdir(parents=True, exist_ok=True)
     devices = (
         [(f"on-{i}", _report(f"on-{i}", "2.0")) for i in range(on)]
-        + [(f"rb-{i}", _report(f"rb-{i}", "1.0", failed="2.0", other="2.0")) for i in range(rolled_back)]
+        + [(f"rb-{i}", _report(f"rb-{i}", "1.0", failed="2.0", other="2.0"))
+           for i in range(rolled_back)]
         + [(f"old-{i}", _report(f"old-{i}", "1.0", other="0.9")) for i in range(untouched)]
     )  # fmt: skip
     for device, body in devices:

@@ -104,6 +104,7 @@ def test_the_cli_signs_the_waves(
     }
     code, out, err = publisher_cli(
         capsys, "release", str(repo), str(_img(tmp_path, "v2")), "--keys", str(keys.source),
-        "--product", "edge-gw", "--version", "2.0", "--rollout-start", "tomorrow", "--waves", "1%@0",
+        "--product", "edge-gw", "--version", "2.0", "--rollout-start", "tomorrow",
+        "--waves", "1%@0",
     )  # fmt: skip
     assert code == 2 and "--rollout-start: expected a UTC time" in err
