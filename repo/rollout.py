@@ -54,6 +54,7 @@ from repo.withdraw import (
     release_targets,
 )
 from verifier.artifact import ArtifactInfo, ImageVersion, Withdrawal
+from verifier.effects import Disk
 from verifier.errors import ArtifactSchemaError
 from verifier.rollout import MAX_WAVES, WHOLE_FLEET, RolloutPolicy, Wave
 
@@ -253,7 +254,7 @@ class Publisher:
     keyconf: KeyConfig
     signers: RoleSigners | None = None
     expiries: Expiries | None = None
-    disk: Any = None
+    disk: Disk | None = None
     env: Mapping[str, str] | None = None
     prompt: PromptFn | None = None
     progress: ProgressFn | None = None

@@ -40,6 +40,7 @@ from repo.prune import prune
 from repo.refresh import ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
+from repo.rollout_spec import describe as describe_waves
 from repo.rollout_spec import parse_time
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
@@ -540,6 +541,9 @@ def release_cmd(
         f"published {result.product} {result.version} "
         f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})"
     )
+    policy = result.artifacts[0].info.rollout if result.artifacts else None
+    for line in [] if policy is None else describe_waves(policy):
+        run.note(f"rollout: {line}")
 
 
 @app.command("withdraw", epilog=EPILOG)

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
 from repo.errors import RolloutRefusedError, UsageError
 from repo.fleet_reports import report_file
 from repo.keys import KeyConfig
 from repo.repository import load_role_signers, open_transaction
 from repo.roles import CHAIN_ROLES
-from repo.rollout import Publisher, advance, gate, halt, recall, resume, status
+from repo.rollout import Publisher, RolloutChange, advance, gate, halt, recall, resume, status
 from repo.rollout_spec import parse_waves
 from repo.state import load_state
 from repo.withdraw import listed_artifacts, withdraw
@@ -89,7 +90,7 @@ def test_halt_resume_advance_recall_each_publish_what_they_signed(
     fleet: Path, keys: KeyConfig, tmp_path: Path
 ) -> None:
     pub = _pub(keys)
-    steps = [
+    steps: list[tuple[str, Callable[[], RolloutChange]]] = [
         ("halt", lambda: halt(fleet, P, "2.0", NOW, pub)),
         ("resume", lambda: resume(fleet, P, "2.0", NOW, pub)),
         ("advance", lambda: advance(fleet, P, "2.0", NOW, pub)),
@@ -286,3 +287,41 @@ def test_the_gate_refuses_a_rate_outside_0_to_1(
 ) -> None:
     with pytest.raises(UsageError, match="--max-failure-rate"):
         gate(fleet, P, "2.0", tmp_path, NOW, _pub(keys), max_failure_rate=5)
+
+
+def test_a_crash_at_any_write_of_a_halt_leaves_the_previous_repository_valid(
+    fleet: Path, keys: KeyConfig, tmp_path: Path
+) -> None:
+    """The rollout changes publish through the same crash-safe path as a release: cut at
+    every write, the repository verifies with either the old or the new policy, and a
+    rerun converges."""
+    import shutil
+
+    from repo.errors import PublishError
+    from tests.repo.test_repo_publish import FailingDisk
+
+    def halted_paths(repo: Path) -> list[str]:
+        return [
+            a.path
+            for a in listed_artifacts(load_state(repo).targets.signed)
+            if a.info.rollout is not None and a.info.rollout.halted
+        ]
+
+    def pub(disk: FailingDisk | None) -> Publisher:
+        return Publisher(keys, signers=load_role_signers(keys, CHAIN_ROLES), disk=disk)
+
+    counting = FailingDisk(None)
+    probe = tmp_path / "probe" / "repo"
+    shutil.copytree(fleet, probe)
+    halt(probe, P, "2.0", NOW, pub(counting))
+    after = halted_paths(probe)
+    assert halted_paths(fleet) == [] and len(after) == 2
+    for k in range(len(counting.effects)):
+        work = tmp_path / f"crash-{k}" / "repo"
+        shutil.copytree(fleet, work)
+        with pytest.raises(PublishError):
+            halt(work, P, "2.0", NOW, pub(FailingDisk(k)))
+        client_view(work, tmp_path / f"fresh-{k}", root_bytes(work))  # verifies
+        assert halted_paths(work) in ([], after), counting.effects[k]
+        halt(work, P, "2.0", NOW, pub(None))
+        assert halted_paths(work) == after
