@@ -325,3 +325,22 @@ def test_a_crash_at_any_write_of_a_halt_leaves_the_previous_repository_valid(
         assert halted_paths(work) in ([], after), counting.effects[k]
         halt(work, P, "2.0", NOW, pub(None))
         assert halted_paths(work) == after
+
+
+def test_the_gate_command_exits_0_either_way_and_says_tripped(
+    fleet: Path, keys: KeyConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers_repo import publisher_cli
+
+    d = reports_dir(tmp_path, on=9, rolled_back=1)
+    argv = ["rollout", "gate", str(fleet), P, "2.0", "--keys", str(keys.source),
+            "--reports", str(d), "--min-reports", "5"]  # fmt: skip
+    code, out, err = publisher_cli(capsys, "--json", *argv, "--max-failure-rate", "0.1")
+    assert code == 0, err
+    assert json.loads(out)["tripped"] is False and json.loads(out)["change"] is None
+    code, out, err = publisher_cli(capsys, *argv, "--max-failure-rate", "0.05")
+    assert code == 0, err
+    assert "failure rate 1/10 = 10.0% (limit 5.0%, at least 5 attempted): TRIPPED" in out
+    assert all(i.rollout is not None and i.rollout.halted for i in _published(fleet, "2.0"))
+    code, out, err = publisher_cli(capsys, "--json", "rollout", "status", str(fleet), P, "2.0")
+    assert code == 0 and json.loads(out)["halted"] is True and json.loads(out)["allowed_bp"] == 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from repo.fleet_reports import MAX_REPORT_BYTES, load_reports, report_file
 from repo.keys import KeyConfig
 from signer.fleet.collect import collect_in_thread
-from tests.cli.helpers_cli import run
+from tests.cli.helpers_cli import command, env, run
 from tests.repo.test_rollout_repo import publish
 from verifier.device_report import DeviceReport, post_report
 from verifier.errors import ReportPostError
@@ -160,12 +162,30 @@ def test_post_report_sends_it_and_transport_failures_are_exit_4(
     assert e.value.exit_code == 4
 
 
+@pytest.fixture
+def collect_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``otakit fleet collect`` as an operator runs it: its own process, any free port."""
+    d = tmp_path / "collected"
+    proc = subprocess.Popen(
+        command("otakit", "--json", "fleet", "collect", "--dir", str(d), "--port", "0"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        env=env(), text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        yield url.removesuffix("/report"), d
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
 def test_a_real_device_reports_and_rollout_status_counts_it(
-    collector: tuple[str, Path], repo: Path, keys: KeyConfig, tmp_path: Path
+    collect_process: tuple[str, Path], repo: Path, keys: KeyConfig, tmp_path: Path
 ) -> None:
     """``otakit-device report --post`` against ``otakit fleet collect``, then the operator's
     ``otakit rollout status --reports`` over a real release with waves."""
-    url, d = collector
+    url, d = collect_process
     publish(repo, keys, "1.0")
     publish(repo, keys, "2.0", ("1.0",), "5%@0,100%@1d")
     slot_a, slot_b = tmp_path / "a.img", tmp_path / "b.img"
