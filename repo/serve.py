@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from repo.errors import LocalError
 from repo.layout import METADATA_DIR, TARGETS_DIR
+from verifier.terminal import printable
 
 CHUNK = 1 << 16
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}\Z")
@@ -101,9 +102,15 @@ def _make_handler(root: Path, quiet: bool) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: object) -> None:
             if not quiet:
-                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+                log_request(self.address_string(), format % args)
 
     return Handler
+
+
+def log_request(address: str, message: str) -> None:
+    """One access-log line on stderr (our handlers' ``log_message``; overriding it loses
+    http.server's own escaping of control characters, so it is done here)."""
+    sys.stderr.write(f"{address} {printable(message)}\n")
 
 
 def _copy(f: BinaryIO, out: BufferedIOBase, start: int, end: int) -> None:

@@ -23,6 +23,7 @@ from verifier.bootctl.base import SLOTS
 from verifier.device import Device, update_in_progress
 from verifier.errors import ReportPostError, UsageError
 from verifier.state import timestamp
+from verifier.terminal import printable
 
 REPORT_SCHEMA = 1
 #: What names a device to a collector (``--device-id``): the operator's own inventory name
@@ -141,7 +142,7 @@ def post_report(report: DeviceReport, url: str) -> str:
         raise ReportPostError(f"report not sent: {_connect_failure(url, e)}") from e
     except urllib3.exceptions.HTTPError as e:
         raise ReportPostError(f"report not sent to {url}: {_reason(e)}") from e
-    text = resp.data[:1000].decode("utf-8", "replace").strip()
+    text = printable(resp.data[:1000].decode("utf-8", "replace").strip())
     if resp.status != 200:
         raise ReportPostError(
             f"report not stored: the collector at {url} answered HTTP {resp.status}: {text}",

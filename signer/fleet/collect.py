@@ -15,7 +15,6 @@ terminates TLS and limits clients; at 100,000 devices, see docs/OPERATIONS.md.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 from repo.errors import InvalidReportError, LocalError, OtakitError
 from repo.fleet_reports import MAX_REPORT_BYTES, store_report
-from repo.serve import in_thread, listen
+from repo.serve import in_thread, listen, log_request
 
 #: A device that opened a connection and sends nothing is dropped after this many seconds.
 READ_TIMEOUT = 10.0
@@ -97,7 +96,7 @@ def _make_handler(directory: Path, quiet: bool) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: object) -> None:
             if not quiet:
-                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+                log_request(self.address_string(), format % args)
 
     return Handler
 

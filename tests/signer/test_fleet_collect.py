@@ -216,3 +216,38 @@ def test_a_real_device_reports_and_rollout_status_counts_it(
     doc = json.loads(r.stdout)
     assert doc["allowed_bp"] == 500 and doc["rollout"]["waves"][1]["fleet_bp"] == 10000
     assert doc["reports"]["reports"] == 1 and doc["reports"]["attempted"] == 0
+
+
+def test_escape_sequences_from_the_other_side_never_reach_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A hostile collector's answer (shown on the device) and a hostile request line (in the
+    collector's log) are printed with their control characters escaped."""
+    from http.server import BaseHTTPRequestHandler
+
+    from repo.serve import in_thread, listen, log_request
+
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = evil.encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    url, stop = in_thread(listen("127.0.0.1", 0, Hostile), "hostile-collector")
+    try:
+        with pytest.raises(ReportPostError) as e:
+            post_report(DeviceReport(report()), url + "/report")
+    finally:
+        stop()
+    assert "\x1b" not in e.value.message and "\\x1b]0;pwned\\x07" in e.value.message
+    log_request("127.0.0.1", f'"POST /{evil} HTTP/1.1" 404 -')
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J" in err
