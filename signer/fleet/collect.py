@@ -113,7 +113,11 @@ def make_collector(
         ) from e
     if not directory.is_dir():
         raise LocalError(f"reports directory {directory}: expected a directory, found a file")
-    return listen(host, port, _make_handler(directory.resolve(), quiet))
+    server = listen(host, port, _make_handler(directory.resolve(), quiet))
+    # Ctrl-C stops at once: a report is stored by one atomic rename, so a request cut short
+    # leaves nothing half-written, and waiting for a slow client would only delay the stop.
+    server.block_on_close = False
+    return server
 
 
 def collect_in_thread(

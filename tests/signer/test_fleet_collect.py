@@ -166,18 +166,25 @@ def test_post_report_sends_it_and_transport_failures_are_exit_4(
 def collect_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``otakit fleet collect`` as an operator runs it: its own process, any free port."""
     d = tmp_path / "collected"
-    proc = subprocess.Popen(
-        command("otakit", "--json", "fleet", "collect", "--dir", str(d), "--port", "0"),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        env=env(), text=True,
-    )  # fmt: skip
+    log = tmp_path / "collect.stderr"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            command("otakit", "--json", "fleet", "collect", "--dir", str(d), "--port", "0"),
+            stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env(), text=True,
+        )  # fmt: skip
     try:
         assert proc.stdout is not None
         url = json.loads(proc.stdout.readline())["url"]
         yield url.removesuffix("/report"), d
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"collect ignored Ctrl-C for 60 s: {log.read_text()}") from None
+    assert code in (0, 130), log.read_text()
 
 
 def test_a_real_device_reports_and_rollout_status_counts_it(
