@@ -126,6 +126,18 @@ def release_targets(
     )
 
 
+def refuse_delegated(targets: Targets, product: str, command: str) -> None:
+    """The lifecycle commands (``withdraw``, ``rollout ...``) change the top-level targets
+    only: for a product with its own targets role they refuse before signing anything."""
+    if product_role(targets, product) is not None:
+        raise UsageError(
+            f"{product} is a delegated product (its own targets role): {command} changes "
+            "the top-level targets only and cannot change its releases yet; nothing "
+            "was signed",
+            hint="publish a newer release of the product instead (docs/OPERATIONS.md)",
+        )
+
+
 def parse_request(version: str, reason: str, now: datetime) -> tuple[ImageVersion, Withdrawal]:
     """The version and the withdrawal to sign, or a usage error naming what is wrong."""
     check_now(now)
@@ -156,13 +168,7 @@ def withdraw(
         signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
     warnings: list[str] = []
     with open_transaction(repo_dir) as tx:
-        if product_role(tx.state.targets.signed, product) is not None:
-            raise UsageError(
-                f"{product} is a delegated product (its own targets role): withdraw changes "
-                "the top-level targets only and cannot withdraw its releases yet; nothing "
-                "was signed",
-                hint="publish a newer release of the product instead (docs/OPERATIONS.md)",
-            )
+        refuse_delegated(tx.state.targets.signed, product, "withdraw")
         found = release_targets(listed_artifacts(tx.state.targets.signed), product, wanted)
         todo = [a for a in found if a.info.withdrawn is None]
         if not todo:

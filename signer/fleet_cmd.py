@@ -15,7 +15,7 @@ from verifier.effects import RealDisk, write_atomic
 
 _ENDS = ("on_new", "rolled_back")
 
-fleet_app = new_app("Fleet tools: simulate a fleet updating.")
+fleet_app = new_app("Fleet tools: simulate a fleet updating, collect device reports.")
 
 _DEFAULT = SimConfig()
 
@@ -93,6 +93,37 @@ def simulate_cmd(
             "see the reasons in the --json report",
         )
     run.result(data, text)
+
+
+@fleet_app.command("collect", epilog=EPILOG)
+def collect_cmd(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Option("--dir", metavar="DIR", help="Where reports are kept (one a device).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8081,
+    json_out: JsonOpt = False,
+) -> None:
+    """Store device reports sent to POST /report until interrupted.
+
+    Reports (otakit-device report --post URL/report) are unsigned information: they
+    feed otakit rollout status --reports and otakit rollout gate, never a device.
+    """
+    from repo.serve import server_url
+    from signer.fleet.collect import REPORT_PATH, make_collector
+
+    run = run_state(ctx, json_out)
+    server = make_collector(directory, host, port)
+    url = server_url(server)
+    run.result({"url": url + REPORT_PATH, "directory": str(directory)}, url + REPORT_PATH)
+    run.note(f"collecting reports into {directory}; press Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        run.note("stopped")
+    finally:
+        server.server_close()
 
 
 def _faults(given: list[str]) -> tuple[tuple[str, float], ...]:

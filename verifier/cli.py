@@ -367,16 +367,37 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @app.command(epilog=EPILOG)
-def report(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def report(
+    ctx: typer.Context,
+    post: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Also send it to a collector (otakit fleet collect)."),
+    ] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID", envvar="OTAKIT_DEVICE_ID", help="This device's name for the collector."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """A small status document for the operator's fleet view.
 
     Versions, how the last cycle ended, bytes downloaded; unsigned and
-    informational (docs/FORMAT.md, "Device report").
+    informational (docs/FORMAT.md, "Device report"). --post sends it
+    (needs --device-id; a failure to send exits 4).
     """
-    from verifier.device_report import device_report
+    from verifier.device_report import device_report, post_report
 
     c = _ctx(ctx, json_out)
-    r = device_report(_device(c), _now())
+    if post is not None and device_id is None:
+        raise UsageError(
+            "--post: expected a --device-id (or OTAKIT_DEVICE_ID) to name this device, found none",
+            hint="a collector keeps one report per device id, e.g. the serial number",
+        )
+    r = device_report(_device(c), _now(), device_id)
+    if post is not None:
+        c.run.note(f"report sent to {post}: {post_report(r, post)}")
     c.run.result(r.data, r.text())
 
 
