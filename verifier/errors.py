@@ -245,6 +245,8 @@ class HaltedReleaseError(UsageError):
 class RolloutSeedError(ConfigError):
     """The device's rollout seed (``STATE/rollout-seed``) is damaged: never replaced silently,
     since a new seed would move the device to another place in every rollout."""
+
+
 class ReportPostError(TransportError):
     """``otakit-device report --post`` could not hand the report to the collector (no
     connection, a timeout, or the collector refused it): the device is fine, the report is
