@@ -37,6 +37,7 @@ from verifier.artifact import ImageVersion
 from verifier.device_report import DEVICE_ID_RE, REPORT_SCHEMA
 from verifier.effects import Disk, RealDisk, write_atomic
 from verifier.errors import ArtifactSchemaError
+from verifier.state import OUTCOMES as CYCLE_OUTCOMES
 
 #: A report is a few hundred bytes; anything near this is not one.
 MAX_REPORT_BYTES = 64 * 1024
@@ -84,10 +85,12 @@ def _fail(where: str, expected: str, found: Any) -> InvalidReportError:
     return InvalidReportError(f"report {where}: expected {expected}, found {found!r}"[:400])
 
 
-def _obj(v: Any, where: str, keys: set[str]) -> dict[str, Any]:
+def _obj(
+    v: Any, where: str, keys: set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise _fail(where, "an object", v)
-    missing, extra = sorted(keys - set(v)), sorted(set(v) - keys)
+    missing, extra = sorted(keys - set(v)), sorted(set(v) - keys - optional)
     if missing or extra:
         found = [f"{missing} missing"] if missing else []
         found += [f"{extra} unexpected"] if extra else []
@@ -194,13 +197,16 @@ def parse_report(body: bytes) -> Report:
             d["last_cycle"],
             "last_cycle",
             {"at", "outcome", "bytes_downloaded", "version", "detail", "message"},
+            optional={"waves_overridden"},
         )
         _time(c["at"], "last_cycle.at")
-        if c["outcome"] not in ("installed", "failed"):
-            raise _fail("last_cycle.outcome", "'installed' or 'failed'", c["outcome"])
+        if c["outcome"] not in CYCLE_OUTCOMES:
+            raise _fail("last_cycle.outcome", f"one of {list(CYCLE_OUTCOMES)}", c["outcome"])
+        if "waves_overridden" in c:
+            _bool(c["waves_overridden"], "last_cycle.waves_overridden")
         _count(c["bytes_downloaded"], "last_cycle.bytes_downloaded", 0)
         v = _version(c["version"], "last_cycle.version")
-        installed = v if c["outcome"] == "installed" else None
+        installed = v if c["outcome"] in ("installed", "recalled-install") else None
         _text(c["detail"], "last_cycle.detail")
         _text(c["message"], "last_cycle.message")
     failure = None

@@ -258,3 +258,24 @@ def test_escape_sequences_from_the_other_side_never_reach_a_terminal(
     log_request("127.0.0.1", f'"POST /{evil} HTTP/1.1" 404 -')
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b[2J" in err
+
+
+@pytest.mark.parametrize("outcome", ["recalled-switch", "recalled-install"])
+def test_a_report_of_a_recalled_device_is_accepted_and_counted(
+    tmp_path: Path, outcome: str
+) -> None:
+    """Regression (the merge of the device and publisher sides): the collector refused every
+    report whose last cycle acted on a recall, and any from a device that records
+    ``waves_overridden``, so a gate could not see the devices a recall had moved."""
+    from repo.fleet_reports import count, store_report
+    from verifier.artifact import ImageVersion
+    from verifier.state import LastCycle
+
+    cycle = LastCycle(
+        "2026-12-02T05:00:00Z", outcome, 0, "1.0", "switch", "recalled: boot loop", True
+    )
+    doc = report(last_cycle=cycle.to_dict())
+    stored_report = store_report(tmp_path, json.dumps(doc).encode())
+    assert stored_report.data["last_cycle"]["outcome"] == outcome
+    counts = count([stored_report], doc["product"], ImageVersion.parse("1.0"))
+    assert counts.reports == 1
