@@ -32,8 +32,9 @@ A share of devices starts on an older version that no delta was published for, s
 mixes delta and full downloads. The outcome per device is checked, not assumed: ``on_new``
 is the new version booted and committed with the running slot hashing to its signed hash,
 ``rolled_back`` is the starting version booted and committed with the new one recorded as
-failed, ``recalled`` is the starting version again after a recall, ``not_started`` is the
-starting version with 2.0 never attempted (held back by waves, a halt or a recall), and
+failed, ``recalled`` is an older version again after a recall, ``not_started`` is an older
+version with 2.0 never attempted (held back by waves, a halt or a recall; a device on 0.9
+takes 1.0 meanwhile, the newest release it may start), and
 everything else is ``on_neither`` (must be zero). The repository is signed with
 throwaway demo keys made for the run.
 """
@@ -554,12 +555,14 @@ def _judge(dev: Device, d: _Device) -> None:
         d.reason = f"running {running}, in trial {st.boot.in_trial}, hash matches {drift.ok}"
     elif running == NEW:
         d.outcome = "on_new"
-    elif running == d.base and d.recalled:
+    elif running in (OLDER, OLD) and d.recalled:
         d.outcome = "recalled"
     elif running == d.base and st.journal.last_failure is not None:
         d.outcome = "rolled_back"
         d.reason = st.journal.last_failure.reason.split(":")[0]
-    elif running == d.base and not d.attempted:
+    elif running in (OLDER, OLD) and not d.attempted:
+        # held back from 2.0 (waves, halt, recall); a device on 0.9 may have taken 1.0,
+        # the newest release it was allowed to start
         d.outcome = "not_started"
     else:
         d.outcome, d.reason = "neither", f"running {running}"
