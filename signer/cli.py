@@ -42,10 +42,13 @@ from repo.prune import prune
 from repo.refresh import ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
+from repo.rollout_spec import describe as describe_waves
+from repo.rollout_spec import parse_time
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
 from repo.withdraw import withdraw
 from signer.ceremony_cmd import register as register_ceremony
+from signer.cli_options import ProductKeysOpt
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
@@ -57,6 +60,7 @@ from signer.keygen import generate_demo_keys
 from signer.keys_cmd import paused_prompt
 from signer.keys_cmd import register as register_keys_commands
 from signer.release import list_published, release
+from signer.rollout_cmd import rollout_app
 from verifier.cli_common import (
     QUIET_PUBLISHER,
     JsonOpt,
@@ -76,6 +80,7 @@ app.add_typer(delta_app, name="delta")
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(image_app, name="image")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(rollout_app, name="rollout")
 
 _err = Console(stderr=True)
 
@@ -362,16 +367,6 @@ def _available(
     return out
 
 
-ProductKeysOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--product-keys",
-        metavar="ROLEKEYS",
-        help="Key file of a delegated product's role (docs/REPOSITORY.md).",
-    ),
-]
-
-
 @repo_app.command("delegate", epilog=EPILOG)
 def repo_delegate(
     ctx: typer.Context,
@@ -501,6 +496,17 @@ def release_cmd(
         bool,
         typer.Option("--dry-run", help="Build and check everything; sign and publish nothing."),
     ] = False,
+    waves: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Signed staged rollout, e.g. '5%@0,25%@24h,100%@3d' (default: everyone).",
+        ),
+    ] = None,
+    rollout_start: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Waves start, UTC 2026-12-01T06:00:00Z (default: now)."),
+    ] = None,
     product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
@@ -510,9 +516,11 @@ def release_cmd(
     """Compress IMAGE, sign it as PRODUCT VERSION, and publish.
 
     Deltas from the last N published versions are built and checked with the device's own
-    decoder before anything is signed.
+    decoder before anything is signed. With --waves every artifact of the release carries
+    the same signed rollout policy (otakit rollout halt, advance, recall change it).
     """
     run = run_state(ctx, json_out)
+    start_at = None if rollout_start is None else parse_time(rollout_start, "--rollout-start")
     keyconf = load_key_config(keys)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     total = _image_size(image)
@@ -541,6 +549,8 @@ def release_cmd(
             image_type=image_type,
             dry_run=dry_run,
             allow_downgrade=allow_downgrade,
+            waves=waves,
+            rollout_start=start_at,
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
             prompt=paused_prompt(bar, tty_prompt()),
@@ -573,6 +583,9 @@ def release_cmd(
         f"published {result.product} {result.version} "
         f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})"
     )
+    policy = result.artifacts[0].info.rollout if result.artifacts else None
+    for line in [] if policy is None else describe_waves(policy):
+        run.note(f"rollout: {line}")
 
 
 @app.command("withdraw", epilog=EPILOG)

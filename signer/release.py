@@ -36,8 +36,14 @@ from repo.errors import (
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
-from repo.repository import Expiries, Transaction, open_transaction, release_signers
+from repo.repository import (
+    Expiries,
+    Transaction,
+    open_transaction,
+    release_signers,
+)
 from repo.roles import RoleSigners
+from repo.rollout_spec import parse_waves
 from repo.state import RepoState, load_state
 from signer.compress import (
     CompressSettings,
@@ -48,6 +54,7 @@ from signer.compress import (
 )
 from verifier.artifact import (
     CUSTOM_KEY,
+    ROLLOUT_SCHEMA,
     SCHEMA_VERSION,
     ArtifactInfo,
     BaseRef,
@@ -67,6 +74,7 @@ from verifier.imagetype import (
     detect,
     is_image_type,
 )
+from verifier.rollout import RolloutPolicy
 
 #: Hardware id used when a release names none: "runs on whatever this product runs on".
 DEFAULT_HARDWARE = "generic"
@@ -176,6 +184,7 @@ def make_info(
     *,
     allow_downgrade: bool = False,
     image_type: ImageType | None = None,
+    rollout: RolloutPolicy | None = None,
 ) -> ArtifactInfo:
     """A full-artifact description, validated by the device's own parser."""
     data: dict[str, Any] = {
@@ -191,6 +200,9 @@ def make_info(
         data["allow_downgrade"] = True
     if image_type is not None:
         data["image_type"] = image_type
+    if rollout is not None:
+        data["schema"] = ROLLOUT_SCHEMA
+        data["rollout"] = rollout.to_dict()
     try:
         return ArtifactInfo.from_custom({CUSTOM_KEY: data})
     except ArtifactSchemaError as e:
@@ -200,8 +212,9 @@ def make_info(
 def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) -> ArtifactInfo:
     """The signed description of a delta turning ``base``'s image into ``full``'s image.
 
-    Product, hardware, version, result image, its type and downgrade permission are the full
-    artifact's: a delta is only another way to deliver exactly that image.
+    Product, hardware, version, result image, its type, downgrade permission and rollout
+    policy are the full artifact's: a delta is only another way to deliver exactly that
+    image, so the waves and a halt hold whichever path a device takes.
     """
     return ArtifactInfo(
         product=full.product,
@@ -214,6 +227,7 @@ def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) ->
         delta_header=header,
         allow_downgrade=full.allow_downgrade,
         image_type=full.image_type,
+        rollout=full.rollout,
     )
 
 
@@ -226,6 +240,7 @@ def build_full_artifact(
     *,
     allow_downgrade: bool = False,
     image_type: ImageType | None = None,
+    rollout: RolloutPolicy | None = None,
     settings: CompressSettings | None = None,
     progress: Progress | None = None,
 ) -> BuiltArtifact:
@@ -241,6 +256,7 @@ def build_full_artifact(
         result.image.sha256,
         allow_downgrade=allow_downgrade,
         image_type=image_type,
+        rollout=rollout,
     )
     self_check_full(out, result)
     return BuiltArtifact(info, out, result.artifact.length, result.artifact.sha256)
@@ -427,6 +443,21 @@ def check_signed_head(artifact: Path, head: bytes, image: Path) -> None:
         )
 
 
+def release_policy(
+    waves: str | None, start: datetime | None, now: datetime
+) -> RolloutPolicy | None:
+    """The rollout policy ``--waves`` asks for (None: the whole fleet at once), checked before
+    any slow work so a typo in the spec costs a second, not a compression."""
+    if waves is None:
+        if start is not None:
+            raise UsageError(
+                "--rollout-start: expected together with --waves, found it alone",
+                hint='for example --waves "5%@0,25%@24h,100%@3d"',
+            )
+        return None
+    return parse_waves(waves, (start or now).replace(microsecond=0))
+
+
 @contextmanager
 def _transaction(repo_dir: Path, dry_run: bool) -> Iterator[Transaction]:
     """The release's transaction. A dry run takes no lock (the lock file lives in the
@@ -470,6 +501,8 @@ def release(
     image_type: str | None = None,
     dry_run: bool = False,
     allow_downgrade: bool = False,
+    waves: str | None = None,
+    rollout_start: datetime | None = None,
     settings: CompressSettings | None = None,
     expiries: Expiries | None = None,
     signers: RoleSigners | None = None,
@@ -487,8 +520,11 @@ def release(
     ``image_type`` None detects the type; ``dry_run`` builds and self-checks every artifact
     in a scratch directory outside the repository and returns what would be published,
     without loading keys (a dry run must not ask for a PIN), signing or writing anything.
+    ``waves`` (``repo.rollout_spec``) gives every target of the release the same signed
+    rollout policy, starting at ``rollout_start`` (default: ``now``, the release time).
     """
     say = log or (lambda _msg: None)
+    rollout = release_policy(waves, rollout_start, now)
     info = make_info(product, version, hardware, 1, "0" * 64, allow_downgrade=allow_downgrade)
     head = read_image_head(image)
     kind = check_image_type(image, head, image_type)
@@ -518,6 +554,7 @@ def release(
                 workdir,
                 allow_downgrade=allow_downgrade,
                 image_type=kind,
+                rollout=rollout,
                 settings=settings,
                 progress=progress,
             )

@@ -8,6 +8,7 @@ material) and so are its pretty tracebacks: a traceback appears only with ``-v``
 from __future__ import annotations
 
 import random
+import secrets
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -177,6 +178,7 @@ def init(
         config,
         root=load_root_bytes(root),
         installed_version=_version(installed_version, "--installed-version"),
+        token=secrets.token_bytes,
     )
     _render_status(c, status(dev, _now()).to_dict())
 
@@ -193,7 +195,12 @@ def update(
     version: Annotated[str | None, typer.Option(help="Install exactly this version.")] = None,
     no_delta: Annotated[bool, typer.Option("--no-delta", help="Always use full images.")] = False,
     now: Annotated[
-        bool, typer.Option("--now", help="Run even while a failed cycle's backoff waits.")
+        bool,
+        typer.Option(
+            "--now",
+            help="Run now: skip a failed cycle's backoff and the rollout waves "
+            "(never a halt or a recall).",
+        ),
     ] = False,
     connect_timeout: Annotated[
         float | None, _limit("Seconds to connect", TRANSFER.connect_timeout)
@@ -218,7 +225,9 @@ def update(
     """Install the newest signed image into the inactive slot.
 
     Verified through TUF, written and re-hashed, then armed for a trial boot.
-    A failed cycle backs off: until its next attempt, update has nothing to do.
+    A failed cycle backs off, and a release rolled out in waves waits for this
+    device's wave: until then, update has nothing to do (--now: go anyway).
+    A recalled running version goes back (docs/OPERATIONS.md).
     """
     from verifier.tuf.client import TufLimits
     from verifier.update import UpdateOptions
@@ -240,6 +249,7 @@ def update(
         allow_delta=not no_delta,
         limits=TufLimits(transfer=transfer),
         ignore_backoff=now,
+        override_waves=now,
     )
     with _ProgressView(c.run) as view:
         result = run_update(
@@ -248,6 +258,7 @@ def update(
             options=options,
             progress=view.report,
             rand=random.SystemRandom().random,
+            token=secrets.token_bytes,
         )
     c.run.result(
         {
@@ -258,6 +269,10 @@ def update(
             "kind": result.kind,
             "fell_back": result.fell_back,
             "tries": result.tries,
+            "outcome": result.outcome,
+            "recalled": result.recall,
+            "waves_overridden": result.waves_overridden,
+            "rollout": None if result.rollout is None else result.rollout.to_dict(),
         },
         result.message(),
     )
@@ -352,16 +367,37 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @app.command(epilog=EPILOG)
-def report(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def report(
+    ctx: typer.Context,
+    post: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Also send it to a collector (otakit fleet collect)."),
+    ] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID", envvar="OTAKIT_DEVICE_ID", help="This device's name for the collector."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """A small status document for the operator's fleet view.
 
     Versions, how the last cycle ended, bytes downloaded; unsigned and
-    informational (docs/FORMAT.md, "Device report").
+    informational (docs/FORMAT.md, "Device report"). --post sends it
+    (needs --device-id; a failure to send exits 4).
     """
-    from verifier.device_report import device_report
+    from verifier.device_report import device_report, post_report
 
     c = _ctx(ctx, json_out)
-    r = device_report(_device(c), _now())
+    if post is not None and device_id is None:
+        raise UsageError(
+            "--post: expected a --device-id (or OTAKIT_DEVICE_ID) to name this device, found none",
+            hint="a collector keeps one report per device id, e.g. the serial number",
+        )
+    r = device_report(_device(c), _now(), device_id)
+    if post is not None:
+        c.run.note(f"report sent to {post}: {post_report(r, post)}")
     c.run.result(r.data, r.text())
 
 
@@ -431,6 +467,12 @@ def _render_status(c: Ctx, data: dict[str, Any]) -> None:
         lines.append(
             f"  backoff: {r['failures']} failed cycles in a row, next attempt after "
             f"{r['not_before']} (last: {r['kind']}: {r['reason']})"
+        )
+    if data.get("rollout"):
+        r = data["rollout"]
+        lines.append(
+            f"  rollout of {r['version']}: {r['reason']} (this device at "
+            f"{r['position_bp'] / 100:g} %, allowed {r['allowed_bp'] / 100:g} %)"
         )
     if data.get("in_progress"):
         lines.append(

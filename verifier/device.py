@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from verifier.state import (
     Journal,
     SlotRecord,
     StatePaths,
+    ensure_seed,
     load_config,
     load_journal,
     save_config,
@@ -105,8 +107,10 @@ def init_device(
     *,
     root: bytes,
     installed_version: ImageVersion,
+    token: Callable[[int], bytes] = secrets.token_bytes,
 ) -> Device:
-    """Pin the trust root, record slot a (booted) as holding ``installed_version``.
+    """Pin the trust root, record slot a (booted) as holding ``installed_version``, and make
+    the device's rollout seed from ``token`` (the randomness, passed in).
 
     Every check comes before the first write; the configuration is written last: a state
     directory with a config is complete.
@@ -125,6 +129,7 @@ def init_device(
     disk.mkdir(paths.metadata)
     disk.mkdir(paths.staging)
     write_atomic(disk, paths.pinned_root, root)
+    ensure_seed(disk, paths, token)
     journal = Journal(slots=(SlotRecord(installed_version, image), None))
     save_journal(disk, paths, journal)
     if config.boot_backend == "file":

@@ -230,3 +230,24 @@ class RootGapError(InvalidMetadataError):
 class WithdrawnVersionError(NoSuchVersionError):
     """The version asked for was withdrawn by the publisher (a signed targets change): it is
     still listed, so that devices running it are told, but it is never installed."""
+
+
+class RolloutWaitError(UsageError):
+    """``update --version V`` names a version whose signed rollout has not reached this device
+    yet (its waves): the request is refused unless ``--now`` overrides the waves, loudly."""
+
+
+class HaltedReleaseError(UsageError):
+    """``update --version V`` names a version whose signed rollout is halted: no device starts
+    it, and ``--now`` does not change that (a halt is the operator saying stop)."""
+
+
+class RolloutSeedError(ConfigError):
+    """The device's rollout seed (``STATE/rollout-seed``) is damaged: never replaced silently,
+    since a new seed would move the device to another place in every rollout."""
+
+
+class ReportPostError(TransportError):
+    """``otakit-device report --post`` could not hand the report to the collector (no
+    connection, a timeout, or the collector refused it): the device is fine, the report is
+    information only, and the next run sends a fresh one."""

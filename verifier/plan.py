@@ -20,21 +20,42 @@ so the policy can be read (and tested as tables) in one place:
   marks them all; the strictest reading wins). A delta *from* a withdrawn version to a good
   one stays usable: its base is the image the device already runs, its output is checked
   against the signed image of the good version, and it is how devices leave the withdrawn one.
+* staged rollouts (``custom.otakit.rollout``, ``verifier.rollout``): a version the device is
+  not running is started only when ``rollout.decide`` allows it for this device's seed at
+  ``facts.now``; the device takes the newest version that is installable *and* allowed, so a
+  new release still in its 5 % wave does not hold back an older one rolled out fully. A
+  version whose targets carry different policies is not started at all (fail closed, logged).
+  ``Policy.override_waves`` (``update --now``) skips the waves, never a halt. A device on
+  the release is not affected by its policy: a halt stops starts, nobody is moved off it;
+* a recall (``withdrawn.recall`` on any target of the *running* version) is the signed
+  permission to go back: if the other slot holds the journal's previous image, still
+  published and neither withdrawn nor failed, the plan is a ``SwitchBack`` to it (no
+  download; the shell re-hashes the slot first and resolves again without it if it does not
+  match); otherwise the newest version that is neither withdrawn nor recalled, even an older
+  one. Going back respects a halt but ignores the waves of an older version: a device must
+  not be stranded on a recalled image waiting for a wave of the release it ran before.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion, Withdrawal
 from verifier.errors import (
     DowngradeError,
+    HaltedReleaseError,
     IncompatibleTargetError,
     NoSuchVersionError,
+    RolloutWaitError,
     WithdrawnVersionError,
 )
 from verifier.imagetype import ImageType
+from verifier.rollout import WHOLE_FLEET, RolloutDecision, decide
+
+log = logging.getLogger("otakit.plan")
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,13 @@ class DeviceFacts:
     pending: Installed | None = None
     #: The image type this device's slots hold, if its operator said so at init.
     image_type: ImageType | None = None
+    #: The device's secret rollout seed (``STATE/rollout-seed``); None: no release with a
+    #: rollout policy is started (fail closed).
+    seed: bytes | None = None
+    #: The time the waves are compared with (passed in: the plan reads no clock).
+    now: datetime | None = None
+    #: What the other slot holds by the journal (the previous image), for a recall.
+    other: Installed | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,8 @@ class Policy:
     #: Install exactly this version (operator request) instead of the newest.
     version: ImageVersion | None = None
     allow_delta: bool = True
+    #: ``update --now``: skip the waves of a rollout (never a halt, withdrawal or recall).
+    override_waves: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +115,23 @@ class UpdatePlan:
     #: The full artifact to use if the delta path fails (None when ``artifact`` is full).
     fallback: Candidate | None
     downgrade: bool = False
+    #: the rollout decision that allowed this version (None: decided before rollouts)
+    rollout: RolloutDecision | None = None
+    #: set when the running version is recalled and this plan goes away from it
+    recall: Withdrawal | None = None
+
+
+@dataclass(frozen=True)
+class SwitchBack:
+    """The running version is recalled and the other slot holds the previous image, still
+    published and good: arm that slot for a trial, with nothing downloaded. The shell first
+    re-hashes the slot against ``image`` (the signed hash of ``version``)."""
+
+    version: ImageVersion
+    image: ImageRef
+    recall: Withdrawal
+    #: the recalled running version (for messages)
+    leaving: ImageVersion
 
 
 @dataclass(frozen=True)
@@ -94,7 +141,7 @@ class NothingToDo:
 
 def resolve(
     candidates: Iterable[Candidate], facts: DeviceFacts, policy: Policy = Policy()
-) -> UpdatePlan | NothingToDo:
+) -> UpdatePlan | SwitchBack | NothingToDo:
     everything = [c for c in candidates if c.info.product == facts.product]
     withdrawn = withdrawn_versions(everything)
     ours = [c for c in everything if c.info.version not in withdrawn]
@@ -104,18 +151,22 @@ def resolve(
         by_version.setdefault(c.info.version, []).append(c)
     newest_any = max((c.info.version for c in ours), default=None)
     installed = facts.installed
+    recall = _recall_of(everything, installed.version)
 
     if policy.version is not None:
         if (w := withdrawn.get(policy.version)) is not None:
             raise WithdrawnVersionError(
-                f"version {policy.version} of {facts.product!r} was withdrawn by the publisher "
-                f"at {w.time}: {w.reason}",
+                f"version {policy.version} of {facts.product!r} was "
+                f"{'recalled' if w.recall else 'withdrawn'} by the publisher at {w.time}: "
+                f"{w.reason}",
                 hint="run 'otakit-device update' without --version for the newest version "
                 "that is not withdrawn",
             )
-        return _resolve_requested(policy.version, ours, by_version, facts, policy)
+        return _resolve_requested(policy.version, ours, by_version, facts, policy, recall)
 
     note = _withdrawn_note(withdrawn, installed.version)
+    if recall is not None:
+        return _resolve_recalled(by_version, facts, policy, recall, note)
     if newest_any is not None and newest_any not in by_version:
         hw = sorted({h for c in ours if c.info.version == newest_any for h in c.info.hardware})
         note += (
@@ -128,6 +179,7 @@ def resolve(
             f"is published{note}"
         )
     skipped: list[str] = []
+    waiting: list[tuple[ImageVersion, RolloutDecision]] = []
     for version in sorted(by_version, reverse=True):
         group = by_version[version]
         image = _image_of(group)
@@ -140,11 +192,138 @@ def resolve(
             continue
         if facts.pending is not None and facts.pending.image == image:
             return NothingToDo(f"version {version} is already pending its trial boot{note}")
-        return _choose(version, image, _of_type(version, group, facts), facts, policy)
+        typed = _of_type(version, group, facts)
+        decision = rollout_decision(version, group, facts, override=policy.override_waves)
+        if not decision.allowed:
+            waiting.append((version, decision))
+            continue
+        return replace(_choose(version, image, typed, facts, policy), rollout=decision)
     why = f"version {installed.version} is installed and no newer image is published"
+    if waiting:
+        why = f"version {installed.version} is installed and stays for now: " + "; ".join(
+            f"version {v} {d.reason}" for v, d in waiting
+        )
     if skipped:
-        why += f" except {', '.join(skipped)}, which failed its trial (not retried)"
+        why += f"; except {', '.join(skipped)}, which failed its trial (not retried)"
     return NothingToDo(why + note)
+
+
+def rollout_decision(
+    version: ImageVersion, group: list[Candidate], facts: DeviceFacts, *, override: bool
+) -> RolloutDecision:
+    """May this device start ``version`` (its targets ``group``) now? Fail closed: targets
+    that disagree on the policy, or a policy with no seed or time to evaluate it, say no."""
+    policies = {c.info.rollout for c in group}
+    if len(policies) > 1:
+        why = (
+            f"is not started: its {len(group)} targets carry {len(policies)} different rollout "
+            "policies (the publisher must sign one for all of them)"
+        )
+        log.warning("rollout: version %s %s", version, why)
+        return RolloutDecision(False, why, 0, 0)
+    (policy,) = policies
+    if policy is None:
+        return RolloutDecision(True, "has no rollout policy: the whole fleet", 0, WHOLE_FLEET)
+    if facts.seed is None or facts.now is None:
+        return RolloutDecision(False, "is rolled out in waves and this device has no seed", 0, 0)
+    d = decide(
+        policy,
+        seed=facts.seed,
+        product=facts.product,
+        version=str(version),
+        now=facts.now,
+        override=override,
+    )
+    return replace(d, reason=("may start: " if d.allowed else "is not started: ") + d.reason)
+
+
+def rollout_outlook(
+    candidates: Iterable[Candidate], facts: DeviceFacts
+) -> tuple[ImageVersion, RolloutDecision] | None:
+    """The rollout decision for the newest version newer than the installed one (for
+    ``status``): what an operator asks first when a device does not update."""
+    group = [
+        c
+        for c in candidates
+        if c.info.supports(facts.product, facts.hardware) and c.info.withdrawn is None
+    ]
+    withdrawn = {c.info.version for c in candidates if c.info.withdrawn is not None}
+    newer = sorted(
+        {c.info.version for c in group if c.info.version > facts.installed.version} - withdrawn
+    )
+    if not newer:
+        return None
+    version = newer[-1]
+    same = [c for c in group if c.info.version == version]
+    return version, rollout_decision(version, same, facts, override=False)
+
+
+def recall_of(
+    candidates: Iterable[Candidate], product: str, version: ImageVersion
+) -> Withdrawal | None:
+    """The recall of ``product`` ``version``, if any of its targets carries one."""
+    return _recall_of([c for c in candidates if c.info.product == product], version)
+
+
+def _recall_of(everything: Iterable[Candidate], version: ImageVersion) -> Withdrawal | None:
+    for c in sorted(everything, key=lambda c: c.path):
+        if c.info.version == version and c.info.withdrawn is not None and c.info.withdrawn.recall:
+            return c.info.withdrawn
+    return None
+
+
+def _resolve_recalled(
+    by_version: dict[ImageVersion, list[Candidate]],
+    facts: DeviceFacts,
+    policy: Policy,
+    recall: Withdrawal,
+    note: str,
+) -> UpdatePlan | SwitchBack | NothingToDo:
+    """The running version is recalled: back to the previous slot, else the newest good one."""
+    installed = facts.installed
+    lead = f"version {installed.version} is recalled: {recall.reason}"
+    prev = facts.other
+    why_not: list[str] = []
+    if prev is not None and prev.version != installed.version:
+        group = by_version.get(prev.version)
+        if facts.pending is not None and facts.pending.image == prev.image:
+            return NothingToDo(f"{lead}; version {prev.version} is already pending its trial boot")
+        if group is None:
+            why_not.append(
+                f"the other slot's version {prev.version} is not published (or withdrawn)"
+            )
+        elif _image_of(group) != prev.image:
+            why_not.append(f"the other slot's image is not the signed image of {prev.version}")
+        elif prev.image.sha256 in facts.failed:
+            why_not.append(f"the other slot's version {prev.version} failed its trial")
+        else:
+            d = rollout_decision(prev.version, group, facts, override=True)
+            if d.allowed:
+                return SwitchBack(prev.version, prev.image, recall, installed.version)
+            why_not.append(f"the other slot's version {prev.version} {d.reason}")
+    waiting: list[str] = []
+    for version in sorted(by_version, reverse=True):
+        group = by_version[version]
+        image = _image_of(group)
+        if image.sha256 in facts.failed:
+            waiting.append(f"version {version} failed its trial")
+            continue
+        if facts.pending is not None and facts.pending.image == image:
+            return NothingToDo(f"{lead}; version {version} is already pending its trial boot")
+        typed = _of_type(version, group, facts)
+        # Waves hold back a newer release as usual; an older one is where devices go back to.
+        override = policy.override_waves or version < installed.version
+        d = rollout_decision(version, group, facts, override=override)
+        if not d.allowed:
+            waiting.append(f"version {version} {d.reason}")
+            continue
+        plan = _choose(version, image, typed, facts, policy)
+        return replace(plan, rollout=d, recall=recall)
+    return NothingToDo(
+        f"{lead}; no published version to go back to"
+        + "".join(f"; {w}" for w in (*why_not, *waiting))
+        + note
+    )
 
 
 def withdrawn_versions(candidates: Iterable[Candidate]) -> dict[ImageVersion, Withdrawal]:
@@ -159,7 +338,10 @@ def withdrawn_versions(candidates: Iterable[Candidate]) -> dict[ImageVersion, Wi
 def _withdrawn_note(withdrawn: Mapping[ImageVersion, Withdrawal], installed: ImageVersion) -> str:
     """Why newer versions were passed over: the operator asks when a release does not come."""
     newer = sorted(v for v in withdrawn if v > installed)
-    return "".join(f"; {v} was withdrawn: {withdrawn[v].reason}" for v in newer)
+    return "".join(
+        f"; {v} was {'recalled' if withdrawn[v].recall else 'withdrawn'}: {withdrawn[v].reason}"
+        for v in newer
+    )
 
 
 def _resolve_requested(
@@ -168,6 +350,7 @@ def _resolve_requested(
     by_version: dict[ImageVersion, list[Candidate]],
     facts: DeviceFacts,
     policy: Policy,
+    recall: Withdrawal | None,
 ) -> UpdatePlan | NothingToDo:
     group = by_version.get(version)
     if group is None:
@@ -186,7 +369,8 @@ def _resolve_requested(
     image = _image_of(group)
     if version == facts.installed.version:
         return NothingToDo(f"version {version} is already installed")
-    if version < facts.installed.version and not _downgrade_allowed(group):
+    # A recall of the running version is the signed permission to go back.
+    if version < facts.installed.version and not (_downgrade_allowed(group) or recall):
         raise DowngradeError(
             f"version {version} is older than the installed {facts.installed.version} and its "
             f"signed metadata does not allow a downgrade",
@@ -194,8 +378,24 @@ def _resolve_requested(
         )
     if facts.pending is not None and facts.pending.image == image:
         return NothingToDo(f"version {version} is already pending its trial boot")
+    typed = _of_type(version, group, facts)
+    # Waves apply to a request too, unless --now: a fleet-wide script naming the version
+    # must not defeat a staged rollout silently. Going back from a recall ignores them.
+    override = policy.override_waves or (recall is not None and version < facts.installed.version)
+    d = rollout_decision(version, group, facts, override=override)
+    if not d.allowed:
+        if d.halted:
+            raise HaltedReleaseError(
+                f"version {version} of {facts.product!r} {d.reason}: no device starts it",
+                hint="the publisher resumes it with 'otakit rollout resume'; --now does not "
+                "override a halt",
+            )
+        raise RolloutWaitError(
+            f"version {version} of {facts.product!r} {d.reason}",
+            hint="add --now to override the waves on this device",
+        )
     # An explicit request overrides the failed-image memory: the operator asked.
-    return _choose(version, image, _of_type(version, group, facts), facts, policy)
+    return replace(_choose(version, image, typed, facts, policy), rollout=d, recall=recall)
 
 
 def _of_type(version: ImageVersion, group: list[Candidate], facts: DeviceFacts) -> list[Candidate]:

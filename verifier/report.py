@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from verifier import transitions
-from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion
+from verifier.artifact import ArtifactInfo, ImageRef, ImageVersion, Withdrawal
 from verifier.artifact_view import artifact_fields, withdrawn_warning
 from verifier.bootctl.base import SLOTS, BootState, Slot
 from verifier.device import (
@@ -31,8 +31,9 @@ from verifier.device import (
     warn_demo_keys,
 )
 from verifier.errors import ConfigError, LocalError, MetadataError, SecurityError
-from verifier.plan import Candidate
-from verifier.state import DeviceConfig, Journal
+from verifier.plan import Candidate, DeviceFacts, Installed, rollout_outlook
+from verifier.rollout import RolloutDecision
+from verifier.state import DeviceConfig, Journal, load_seed
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ class Status:
     published: tuple[Published | None, Published | None] = (None, None)
     #: why the trusted targets metadata could not be read (then nothing is ``published``)
     published_problem: str | None = None
+    #: the rollout decision for the newest version newer than the running one, if any
+    rollout: tuple[ImageVersion, RolloutDecision] | None = None
+    #: the signed recall of the running version, if it is recalled
+    recalled: Withdrawal | None = None
 
     def to_dict(self) -> dict[str, Any]:
         slots: dict[str, Any] = {}
@@ -127,6 +132,10 @@ class Status:
             "warnings": list(self.warnings),
             "in_progress": self.in_progress,
             "retry": None if self.journal.retry is None else self.journal.retry.to_dict(),
+            "rollout": None
+            if self.rollout is None
+            else {"version": str(self.rollout[0]), **self.rollout[1].to_dict()},
+            "recalled": None if self.recalled is None else self.recalled.to_dict(),
         }
 
 
@@ -150,8 +159,33 @@ def status(dev: Device, now: datetime) -> Status:
                 published[i] = find_published(candidates, dev.config, rec.image)
     warnings = list(demo_warnings(dev))
     booted = published[SLOTS.index(st.booted)]
-    if booted is not None and (w := withdrawn_warning(st.booted, artifact_fields(booted.info))):
+    recalled = None
+    if booted is not None and booted.info.recalled:
+        recalled = booted.info.withdrawn
+        assert recalled is not None
+        warnings.append(
+            f"slot {st.booted} runs {booted.info.product} {booted.info.version}, which the "
+            f"publisher recalled at {recalled.time}: recalled: {recalled.reason}; the next "
+            "update goes back"
+        )
+    elif booted is not None and (w := withdrawn_warning(st.booted, artifact_fields(booted.info))):
         warnings.append(w)
+    outlook = None
+    running = journal.slot(st.booted)
+    if problem is None and running is not None:
+        try:
+            seed = load_seed(dev.paths)
+        except LocalError as e:
+            warnings.append(e.message)
+            seed = None
+        facts = DeviceFacts(
+            dev.config.product,
+            dev.config.hardware,
+            Installed(running.version, running.image),
+            seed=seed,
+            now=now,
+        )
+        outlook = rollout_outlook(candidates, facts)
     return Status(
         dev.config,
         st,
@@ -161,6 +195,8 @@ def status(dev: Device, now: datetime) -> Status:
         busy,
         (published[0], published[1]),
         problem,
+        outlook,
+        recalled,
     )
 
 

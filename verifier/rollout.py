@@ -111,6 +111,18 @@ class RolloutDecision:
     position_bp: int
     allowed_bp: int
     wait_until: datetime | None = None
+    halted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``otakit-device status``'s ``rollout``): names are part of it."""
+        return {
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "position_bp": self.position_bp,
+            "allowed_bp": self.allowed_bp,
+            "wait_until": None if self.wait_until is None else _iso(self.wait_until),
+            "halted": self.halted,
+        }
 
 
 def fleet_position(seed: bytes, product: str, version: str) -> int:
@@ -140,7 +152,7 @@ def decide(
     if policy is None:
         return RolloutDecision(True, "no rollout policy: the whole fleet", pos, WHOLE_FLEET)
     if policy.halted:
-        return RolloutDecision(False, "the rollout is halted", pos, 0)
+        return RolloutDecision(False, "the rollout is halted", pos, 0, halted=True)
     allowed = policy.allowed_bp(now)
     if override:
         return RolloutDecision(

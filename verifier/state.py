@@ -14,6 +14,7 @@ State directory layout::
     STATE/metadata/        trusted TUF metadata (see verifier.tuf.store)
     STATE/staging/         partial and complete downloads
     STATE/boot.json        boot state of the ``file`` backend (by default)
+    STATE/rollout-seed     32 secret random bytes: this device's place in staged rollouts
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from verifier.errors import (
     BootControlError,
     ConfigError,
     OtakitError,
+    RolloutSeedError,
     UsageError,
 )
 from verifier.imagetype import IMAGE_TYPES, ImageType, is_image_type
 from verifier.preflight import require_absolute
+from verifier.rollout import SEED_BYTES
 
 CONFIG_SCHEMA = 1
 JOURNAL_SCHEMA = 1
@@ -75,6 +78,10 @@ class StatePaths:
     @property
     def staging(self) -> Path:
         return self.root / "staging"
+
+    @property
+    def rollout_seed(self) -> Path:
+        return self.root / "rollout-seed"
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -340,6 +347,10 @@ class Retry:
         )
 
 
+#: how a recorded cycle ended (``LastCycle.outcome``)
+OUTCOMES = ("installed", "failed", "recalled-switch", "recalled-install")
+
+
 @dataclass(frozen=True)
 class LastCycle:
     """How the last update cycle that did something ended, for ``otakit-device report``:
@@ -347,14 +358,20 @@ class LastCycle:
     with nothing to do is not recorded (no flash write per timer tick)."""
 
     at: str
-    #: "installed" (a slot written and armed) or "failed"
+    #: one of ``OUTCOMES``: "installed" (a slot written and armed), "failed", and for a
+    #: recalled running version "recalled-switch" (the other slot's verified previous image
+    #: armed, nothing downloaded) or "recalled-install" (an older good version written)
     outcome: str
     #: bytes the device received over the network in that cycle (metadata and artifacts)
     bytes_downloaded: int
     version: str | None = None
-    #: "full", "delta" or "resumed" when installed; the error kind when failed
+    #: "full", "delta" or "resumed" when installed; "switch" for a recalled-switch; the
+    #: error kind when failed
     detail: str = ""
+    #: the error when failed; "recalled: REASON" after a recall
     message: str = ""
+    #: ``update --now`` skipped the waves of a signed rollout in this cycle
+    waves_overridden: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -364,6 +381,7 @@ class LastCycle:
             "version": self.version,
             "detail": self.detail,
             "message": self.message,
+            "waves_overridden": self.waves_overridden,
         }
 
     @classmethod
@@ -371,12 +389,26 @@ class LastCycle:
         d = _obj(
             data,
             "journal.last_cycle",
-            {"at", "outcome", "bytes_downloaded", "version", "detail", "message"},
+            {
+                "at",
+                "outcome",
+                "bytes_downloaded",
+                "version",
+                "detail",
+                "message",
+                "waves_overridden",
+            },
         )
         outcome = d.get("outcome")
-        if outcome not in ("installed", "failed"):
+        if outcome not in OUTCOMES:
             raise ConfigError(
-                f"journal.last_cycle.outcome: expected 'installed' or 'failed', found {outcome!r}"
+                f"journal.last_cycle.outcome: expected one of {', '.join(OUTCOMES)}, "
+                f"found {outcome!r}"
+            )
+        overridden = d.get("waves_overridden", False)
+        if not isinstance(overridden, bool):
+            raise ConfigError(
+                f"journal.last_cycle.waves_overridden: expected true or false, found {overridden!r}"
             )
         n = d.get("bytes_downloaded")
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -395,6 +427,7 @@ class LastCycle:
             None if version is None else _str(version, "journal.last_cycle.version"),
             texts["detail"],
             texts["message"],
+            overridden,
         )
 
 
@@ -504,6 +537,46 @@ def load_journal(paths: StatePaths) -> Journal:
 
 def save_journal(disk: Disk, paths: StatePaths, journal: Journal) -> None:
     write_atomic(disk, paths.journal, _dump(journal.to_dict()))
+
+
+def load_seed(paths: StatePaths) -> bytes | None:
+    """The rollout seed, or None when this state directory has none yet (made before seeds
+    existed). A damaged one is an error, never replaced: a new seed would silently move the
+    device to another place in every rollout, ahead of the waves it was behind."""
+    path = paths.rollout_seed
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RolloutSeedError(f"rollout seed {path} is unreadable: {e.strerror or e}") from e
+    if len(data) != SEED_BYTES:
+        raise RolloutSeedError(
+            f"rollout seed {path}: expected {SEED_BYTES} bytes, found {len(data)}",
+            hint="restore the file from a backup of this device; only if there is none, "
+            "remove it and the next update makes a new one (the device's place in rollouts "
+            "changes)",
+        )
+    return data
+
+
+def ensure_seed(disk: Disk, paths: StatePaths, token: Callable[[int], bytes]) -> bytes:
+    """The rollout seed, made now (``token``: the randomness, passed in) if there is none.
+
+    Called by ``init`` and, for a state directory from before seeds existed, by the first
+    update, under the device lock. Written once with ``write_atomic`` (a private 0600 file in
+    the 0700 state directory); never logged, never in a report.
+    """
+    seed = load_seed(paths)
+    if seed is not None:
+        return seed
+    seed = token(SEED_BYTES)
+    if len(seed) != SEED_BYTES:
+        raise RolloutSeedError(
+            f"rollout seed source: expected {SEED_BYTES} bytes, found {len(seed)}"
+        )
+    write_atomic(disk, paths.rollout_seed, seed)
+    return seed
 
 
 def timestamp(now: datetime) -> str:

@@ -17,13 +17,23 @@ attempt in the journal; an artifact that was verified whole yet does not decode 
 as a failed image (never installed again) and removed from staging. A cycle that gets through
 (installed, or nothing to do) resets the count.
 
-Time (``now``), randomness (``rand``) and the ``Disk`` are parameters; there is no global state.
+Staged rollouts and recalls are decided by the plan (``verifier.plan``) from the signed
+policy, this device's rollout seed (made here under the device lock if an older state
+directory has none) and ``now``. A recall whose previous image is still in the other slot is
+a ``SwitchBack``: the slot is re-hashed against the signed image and armed like a freshly
+written one (the next boot tries it, ``mark-good`` commits it, an unconfirmed trial falls
+back to the recalled image and records the previous one as failed); if the slot does not
+hash as signed, the plan is made again without it and the newest good version is installed.
+
+Time (``now``), randomness (``rand``, ``token``) and the ``Disk`` are parameters; there is no
+global state.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -58,6 +68,7 @@ from verifier.plan import (
     Installed,
     NothingToDo,
     Policy,
+    SwitchBack,
     UpdatePlan,
     resolve,
 )
@@ -67,7 +78,8 @@ from verifier.preflight import (
     free_space,
     slot_capacity,
 )
-from verifier.state import Failure, Journal, LastCycle, Retry, SlotRecord, timestamp
+from verifier.rollout import RolloutDecision
+from verifier.state import Failure, Journal, LastCycle, Retry, SlotRecord, ensure_seed, timestamp
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
@@ -89,6 +101,8 @@ class UpdateOptions:
     limits: TufLimits = field(default_factory=TufLimits)
     #: run even before the journal's earliest next attempt (``update --now``)
     ignore_backoff: bool = False
+    #: skip the waves of a signed rollout (``update --now``; never a halt or a recall)
+    override_waves: bool = False
     backoff: backoff.Backoff = field(default_factory=backoff.Backoff)
 
 
@@ -100,16 +114,36 @@ class UpdateResult:
     kind: str
     fell_back: bool
     tries: int
+    #: the recall of the running version this cycle went away from ("recalled: REASON")
+    recall: str | None = None
+    #: ``--now`` was given: the waves of a signed rollout were skipped
+    waves_overridden: bool = False
+    #: the rollout decision for the version installed (None for a recall switch-back)
+    rollout: RolloutDecision | None = None
+
+    @property
+    def outcome(self) -> str:
+        """``LastCycle.outcome`` of this cycle."""
+        if self.kind == "switch":
+            return "recalled-switch"
+        return "installed" if self.recall is None else "recalled-install"
 
     def message(self) -> str:
+        recalled = "" if self.recall is None else f"recalled: {self.recall}; "
+        if self.kind == "switch":
+            return (
+                f"{recalled}slot {self.slot} still holds version {self.version} as signed "
+                f"(re-hashed, nothing downloaded); the next boot tries it ({self.tries} tries), "
+                "then run mark-good"
+            )
         via = f"{self.kind} artifact {self.artifact}"
         if self.kind == "resumed":
             via = "the copy an interrupted run had already written"
         if self.fell_back:
             via += " (delta failed, used the full artifact)"
         return (
-            f"version {self.version} written to slot {self.slot} via {via} and verified; "
-            f"the next boot tries it ({self.tries} tries), then run mark-good"
+            f"{recalled}version {self.version} written to slot {self.slot} via {via} and "
+            f"verified; the next boot tries it ({self.tries} tries), then run mark-good"
         )
 
 
@@ -144,12 +178,19 @@ def update(
     fetcher: OtaFetcher | None = None,
     progress: Progress | None = None,
     rand: Callable[[], float] = random.random,
+    token: Callable[[int], bytes] = secrets.token_bytes,
 ) -> UpdateResult:
     """Install the newest suitable image into the inactive slot and arm a trial boot.
 
     Raises ``NothingToDoError`` when there is nothing to install (exit code 0), also while
-    an earlier failure's backoff runs (unless ``options.ignore_backoff``).
+    an earlier failure's backoff runs (unless ``options.ignore_backoff``). ``token`` makes
+    the rollout seed of a state directory from before seeds existed.
     """
+    if options.override_waves:
+        log.warning(
+            "update --now: the waves of signed rollouts are overridden for this cycle "
+            "(a halt, a withdrawal and a recall still apply)"
+        )
     if not options.ignore_backoff:
         wait = backoff.gate(dev.journal().retry, now, options.backoff)
         if wait is not None:
@@ -159,7 +200,7 @@ def update(
     fetcher = fetcher or HttpFetcher(options.limits.transfer)
     cycle = _Cycle()
     try:
-        result = _update(dev, now, options, fetcher, progress, cycle)
+        result = _update(dev, now, options, fetcher, progress, cycle, token)
     except NothingToDoError:
         _save_retry(dev, None, None)
         raise
@@ -168,12 +209,24 @@ def update(
         # writes nothing at all, and says why on the spot).
         if isinstance(e, TransportError) or cycle.installing:
             last = LastCycle(
-                timestamp(now), "failed", fetcher.bytes_received, None, e.kind(), e.message
+                timestamp(now),
+                "failed",
+                fetcher.bytes_received,
+                None,
+                e.kind(),
+                e.message,
+                options.override_waves,
             )
             _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff, last)
         raise
     done = LastCycle(
-        timestamp(now), "installed", fetcher.bytes_received, str(result.version), result.kind
+        timestamp(now),
+        result.outcome,
+        fetcher.bytes_received,
+        str(result.version),
+        result.kind,
+        "" if result.recall is None else f"recalled: {result.recall}",
+        result.waves_overridden,
     )
     _save_retry(dev, None, None, done)
     return result
@@ -233,6 +286,7 @@ def _update(
     fetcher: OtaFetcher | None,
     progress: Progress | None,
     cycle: _Cycle,
+    token: Callable[[int], bytes],
 ) -> UpdateResult:
     tries = check_tries(options.tries if options.tries is not None else dev.config.tries)
     with stage("preflight"):
@@ -250,7 +304,10 @@ def _update(
     installed = journal.slot(booted)
     if installed is None:
         raise ConfigError(f"the journal does not know which image the booted slot {booted} holds")
+    with stage("rollout-seed"):
+        seed = ensure_seed(dev.disk, dev.paths, token)
     p = journal.pending
+    prev = journal.slot(target)
     facts = DeviceFacts(
         product=dev.config.product,
         hardware=dev.config.hardware,
@@ -258,7 +315,11 @@ def _update(
         failed=journal.failed_hashes,
         pending=None if p is None or not p.armed else Installed(p.record.version, p.record.image),
         image_type=dev.config.image_type,
+        seed=seed,
+        now=now,
+        other=None if prev is None else Installed(prev.version, prev.image),
     )
+    overridden = options.override_waves
     with TufClient(
         dev.paths,
         dev.config.metadata_url,
@@ -269,7 +330,23 @@ def _update(
         limits=options.limits,
     ) as tuf:
         candidates = stage_refresh(tuf, facts.product)
-        plan = stage_resolve(candidates, facts, Policy(options.version, options.allow_delta))
+        policy = Policy(options.version, options.allow_delta, options.override_waves)
+        plan = stage_resolve(candidates, facts, policy)
+        if isinstance(plan, SwitchBack):
+            assert prev is not None
+            try:
+                stage_verify_slot(dev, target, plan.image, progress)
+            except (ImageHashMismatchError, SlotReadBackError) as e:
+                log.warning("recall: %s; installing the newest good version instead", e.message)
+                plan = stage_resolve(candidates, replace(facts, other=None), policy)
+                assert not isinstance(plan, SwitchBack)
+            else:
+                stage_arm(dev, journal, st, target, prev, tries)
+                return UpdateResult(
+                    plan.version, target, "", "switch", False, tries, plan.recall.reason,
+                    overridden,
+                )  # fmt: skip
+        recall = None if plan.recall is None else plan.recall.reason
         record = SlotRecord(plan.version, plan.image)
         if p is not None and not p.armed and p.slot == target and p.record == record:
             log.info("resume: slot %s already holds version %s; re-verifying", target, plan.version)
@@ -279,7 +356,10 @@ def _update(
                 log.warning("resume: %s; writing the slot again", e.message)
             else:
                 stage_arm(dev, journal, st, target, record, tries)
-                return UpdateResult(plan.version, target, "", "resumed", False, tries)
+                return UpdateResult(
+                    plan.version, target, "", "resumed", False, tries, recall, overridden,
+                    plan.rollout,
+                )  # fmt: skip
         stage_preflight(dev, plan, target, booted, options)
         fell_back = False
         used = plan.artifact
@@ -300,7 +380,10 @@ def _update(
         stage_verify_slot(dev, target, plan.image, progress)
         stage_arm(dev, journal, st, target, record, tries)
     _clean_staging(dev)
-    return UpdateResult(plan.version, target, used.path, used.info.kind, fell_back, tries)
+    return UpdateResult(
+        plan.version, target, used.path, used.info.kind, fell_back, tries, recall, overridden,
+        plan.rollout,
+    )  # fmt: skip
 
 
 def _install(
@@ -357,12 +440,30 @@ def stage_refresh(tuf: TufClient, product: str | None = None) -> list[Candidate]
     return candidates
 
 
-def stage_resolve(candidates: list[Candidate], facts: DeviceFacts, policy: Policy) -> UpdatePlan:
+def stage_resolve(
+    candidates: list[Candidate], facts: DeviceFacts, policy: Policy
+) -> UpdatePlan | SwitchBack:
     with stage("resolve"):
         plan = resolve(candidates, facts, policy)
     if isinstance(plan, NothingToDo):
         log.info("resolve: nothing to do: %s", plan.reason)
         raise NothingToDoError(plan.reason)
+    if isinstance(plan, SwitchBack):
+        log.warning(
+            "resolve: version %s is recalled (%s); the other slot holds version %s: "
+            "switching back to it",
+            plan.leaving,
+            plan.recall.reason,
+            plan.version,
+        )
+        return plan
+    if plan.recall is not None:
+        log.warning(
+            "resolve: version %s is recalled (%s); going to version %s",
+            facts.installed.version,
+            plan.recall.reason,
+            plan.version,
+        )
     fallback = f", fallback {plan.fallback.path}" if plan.fallback else ""
     log.info("resolve: version %s via %s%s", plan.version, plan.artifact.path, fallback)
     return plan
