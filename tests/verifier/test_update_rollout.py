@@ -252,3 +252,27 @@ def test_a_recall_that_is_not_signed_by_the_targets_key_moves_nothing(world: Wor
     assert (st.booted, st.primary, st.trial) == ("b", "b", None)
     rec = world.device().journal().slot("b")
     assert rec is not None and str(rec.version) == "2.0"
+
+
+def test_a_halt_lifted_or_waves_widened_without_the_targets_key_is_refused(world: World) -> None:
+    """The server cannot make a halted release start, nor let more of the fleet in than was
+    signed: the policy is inside the targets metadata, and re-signing it with any other key
+    fails verification before the plan reads it."""
+    from securesystemslib.signer import CryptoSigner
+
+    _publish(world, dataclasses.replace(WAVES, halted=True))
+    with pytest.raises(NothingToDoError, match="halted"):
+        world.update()
+    before = world.snapshot()
+    _forged = dataclasses.replace(WAVES, waves=(Wave(WHOLE_FLEET, 0 * H),))
+    for tf in world.sim.targets.signed.targets.values():
+        info = ArtifactInfo.from_custom(tf.unrecognized_fields["custom"])
+        if str(info.version) == "2.0":
+            tf.unrecognized_fields["custom"] = dataclasses.replace(
+                info, rollout=_forged
+            ).to_custom()
+    world.sim.publish(targets_signer=CryptoSigner.generate_ed25519())
+    with pytest.raises(SecurityError) as e:
+        world.update(override_waves=True)
+    assert e.value.exit_code == 3
+    assert world.snapshot() == before and world.slot_b.read_bytes() == b""
