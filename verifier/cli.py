@@ -384,18 +384,20 @@ def report(
     """A small status document for the operator's fleet view.
 
     Versions, how the last cycle ended, bytes downloaded; unsigned and
-    informational (docs/FORMAT.md, "Device report"). --post sends it
-    (needs --device-id; a failure to send exits 4).
+    informational (docs/FORMAT.md, "Device report"). --post sends it (the
+    id defaults to a hash of the device's rollout seed; a failure to send
+    exits 4).
     """
     from verifier.device_report import device_report, post_report
 
     c = _ctx(ctx, json_out)
-    if post is not None and device_id is None:
+    r = device_report(_device(c), _now(), device_id)
+    if post is not None and r.data["device_id"] is None:
         raise UsageError(
-            "--post: expected a --device-id (or OTAKIT_DEVICE_ID) to name this device, found none",
+            "--post: expected a --device-id (or OTAKIT_DEVICE_ID) to name this device, found "
+            "none (and no rollout seed to derive one from yet)",
             hint="a collector keeps one report per device id, e.g. the serial number",
         )
-    r = device_report(_device(c), _now(), device_id)
     if post is not None:
         c.run.note(f"report sent to {post}: {post_report(r, post)}")
     c.run.result(r.data, r.text())

@@ -13,6 +13,7 @@ message ``recalled: REASON``), and so is a cycle run with ``update --now``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from verifier import transitions
 from verifier.bootctl.base import SLOTS
 from verifier.device import Device, update_in_progress
 from verifier.errors import ReportPostError, UsageError
-from verifier.state import timestamp
+from verifier.state import load_seed, timestamp
 from verifier.terminal import printable
 
 REPORT_SCHEMA = 1
@@ -89,12 +90,24 @@ def check_device_id(device_id: str) -> str:
     return device_id
 
 
+def default_device_id(dev: Device) -> str | None:
+    """A stable id for a device whose operator named none: a domain-separated hash of its
+    rollout seed. One-way, so a collector learns nothing of the seed (the device's places
+    in the waves stay its secret); None for a state directory without a seed yet."""
+    seed = load_seed(dev.paths)
+    if seed is None:
+        return None
+    return "seed-" + hashlib.sha256(b"otakit-device-id-v1\x00" + seed).hexdigest()[:32]
+
+
 def device_report(dev: Device, now: datetime, device_id: str | None = None) -> DeviceReport:
     """``device_id`` names the device to a collector (``otakit fleet collect`` keeps one
-    report per id); the device has no identity of its own to put there, so the operator
-    gives one (``--device-id``, or ``OTAKIT_DEVICE_ID`` in the unit that runs it)."""
+    report per id): the operator's name for it (``--device-id``, or ``OTAKIT_DEVICE_ID`` in
+    the unit that runs it, e.g. a serial number), else ``default_device_id``."""
     if device_id is not None:
         check_device_id(device_id)
+    else:
+        device_id = default_device_id(dev)
     step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
     journal, st = step.journal, step.boot
     running = journal.slot(st.booted)

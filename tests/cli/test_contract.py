@@ -559,7 +559,6 @@ ROWS = [
     Row(P, "fleet collect", ("fleet", "collect"), 2, "Missing option '--dir'"),
     Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/afile"), 5, "afile"),
     Row(P, "fleet collect", ("fleet", "collect", "--dir", "{d}/c", "--port", "70000"), 2, "--port"),
-    Row(D, "report", ("--state", "{dev}", "report", "--post", "{url}"), 2, "--device-id"),
     Row(
         D,
         "report",

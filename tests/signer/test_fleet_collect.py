@@ -205,14 +205,17 @@ def test_a_real_device_reports_and_rollout_status_counts_it(
         "--slot-a", str(slot_a), "--slot-b", str(slot_b), "--installed-version", "1.0",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    r = run("otakit-device", "--state", str(state), "report", "--post", url + "/report")
-    assert r.returncode == 2 and "--device-id" in r.stderr and stored(d) == []
+    # without --device-id the id is derived from the device's rollout seed (stable, one-way)
+    r = run("otakit-device", "--state", str(state), "--json", "report", "--post", url + "/report")
+    assert r.returncode == 0, r.stderr
+    derived = json.loads(r.stdout)["device_id"]
+    assert derived.startswith("seed-") and len(stored(d)) == 1
     r = run(
         "otakit-device", "--state", str(state), "--json", "report",
         "--post", url + "/report", "--device-id", "gw-42",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["device_id"] == "gw-42" and len(stored(d)) == 1
+    assert json.loads(r.stdout)["device_id"] == "gw-42" and len(stored(d)) == 2
     r = run("otakit-device", "--state", str(state), "report", "--post",
             "http://127.0.0.1:9/report", "--device-id", "gw-42")  # fmt: skip
     assert r.returncode == 4 and "connection refused" in r.stderr and r.stdout == ""
@@ -222,7 +225,7 @@ def test_a_real_device_reports_and_rollout_status_counts_it(
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["allowed_bp"] == 500 and doc["rollout"]["waves"][1]["fleet_bp"] == 10000
-    assert doc["reports"]["reports"] == 1 and doc["reports"]["attempted"] == 0
+    assert doc["reports"]["reports"] == 2 and doc["reports"]["attempted"] == 0
 
 
 def test_escape_sequences_from_the_other_side_never_reach_a_terminal(

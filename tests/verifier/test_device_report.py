@@ -67,7 +67,14 @@ def test_the_collector_accepts_every_report_the_device_writes(world: World) -> N
     world.sim.targets_offline = False
     world.update(ignore_backoff=True)
     check()
-    assert device_report(world.device(), NOW).data["device_id"] is None
+    # no id given: a one-way hash of the rollout seed, the same on every report
+    derived = device_report(world.device(), NOW).data["device_id"]
+    assert (
+        derived.startswith("seed-")
+        and derived == device_report(world.device(), NOW).data["device_id"]
+    )
+    seed = world.device().paths.rollout_seed.read_bytes()
+    assert seed.hex() not in derived
     with pytest.raises(UsageError, match="--device-id"):
         device_report(world.device(), NOW, "../etc")
 
