@@ -94,6 +94,7 @@ def simulate_cmd(
         "scenario": result.scenario,
         "action": result.action,
         "bytes_after_action": result.bytes_after_action,
+        "recall_kinds": result.recall_kinds,
         "workdir": str(result.workdir.absolute()),
     }
     text = (
@@ -102,7 +103,8 @@ def simulate_cmd(
         f"recalled, {s.not_started} never started {s.new_version}, "
         f"{s.on_neither} on neither\n"
         + (
-            f"operator: {result.action}; {result.bytes_after_action} bytes served after it\n"
+            f"operator: {result.action}; targets bytes served after it by version: "
+            f"{result.bytes_after_action or 'none'}\n"
             if result.action
             else ""
         )

@@ -113,6 +113,8 @@ class _Device:
     attempted: bool = False
     #: a recall moved it (switch back, or an install of a good version)
     recalled: bool = False
+    #: how: "switch" (the other slot's image, nothing downloaded) or "install"
+    recall_kind: str = ""
     dev: Device | None = None
 
 
@@ -138,8 +140,11 @@ class SimRun:
     scenario: str = "update"
     #: what the scenario's operator action signed ("" for none), and what followed it
     action: str = ""
-    #: targets bytes served after the action (a recall switch downloads nothing)
-    bytes_after_action: int = 0
+    #: targets bytes served after the action, by version ({"2.0": 0}: nobody fetched the
+    #: halted or recalled release; a device from 0.9 may still take 1.0)
+    bytes_after_action: dict[str, int] = field(default_factory=dict)
+    #: how the recalled devices went back: "switch" (no download) or "install" -> devices
+    recall_kinds: dict[str, int] = field(default_factory=dict)
 
 
 def simulate(
@@ -216,11 +221,11 @@ def simulate(
     # what the fleet had to fetch at least: a delta for each device on 1.0 that started 2.0,
     # the full image for each on 0.9 (no delta from it was published)
     bound = sum(sizes["delta"] if d.base == OLD else sizes["full"] for d in fleet if d.attempted)
-    after = 0
+    after: Counter[str] = Counter()
     if action_at is not None:
-        after = sum(
-            r.body_bytes for r in served if r.path.startswith("/targets/") and r.at > action_at
-        )
+        for req in served:
+            if req.path.startswith("/targets/") and req.at > action_at:
+                after[req.path.split("/")[3]] += req.body_bytes  # /targets/PRODUCT/VERSION/…
     summary = FleetSummary(
         devices=config.devices,
         new_version=NEW,
@@ -258,7 +263,8 @@ def simulate(
         workdir,
         config.scenario,
         action,
-        after,
+        dict(after),
+        dict(Counter(d.recall_kind for d in fleet if d.recalled)),
     )
 
 
@@ -397,6 +403,7 @@ def _run_round(
         if result is not None:
             if result.recall is not None or result.kind == "switch":
                 d.recalled = True
+                d.recall_kind = "switch" if result.kind == "switch" else "install"
             elif result.version == ImageVersion.parse(NEW):
                 d.attempted = True
             _boot_and_check(dev, d, config)
@@ -557,7 +564,8 @@ def _judge(dev: Device, d: _Device) -> None:
         d.outcome = "on_new"
     elif running in (OLDER, OLD) and d.recalled:
         d.outcome = "recalled"
-    elif running == d.base and st.journal.last_failure is not None:
+    elif running in (OLDER, OLD) and d.attempted and st.journal.last_failure is not None:
+        # back where it was; a device from 0.9 may then have taken 1.0 (2.0 halted)
         d.outcome = "rolled_back"
         d.reason = st.journal.last_failure.reason.split(":")[0]
     elif running in (OLDER, OLD) and not d.attempted:

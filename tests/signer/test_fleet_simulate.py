@@ -121,7 +121,7 @@ def test_a_bad_release_is_halted_after_the_first_wave_and_nobody_else_starts_it(
     assert s.on_neither == 0 and s.on_new == 0, r.outcomes
     assert 1 <= s.rolled_back <= 12, r.outcomes  # the first wave, about 30 % of 20
     assert s.rolled_back + s.not_started == 20
-    assert r.bytes_after_action == 0  # halted: nothing more was downloaded
+    assert r.bytes_after_action.get("2.0", 0) == 0  # halted: nobody fetched it after
 
 
 def test_a_recalled_release_brings_every_device_back_without_a_download(
@@ -135,4 +135,6 @@ def test_a_recalled_release_brings_every_device_back_without_a_download(
     assert r.action == "recalled"
     assert s.on_neither == 0 and s.on_new == 0, r.outcomes
     assert s.recalled >= 1 and s.recalled + s.not_started == 20, r.outcomes
-    assert r.bytes_after_action == 0  # the switch back downloads nothing
+    assert r.bytes_after_action.get("2.0", 0) == 0
+    # every device on 2.0 still had its previous image in the other slot: all switched
+    assert r.recall_kinds == {"switch": s.recalled}
