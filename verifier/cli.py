@@ -116,7 +116,10 @@ app.add_typer(tuf_app, name="tuf")
 @app.command(epilog=EPILOG)
 def init(
     ctx: typer.Context,
-    repo_url: Annotated[str, typer.Option(help="Base URL of the TUF repository.")],
+    repo_url: Annotated[
+        str,
+        typer.Option(help="Repository: http(s) URL, or a mirror's file:// URL or absolute path."),
+    ],
     root: Annotated[Path, typer.Option(help="Trusted root metadata to pin.")],
     product: Annotated[str, typer.Option(help="Product name, e.g. edge-gw.")],
     slot_a: Annotated[Path, typer.Option(help="Slot a, absolute (booted, installed image).")],
@@ -142,6 +145,7 @@ def init(
 ) -> None:
     """Pin the trusted root and describe the two slots."""
     from verifier.device import init_device
+    from verifier.mirror import repo_url as location
     from verifier.report import status
     from verifier.state import DeviceConfig
     from verifier.tuf.client import load_root_bytes
@@ -159,7 +163,7 @@ def init(
         )
     try:
         config = DeviceConfig(
-            repo_url,
+            location(repo_url),
             product,
             hardware,
             slot_a,

@@ -230,3 +230,13 @@ class RootGapError(InvalidMetadataError):
 class WithdrawnVersionError(NoSuchVersionError):
     """The version asked for was withdrawn by the publisher (a signed targets change): it is
     still listed, so that devices running it are told, but it is never installed."""
+
+
+class MediumError(TransportError):
+    """A local mirror or export (USB stick, mounted image, tar) could not be read, or changed
+    while it was read (pulled out mid-read, failing): retry when the medium is back."""
+
+
+class UnsafeMirrorError(SecurityError):
+    """A local mirror or export names a file outside itself, through a link, or as something
+    other than a regular file (``..``, absolute or linked names, device nodes, duplicates)."""

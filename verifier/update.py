@@ -52,6 +52,7 @@ from verifier.errors import (
     SlotReadBackError,
     TransportError,
 )
+from verifier.mirror import fetcher_for
 from verifier.plan import (
     Candidate,
     DeviceFacts,
@@ -67,10 +68,18 @@ from verifier.preflight import (
     free_space,
     slot_capacity,
 )
-from verifier.state import Failure, Journal, LastCycle, Retry, SlotRecord, timestamp
+from verifier.state import (
+    DeviceConfig,
+    Failure,
+    Journal,
+    LastCycle,
+    Retry,
+    SlotRecord,
+    timestamp,
+)
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
-from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
+from verifier.tuf.fetcher import OtaFetcher
 
 log = logging.getLogger("otakit.update")
 
@@ -90,6 +99,9 @@ class UpdateOptions:
     #: run even before the journal's earliest next attempt (``update --now``)
     ignore_backoff: bool = False
     backoff: backoff.Backoff = field(default_factory=backoff.Backoff)
+    #: the repository for this run instead of the configured one: a local mirror or an
+    #: export (``update --from``), as ``verifier.mirror.repo_url`` normalises it
+    repo_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,7 @@ def update(
             log.info("backoff: %s", wait)
             raise NothingToDoError(wait)
     # Ours, not TufClient's default, so the cycle's received bytes can be reported.
-    fetcher = fetcher or HttpFetcher(options.limits.transfer)
+    fetcher = fetcher or fetcher_for(_config(dev, options).repo_url, options.limits.transfer)
     cycle = _Cycle()
     try:
         result = _update(dev, now, options, fetcher, progress, cycle)
@@ -226,6 +238,13 @@ def _save_retry(
         log.warning("cannot record the backoff state in the journal: %s", err.message)
 
 
+def _config(dev: Device, options: UpdateOptions) -> DeviceConfig:
+    """The device's configuration with this run's repository (``options.repo_url``)."""
+    if options.repo_url is None:
+        return dev.config
+    return replace(dev.config, repo_url=options.repo_url)
+
+
 def _update(
     dev: Device,
     now: datetime,
@@ -259,10 +278,11 @@ def _update(
         pending=None if p is None or not p.armed else Installed(p.record.version, p.record.image),
         image_type=dev.config.image_type,
     )
+    config = _config(dev, options)
     with TufClient(
         dev.paths,
-        dev.config.metadata_url,
-        dev.config.targets_url,
+        config.metadata_url,
+        config.targets_url,
         dev.disk,
         now=now,
         fetcher=fetcher,
