@@ -562,6 +562,50 @@ def withdraw_cmd(
         )
 
 
+@app.command("release-file", epilog=EPILOG)
+def release_file_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to publish.")],
+    keys: KeysOpt,
+    name: Annotated[str, typer.Option(help="Target name, e.g. edge-gw/config/site.tar.")],
+    custom: Annotated[
+        str | None, typer.Option(metavar="JSON", help="Custom metadata (a JSON object).")
+    ] = None,
+    product_keys: ProductKeysOpt = None,
+    json_out: JsonOpt = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Sign FILE as target NAME (not an image) for 'otakit-device fetch'.
+
+    The role owning NAME signs it: top-level targets, or a delegated product whose
+    paths admit NAME (--product-keys).
+    """
+    from repo.state import load_state
+    from signer.release_file import parse_custom, release_file
+
+    run = run_state(ctx, json_out)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    doc = parse_custom(custom)
+    pk = None
+    if product_keys is not None:
+        from repo.delegation import owning_role
+
+        role = owning_role(load_state(repo).targets.signed, name)
+        pk = load_role_keys(product_keys, role)
+    result = release_file(
+        repo, load_key_config(keys), file, name, doc, _now(), product_keys=pk,
+        expiries=exp, prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), f"{result.target}\t{result.length}\t{result.sha256}")
+    run.note(
+        f"published {result.target} signed by {result.role} (targets "
+        f"v{result.targets_version}, timestamp v{result.timestamp_version})"
+    )
+
+
 @repo_app.command("prune", epilog=EPILOG)
 def repo_prune(
     ctx: typer.Context,

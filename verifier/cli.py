@@ -394,6 +394,31 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     c.run.result(data, "\n".join(lines))
 
 
+@app.command(epilog=EPILOG)
+def fetch(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TARGET_NAME", help="Signed target path.")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write it.")],
+    repo_url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Mirror for this run (URL, file:// or path)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download any signed target, verified, to FILE.
+
+    Same refresh and checks as update (delegations too); FILE is written
+    atomically, only after its length and hashes matched the signed ones.
+    """
+    from verifier.fetch_target import fetch_target
+    from verifier.mirror import repo_url as location
+
+    c = _ctx(ctx, json_out)
+    url = None if repo_url is None else location(repo_url)
+    result = fetch_target(_device(c), target, out, _now(), repo_url=url)
+    c.run.result(result.to_dict(), result.message())
+
+
 def _render_status(c: Ctx, data: dict[str, Any]) -> None:
     from verifier.artifact_view import artifact_lines
 

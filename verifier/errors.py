@@ -240,3 +240,8 @@ class MediumError(TransportError):
 class UnsafeMirrorError(SecurityError):
     """A local mirror or export names a file outside itself, through a link, or as something
     other than a regular file (``..``, absolute or linked names, device nodes, duplicates)."""
+
+
+class NoSuchTargetError(UsageError):
+    """``otakit-device fetch`` names a target that the repository does not sign (neither the
+    top-level targets role nor any delegation TUF's search reaches)."""
