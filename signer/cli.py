@@ -606,6 +606,47 @@ def release_file_cmd(
     )
 
 
+@app.command("export", epilog=EPILOG)
+def export_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="New directory, or FILE.tar.")],
+    keys: KeysOpt,
+    product: Annotated[str, typer.Option(help="Product to export, e.g. edge-gw.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version (default: newest not withdrawn).")
+    ] = None,
+    from_version: Annotated[
+        list[str] | None,
+        typer.Option(metavar="BASE", help="Include the delta from BASE (repeatable)."),
+    ] = None,
+    valid_for: Annotated[
+        str, typer.Option(metavar="DURATION", help="Export validity, e.g. 30d (1d to 90d).")
+    ] = "30d",
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a self-contained subset for an offline site (USB stick).
+
+    Metadata, the full image and the listed deltas; its snapshot and timestamp are
+    valid for DURATION. The repository publishes a newer timestamp at once, so a
+    device that later goes online never sees a rollback (docs/FORMAT.md "Export").
+    """
+    from signer.export import export, parse_duration
+
+    run = run_state(ctx, json_out)
+    result = export(
+        repo, load_key_config(keys), product, out, _now(), version=version,
+        bases=tuple(from_version or ()), valid_for=parse_duration(valid_for),
+        prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), "\n".join(result.files))
+    run.note(
+        f"exported {product} {result.version} (+ deltas from {', '.join(result.bases) or 'none'})"
+        f" to {out}, valid until {result.manifest['valid_until']}; the repository now serves "
+        f"timestamp v{result.online_timestamp_version}"
+    )
+
+
 @repo_app.command("prune", epilog=EPILOG)
 def repo_prune(
     ctx: typer.Context,

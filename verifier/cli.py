@@ -217,6 +217,12 @@ def update(
     cycle_deadline: Annotated[
         float | None, _limit("Seconds for refresh and downloads", TRANSFER.cycle_deadline)
     ] = None,
+    from_path: Annotated[
+        str | None,
+        typer.Option(
+            "--from", metavar="PATH", help="Install from an export (directory or .tar) or mirror."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON-lines progress.")] = False,
 ) -> None:
     """Install the newest signed image into the inactive slot.
@@ -246,13 +252,25 @@ def update(
         ignore_backoff=now,
     )
     with _ProgressView(c.run) as view:
-        result = run_update(
-            _device(c),
-            _now(),
-            options=options,
-            progress=view.report,
-            rand=random.SystemRandom().random,
-        )
+        if from_path is not None:  # an export or mirror: verifier.offline
+            from verifier.offline import location, update_from
+
+            result = update_from(
+                _device(c),
+                location(from_path),
+                _now(),
+                options=options,
+                progress=view.report,
+                rand=random.SystemRandom().random,
+            )
+        else:
+            result = run_update(
+                _device(c),
+                _now(),
+                options=options,
+                progress=view.report,
+                rand=random.SystemRandom().random,
+            )
     c.run.result(
         {
             "event": "done",

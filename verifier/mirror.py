@@ -53,7 +53,7 @@ def fetcher_for(url: str, limits: TransferLimits) -> OtaFetcher:
     except OSError:
         mode = 0  # absent now: DirMedium reports it when the first file is read
     if stat.S_ISREG(mode):
-        raise UsageError(
-            f"{path}: a file, expected a mirror directory (metadata/, targets/)", hint=_HINT
-        )
+        from verifier.exporttar import TarMedium
+
+        return LocalFetcher(url, TarMedium.index(path))
     return LocalFetcher(url, DirMedium(path))
