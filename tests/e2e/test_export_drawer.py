@@ -36,7 +36,8 @@ def test_export_installs_at_the_end_of_its_window_and_not_after(
     before = kept(state, late)
     with pytest.raises(MetadataError) as e:
         update_from(
-            Device.open(state, RealDisk()), location(str(stick)), made + timedelta(days=10, hours=1),
+            Device.open(state, RealDisk()), location(str(stick)),
+            made + timedelta(days=10, hours=1),
             options=options,
         )  # fmt: skip
     assert "the export expired at" in e.value.message, e.value.message
