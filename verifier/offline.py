@@ -27,6 +27,7 @@ from tuf.api import exceptions as tuf_exc
 from verifier.device import Device
 from verifier.errors import IncompatibleTargetError, MetadataError, NothingToDoError, OtakitError
 from verifier.mirror import fetcher_for
+from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import OtaFetcher
 from verifier.update import Progress, UpdateOptions, UpdateResult, update
 
@@ -37,15 +38,14 @@ MAX_MANIFEST = 64 * 1024
 
 
 def read_manifest(fetcher: OtaFetcher, url: str) -> dict[str, Any] | None:
-    """The export's description, or None (a plain mirror has none; a damaged one is only
-    logged: it decides nothing)."""
+    """The export's description, or None (a plain mirror has none; one that is not JSON is
+    only logged: it decides nothing). An unreadable medium is its error, at once."""
     try:
         data = fetcher.download_bytes(url.rstrip("/") + "/" + MANIFEST, MAX_MANIFEST)
     except tuf_exc.DownloadHTTPError:
         return None
-    except tuf_exc.DownloadError as e:
-        log.warning("export description unreadable: %s", e)
-        return None
+    except tuf_exc.DownloadError as e:  # the medium itself: the same error the install meets
+        raise map_tuf_error(e, f"export description {MANIFEST}") from e
     try:
         doc = json.loads(data)
     except ValueError:
@@ -131,7 +131,10 @@ def inspect_export(text: str, root: bytes | None) -> dict[str, Any]:
     anchor = "pinned"
     if root is None:
         anchor = "the export's own metadata/1.root.json"
-        root = fetcher.download_bytes(url + "/metadata/1.root.json", 512 * 1024)
+        from verifier.tuf.failures import tuf_errors
+
+        with tuf_errors(f"export {text}"):
+            root = fetcher.download_bytes(url + "/metadata/1.root.json", 512 * 1024)
     problem = None
     versions: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="otakit-inspect-") as tmp:
