@@ -220,3 +220,36 @@ def test_valid_for_is_bounded(published: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and "90 days" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_install_from_a_loop_mounted_filesystem_image(
+    published: Path, tmp_path: Path, require_tool: Callable[[str], str]
+) -> None:
+    """The stick for real: the export on an ext4 image, mounted read-only through a loop
+    device (skipped where the machine does not allow mounting)."""
+    import os
+    import subprocess
+
+    repo, stick = make_export(published, tmp_path, "stick")
+    size = sum(p.stat().st_size for p in stick.rglob("*") if p.is_file())
+    img = tmp_path / "usb.img"
+    with img.open("wb") as f:
+        f.truncate(size * 2 + (8 << 20))
+    subprocess.run([require_tool("mkfs.ext4"), "-q", "-d", stick, img], check=True)
+    mnt = tmp_path / "media" / "usb"
+    mnt.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root")
+    mounted = subprocess.run(
+        ["mount", "-o", "loop,ro", img, mnt], capture_output=True, text=True, timeout=30
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount here: {mounted.stderr.strip()}")
+    try:
+        state = device(tmp_path, published, repo)
+        proc = run("otakit-device", "--state", state, "update", "--from", mnt, "--json")
+        done = json.loads([ln for ln in proc.stdout.splitlines() if '"done"' in ln][-1])
+        assert (done["version"], done["kind"]) == ("2.0", "delta")
+        assert sha(tmp_path / "slot-b.img") == sha(published / "v2.img")
+    finally:
+        subprocess.run(["umount", mnt], check=False, timeout=30)
