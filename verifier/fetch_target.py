@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,12 @@ def fetch_target(
         raise UsageError(f"--out {out}: expected a file in an existing directory")
     if out.is_dir():
         raise UsageError(f"--out {out}: a directory, expected a file name")
-    url = repo_url or dev.config.repo_url
-    fetcher = fetcher or fetcher_for(url, limits.transfer)
-    base = url.rstrip("/")
+    config = dev.config if repo_url is None else replace(dev.config, repo_url=repo_url)
+    fetcher = fetcher or fetcher_for(config.repo_url, limits.transfer)
     with TufClient(
         dev.paths,
-        base + "/metadata/",
-        base + "/targets/",
+        config.metadata_url,
+        config.targets_url,
         dev.disk,
         now=now,
         fetcher=fetcher,
