@@ -253,3 +253,31 @@ def test_install_from_a_loop_mounted_filesystem_image(
         assert sha(tmp_path / "slot-b.img") == sha(published / "v2.img")
     finally:
         subprocess.run(["umount", mnt], check=False, timeout=30)
+
+
+def test_export_of_a_delegated_product_carries_its_roles(published: Path, tmp_path: Path) -> None:
+    """A product delegated to its own key (with hash bins): the export holds the product role
+    and its bins, and the device installs from it through the delegation."""
+    from signer.demo_image import DemoImageSpec, build_image
+    from tests.helpers_delegation import product_key_file
+
+    repo = tmp_path / "repo"
+    shutil.copytree(published / "repo", repo)
+    pk = product_key_file(tmp_path / "pk", PRODUCT, "a")
+    run("otakit", "repo", "delegate", repo, PRODUCT, "--keys", keys(published),
+        "--product-keys", pk, "--bins", "4", "--head", "1")  # fmt: skip
+    v3 = tmp_path / "v3.img"
+    v3.write_bytes(build_image(DemoImageSpec(version=3, files=80, size=4 << 20)))
+    run("otakit", "release", repo, v3, "--keys", keys(published), "--product-keys", pk,
+        "--product", PRODUCT, "--version", "3.0", "--hardware", HW, "--deltas", "1")  # fmt: skip
+    stick = tmp_path / "stick.tar"
+    run("otakit", "export", repo, stick, "--keys", keys(published), "--product", PRODUCT,
+        "--version", "3.0")  # fmt: skip
+    with tarfile.open(stick) as t:
+        names = t.getnames()
+    assert any(n.endswith(f".{PRODUCT}.json") for n in names), names
+    state = device(tmp_path, published, repo)
+    proc = run("otakit-device", "--state", state, "update", "--from", stick, "--json")
+    done = json.loads([ln for ln in proc.stdout.splitlines() if '"done"' in ln][-1])
+    assert (done["version"], done["kind"]) == ("3.0", "full")
+    assert sha(tmp_path / "slot-b.img") == sha(v3)
