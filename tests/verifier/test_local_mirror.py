@@ -275,3 +275,23 @@ def test_a_growing_file_is_refused(tmp_path: Path) -> None:
 def test_errors_are_ours_with_exit_codes() -> None:
     assert issubclass(MediumError, OtakitError) and MediumError.exit_code == 4
     assert UnsafeMirrorError.exit_code == 3
+
+
+@pytest.mark.parametrize("mode", ["staged", "stream"])
+def test_update_from_a_tar_of_the_repository_layout(
+    world: World, tmp_path: Path, mode: Literal["staged", "stream"]
+) -> None:
+    import tarfile
+
+    from verifier.offline import update_from
+
+    v2 = publish_v2(world)
+    usb = write_mirror(world, tmp_path / "usb")
+    tar = tmp_path / "stick.tar"
+    with tarfile.open(tar, "w") as t:
+        for name in sorted(world.sim.files):
+            t.add(usb / name, arcname=name)
+    options = UpdateOptions(mountinfo=world.mountinfo, mode=mode)
+    result = update_from(world.device(), file_url(tar), NOW, options=options)
+    assert (str(result.version), result.slot) == ("2.0", "b")
+    assert world.slot_b.read_bytes() == v2
