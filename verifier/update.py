@@ -182,7 +182,10 @@ def update(
             last = LastCycle(
                 timestamp(now), "failed", fetcher.bytes_received, None, e.kind(), e.message
             )
-            _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff, last)
+            # A stick or mirror given for this run (``--from``) says nothing about the
+            # network: its failure must not hold back the next online cycle.
+            policy = options.backoff if options.repo_url is None else None
+            _record_failed_cycle(dev, cycle, e, now, rand(), policy, last)
         raise
     done = LastCycle(
         timestamp(now), "installed", fetcher.bytes_received, str(result.version), result.kind
@@ -197,7 +200,7 @@ def _record_failed_cycle(
     e: OtakitError,
     now: datetime,
     rand: float,
-    policy: backoff.Backoff,
+    policy: backoff.Backoff | None,
     last: LastCycle,
 ) -> None:
     journal = dev.journal()
@@ -211,12 +214,14 @@ def _record_failed_cycle(
             f"artifact {c.path} matches its signed hashes but does not decode: {e.message}",
             timestamp(now),
         )
-    retry = backoff.after_failure(journal.retry, e, now, rand, policy)
-    log.warning(
-        "backoff: %d consecutive failed cycle(s); next attempt after %s",
-        retry.failures,
-        timestamp(retry.not_before),
-    )
+    retry = journal.retry
+    if policy is not None:  # None: the backoff state stays as it was
+        retry = backoff.after_failure(journal.retry, e, now, rand, policy)
+        log.warning(
+            "backoff: %d consecutive failed cycle(s); next attempt after %s",
+            retry.failures,
+            timestamp(retry.not_before),
+        )
     _save_retry(dev, retry, failure, last)
 
 

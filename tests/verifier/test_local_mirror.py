@@ -295,3 +295,18 @@ def test_update_from_a_tar_of_the_repository_layout(
     result = update_from(world.device(), file_url(tar), NOW, options=options)
     assert (str(result.version), result.slot) == ("2.0", "b")
     assert world.slot_b.read_bytes() == v2
+
+
+def test_a_pulled_stick_does_not_hold_back_the_next_online_cycle(
+    world: World, tmp_path: Path
+) -> None:
+    """Regression: a failed ``update --from`` set the network backoff, so the device's next
+    timer-driven online update waited for a stick's failure."""
+    publish_v2(world)
+    usb = write_mirror(world, tmp_path / "usb")
+    fetcher = LocalFetcher(file_url(usb), PulledMedium(usb, "shrink"), chunk_size=4096)
+    with pytest.raises(MediumError):
+        from_mirror(world, usb, fetcher)
+    journal = world.device().journal()
+    assert journal.retry is None
+    assert journal.last_cycle is not None and journal.last_cycle.outcome == "failed"
