@@ -629,6 +629,91 @@ def withdraw_cmd(
         )
 
 
+@app.command("release-file", epilog=EPILOG)
+def release_file_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to publish.")],
+    keys: KeysOpt,
+    name: Annotated[str, typer.Option(help="Target name, e.g. edge-gw/config/site.tar.")],
+    custom: Annotated[
+        str | None, typer.Option(metavar="JSON", help="Custom metadata (a JSON object).")
+    ] = None,
+    product_keys: ProductKeysOpt = None,
+    json_out: JsonOpt = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Sign FILE as target NAME (not an image) for 'otakit-device fetch'.
+
+    The role owning NAME signs it: top-level targets, or a delegated product whose
+    paths admit NAME (--product-keys).
+    """
+    from repo.state import load_state
+    from signer.release_file import parse_custom, release_file
+
+    run = run_state(ctx, json_out)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    doc = parse_custom(custom)
+    pk = None
+    if product_keys is not None:
+        from repo.delegation import owning_role
+
+        role = owning_role(load_state(repo).targets.signed, name)
+        pk = load_role_keys(product_keys, role)
+    result = release_file(
+        repo, load_key_config(keys), file, name, doc, _now(), product_keys=pk,
+        expiries=exp, prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), f"{result.target}\t{result.length}\t{result.sha256}")
+    run.note(
+        f"published {result.target} signed by {result.role} (targets "
+        f"v{result.targets_version}, timestamp v{result.timestamp_version})"
+    )
+
+
+@app.command("export", epilog=EPILOG)
+def export_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="New directory, or FILE.tar.")],
+    keys: KeysOpt,
+    product: Annotated[str, typer.Option(help="Product to export, e.g. edge-gw.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version (default: newest not withdrawn).")
+    ] = None,
+    from_version: Annotated[
+        list[str] | None,
+        typer.Option(metavar="BASE", help="Include the delta from BASE (repeatable)."),
+    ] = None,
+    valid_for: Annotated[
+        str, typer.Option(metavar="DURATION", help="Export validity, e.g. 30d (1d to 90d).")
+    ] = "30d",
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a self-contained subset for an offline site (USB stick).
+
+    Metadata, the full image and the listed deltas; its snapshot and timestamp are
+    valid for DURATION. The repository publishes a newer timestamp at once, so a
+    device that later goes online never sees a rollback (docs/FORMAT.md "Export").
+    """
+    from signer.export import export, parse_duration
+
+    run = run_state(ctx, json_out)
+    result = export(
+        repo, load_key_config(keys), product, out, _now(), version=version,
+        bases=tuple(from_version or ()), valid_for=parse_duration(valid_for),
+        prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), "\n".join(result.files))
+    run.note(
+        f"exported {product} {result.version} (+ deltas from {', '.join(result.bases) or 'none'})"
+        f" to {out}, valid until {result.manifest['valid_until']}; the repository now serves "
+        f"timestamp v{result.online_timestamp_version}"
+    )
+
+
 @repo_app.command("prune", epilog=EPILOG)
 def repo_prune(
     ctx: typer.Context,

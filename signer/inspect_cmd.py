@@ -156,6 +156,36 @@ def diff(
     _exit(run, (d.old, d.new), (), None)
 
 
+@inspect_app.command("export", epilog=EPILOG)
+def export_cmd(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="EXPORT", help="Export directory or .tar.")],
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Pinned root to trust (default: the export's own)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show an export (otakit export): product, version, validity; verify it.
+
+    Verified with the device's own client, now; exits 3 if it does not verify.
+    """
+    from verifier.offline import inspect_export
+
+    run = run_state(ctx, json_out)
+    doc = inspect_export(path, None if root is None else load_root_bytes(root))
+    lines = [
+        f"export {path}: {doc['product']} {doc['version']}, valid until {doc['valid_until']} "
+        f"({doc['valid_for_days']} days)",
+        f"  trust anchor: {doc['trust_anchor']}",
+        "  verifies now: " + ("yes" if doc["verified"] else f"NO: {doc['problem']}"),
+        "  metadata: " + ", ".join(f"{r} v{v}" for r, v in doc["metadata_versions"].items()),
+    ]
+    run.result(doc, "\n".join(lines))
+    if not doc["verified"]:
+        raise typer.Exit(EXIT_VERDICT)
+
+
 @inspect_app.command("history", epilog=EPILOG)
 def history(
     ctx: typer.Context,

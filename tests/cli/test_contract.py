@@ -574,6 +574,42 @@ ROWS = [
         "connection refused",
     ),
     Row(D, "report", ("--state", "{dev}", "report", "--device-id", "../x"), 2, "--device-id"),
+    Row(P, "release-file", ("release-file", "{repo}", "{v1}", *KEYS), 2, "Missing option '--name'"),
+    Row(
+        P,
+        "release-file",
+        ("release-file", "{repo}", "{v1}", *KEYS, "--name", "x/y", "--custom", '{{"otakit": 1}}'),
+        2,
+        "reserved for images",
+    ),
+    Row(
+        P,
+        "release-file",
+        ("release-file", "{nowhere}", "{v1}", *KEYS, "--name", "x/y"),
+        5,
+        "nowhere",
+    ),
+    Row(
+        P,
+        "export",
+        ("export", "{repo}", "{d}/exp", *KEYS, "--product", "edge-gw", "--valid-for", "91d"),
+        2,
+        "90 days",
+    ),
+    Row(P, "export", ("export", "{repo}", "{repo}", *KEYS, "--product", "edge-gw"), 2, "already"),
+    Row(P, "inspect export", ("inspect", "export", "{nowhere}"), 4, "mounted"),
+    Row(D, "fetch", ("--state", "{dev}", "fetch", "x/none.bin"), 2, "Missing option '--out'"),
+    Row(D, "fetch", ("--state", "{dev}", "fetch", "x/none.bin", "--out", "{d}/f"), 2, "not signed"),
+    Row(D, "fetch", ("--state", "{dev}", "fetch", "x", "--out", "{nowhere}/f"), 2, "existing"),
+    Row(
+        D,
+        "fetch",
+        ("--state", "{refused}", "fetch", "x", "--out", "{d}/f"),
+        4,
+        "connection refused",
+    ),
+    Row(D, "update", ("--state", "{dev}", "update", "--from", "{nowhere}"), 4, "mounted"),
+    Row(D, "update", ("--state", "{dev}", "update", "--from", "{d}/afile"), 3, "uncompressed tar"),
 ]
 
 

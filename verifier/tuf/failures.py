@@ -16,13 +16,16 @@ from tuf.api.serialization import DeserializationError
 
 from verifier.errors import (
     InvalidMetadataError,
+    MediumError,
     MetadataError,
     OtakitError,
     StorageError,
     TargetVerificationError,
     TransportError,
+    UnsafeMirrorError,
 )
 from verifier.tuf.fetcher import CannotConnectError
+from verifier.tuf.localfetch import MediumReadError, UnsafeMirrorPathError
 
 # Used when a library exception carries no text of its own.
 _PLAIN = {
@@ -112,6 +115,18 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
         MetadataError,
         " (larger than the configured or signed maximum)",
         None,
+    ),
+    (
+        MediumReadError,
+        MediumError,
+        "",
+        "nothing was changed; put the medium back (or copy the export again) and retry",
+    ),
+    (
+        UnsafeMirrorPathError,
+        UnsafeMirrorError,
+        "",
+        "the mirror holds a link or special file where a file was expected; do not trust it",
     ),
     (tuf_exc.DownloadHTTPError, TransportError, "", _SERVER_UP),
     (CannotConnectError, TransportError, "", _SERVER_UP),
