@@ -645,7 +645,7 @@ def release_file_cmd(
     snapshot_expiry_days: DaysOpt = None,
     timestamp_expiry_days: DaysOpt = None,
 ) -> None:
-    """Sign FILE as target NAME (not an image) for 'otakit-device fetch'.
+    """Sign FILE as target NAME (not an image), for device fetch.
 
     The role owning NAME signs it: top-level targets, or a delegated product whose
     paths admit NAME (--product-keys).
@@ -692,7 +692,7 @@ def export_cmd(
     ] = "30d",
     json_out: JsonOpt = False,
 ) -> None:
-    """Write a self-contained subset for an offline site (USB stick).
+    """Write a self-contained subset for an offline site.
 
     Metadata, the full image and the listed deltas; its snapshot and timestamp are
     valid for DURATION. The repository publishes a newer timestamp at once, so a
@@ -772,7 +772,7 @@ def demo_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the whole path on localhost, from keys to a device updating."""
+    """Run the whole path on localhost: keys to a device updating."""
     run = run_state(ctx, json_out)
     say = run.note if run.json else (lambda line: print(line, flush=True))
     result = run_demo(workdir, say=say)

@@ -15,7 +15,7 @@ from verifier.effects import RealDisk, write_atomic
 
 _ENDS = ("on_new", "rolled_back", "recalled", "not_started")
 
-fleet_app = new_app("Fleet tools: simulate a fleet updating, collect device reports.")
+fleet_app = new_app("Fleet tools: simulate a fleet, collect device reports.")
 
 _DEFAULT = SimConfig()
 

@@ -56,7 +56,7 @@ class InspectGroup(TyperGroup):
 
 
 inspect_app = new_app(
-    "Review repositories from a pinned root (show, diff, history).\n\n"
+    "Review repositories from a pinned root: show, diff, history.\n\n"
     "'otakit inspect SOURCE --root ROOT.json' is short for\n"
     "'otakit inspect show SOURCE --root ROOT.json'."
 )
@@ -166,7 +166,7 @@ def export_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show an export (otakit export): product, version, validity; verify it.
+    """Show and verify an export: product, version, validity.
 
     Verified with the device's own client, now; exits 3 if it does not verify.
     """
