@@ -41,10 +41,19 @@ from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Key, Signature, Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets  # type: ignore[attr-defined]
 
+from repo.delegation import (
+    DelegationSpec,
+    delegate_edit,
+    product_view,
+    published_bins,
+    snapshot_meta,
+    stage_product_layout,
+)
 from repo.demo_warnings import DemoKeyWarning, warn_demo_keys
 from repo.errors import (
+    ExpiryMarginError,
     KeyConfigError,
     LocalError,
     OtakitError,
@@ -65,7 +74,7 @@ from repo.keys import (
 )
 from repo.layout import metadata_dir, metadata_filename
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, publish, publisher_lock
-from repo.repository import Expiries, build_root, check_now, next_targets
+from repo.repository import Expiries, build_root, check_now, next_targets, stage_chain
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES, RoleSigners
 from repo.rotate import (
     RoleChange,
@@ -76,8 +85,9 @@ from repo.rotate import (
     sign_online_under,
     written_order,
 )
-from repo.signing import SignedMetadata, sign_metadata
-from repo.staged import MAX_STAGED_BYTES, Base, PublishedRef, StagedChange
+from repo.safety import check_root_current
+from repo.signing import SignedMetadata, StagedChain, sign_chain, sign_metadata
+from repo.staged import MAX_STAGED_BYTES, Base, DelegatedDocument, PublishedRef, StagedChange
 from repo.staged import from_bytes as staged_from_bytes
 from repo.state import RepoState, load_state
 from verifier.effects import Disk, RealDisk, write_atomic
@@ -138,33 +148,91 @@ def stage_targets(
     return StagedChange("targets", now, base_of(state), state.root, (Metadata(edited),))
 
 
+def stage_delegation(
+    state: RepoState, spec: DelegationSpec, now: datetime, expiries: Expiries
+) -> StagedChange:
+    """A delegation change (``otakit repo delegate --stage``): targets N+1 delegating
+    ``spec.product`` to its keys, with the product role and every bin laid out as
+    ``repo.delegation.delegate`` would publish them, all unsigned. The targets holders sign
+    the targets; the product keys sign the product role and bins (first versions, or N+1 on
+    a re-key). Publication adds them to the snapshot."""
+    change = stage_targets(state, delegate_edit(spec), now, expiries)
+    top = change.documents[0].signed
+    layout = stage_product_layout(state, spec, top, expiries.expires("targets", now))
+    delegated = tuple(
+        DelegatedDocument(r.name, "targets" if i == 0 else spec.product, Metadata(r.targets))
+        for i, r in enumerate(layout)
+    )
+    return dataclasses.replace(change, change="delegation", delegated=delegated)
+
+
 # --- who must sign -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Authority:
-    """A root whose threshold one document needs (``required``) or may meet (a bridge)."""
+    """A delegator whose threshold one document needs (``required``) or may meet (a
+    bridge): a root, or for a delegation change's product role the change's targets N+1,
+    for a bin the product role (``name``: the delegator's role name)."""
 
-    root: Root
+    delegator: Root | Targets
     required: bool
+    name: str = "root"
 
     @property
     def label(self) -> str:
-        return f"root v{self.root.version}"
+        return f"{self.name} v{self.delegator.version}"
+
+    def keyids(self, role: str) -> list[str]:
+        return list(self.delegator.get_delegated_role(role).keyids)
+
+    def threshold(self, role: str) -> int:
+        return int(self.delegator.get_delegated_role(role).threshold)
+
+    def key(self, keyid: str) -> Key | None:
+        try:
+            return self.delegator.get_key(keyid)
+        except ValueError:
+            return None
 
 
-def authorities(staged: StagedChange, trusted: Root) -> list[tuple[Metadata[Any], list[Authority]]]:
-    """Each document with the roots that approve it (module docstring), ``trusted`` being
-    root N: the repository's own at publish, the file's copy offline."""
+@dataclass(frozen=True)
+class Approval:
+    """One document of a change (its role name) and the delegators that approve it."""
+
+    role: str
+    doc: Metadata[Any]
+    authorities: list[Authority]
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} v{self.doc.signed.version}"
+
+
+def authorities(staged: StagedChange, trusted: Root) -> list[Approval]:
+    """Each document with the delegators that approve it (module docstring), ``trusted``
+    being root N: the repository's own at publish, the file's copy offline. A delegation
+    change's product role is approved by its keys in the change's own targets N+1, each bin
+    by the product role's: the targets holders' signatures make those delegations valid."""
     new_root = staged.document("root")
-    out: list[tuple[Metadata[Any], list[Authority]]] = []
+    out: list[Approval] = []
     for doc in staged.documents:
-        if doc.signed.type == "root":
-            out.append((doc, [Authority(trusted, True), Authority(doc.signed, True)]))
+        role = doc.signed.type
+        if role == "root":
+            auths = [Authority(trusted, True), Authority(doc.signed, True)]
         elif new_root is not None:
-            out.append((doc, [Authority(new_root.signed, True), Authority(trusted, False)]))
+            auths = [Authority(new_root.signed, True), Authority(trusted, False)]
         else:
-            out.append((doc, [Authority(trusted, True)]))
+            auths = [Authority(trusted, True)]
+        out.append(Approval(role, doc, auths))
+    delegators: dict[str, Targets] = {}
+    top = staged.document("targets")
+    if top is not None:
+        delegators["targets"] = top.signed
+    for d in staged.delegated:
+        parent = delegators[d.delegator]  # checked when the file was read (repo.staged)
+        out.append(Approval(d.role, d.metadata, [Authority(parent, True, d.delegator)]))
+        delegators[d.role] = d.metadata.signed
     return out
 
 
@@ -254,16 +322,15 @@ def signing_status(staged: StagedChange, trusted: Root | None = None) -> Signing
     trusted = trusted or staged.trusted_root.signed
     problems: list[str] = []
     docs = []
-    for i, (doc, auths) in enumerate(authorities(staged, trusted)):
-        problem = _duplicate_keys(doc, f"documents[{i}] ({doc.signed.type})")
+    for i, ap in enumerate(authorities(staged, trusted)):
+        problem = _duplicate_keys(ap.doc, f"documents[{i}] ({ap.role})")
         if problem:
             problems.append(problem)
-        docs.append(_document_status(doc, auths))
+        docs.append(_document_status(ap.role, ap.doc, ap.authorities))
     return SigningStatus(staged.change, staged.base, tuple(docs), tuple(problems))
 
 
-def _document_status(doc: Metadata[Any], auths: list[Authority]) -> DocumentStatus:
-    role = doc.signed.type
+def _document_status(role: str, doc: Metadata[Any], auths: list[Authority]) -> DocumentStatus:
     valid: set[str] = set()
     invalid: list[str] = []
     foreign: list[str] = []
@@ -277,13 +344,13 @@ def _document_status(doc: Metadata[Any], auths: list[Authority]) -> DocumentStat
             invalid.append(keyid)
     statuses = []
     for a in auths:
-        listed = a.root.roles[role].keyids
+        listed = a.keyids(role)
         statuses.append(
             AuthorityStatus(
                 a.label,
                 role,
                 a.required,
-                a.root.roles[role].threshold,
+                a.threshold(role),
                 tuple(k for k in listed if k in valid),
                 tuple(k for k in listed if k not in valid),
             )
@@ -293,8 +360,8 @@ def _document_status(doc: Metadata[Any], auths: list[Authority]) -> DocumentStat
 
 def _listed_key(keyid: str, role: str, auths: list[Authority]) -> Key | None:
     for a in auths:
-        if keyid in a.root.roles[role].keyids and keyid in a.root.keys:
-            return a.root.keys[keyid]
+        if keyid in a.keyids(role) and (key := a.key(keyid)) is not None:
+            return key
     return None
 
 
@@ -344,9 +411,9 @@ def sign_change(staged: StagedChange, signer: Signer) -> tuple[StagedChange, Sig
     signed: list[str] = []
     already: list[str] = []
     out = staged
-    for i, (doc, auths) in enumerate(authorities(staged, trusted)):
-        label = f"{doc.signed.type} v{doc.signed.version}"
-        key = _listed_key(keyid, doc.signed.type, auths)
+    for i, ap in enumerate(authorities(staged, trusted)):
+        doc, label = ap.doc, ap.label
+        key = _listed_key(keyid, ap.role, ap.authorities)
         if key is None:
             continue
         existing = doc.signatures.get(keyid)
@@ -384,22 +451,21 @@ def _sign(signer: Signer, doc: Metadata[Any], label: str) -> Signature:
 
 def _listing(staged: StagedChange) -> str:
     parts = []
-    for doc, auths in authorities(staged, staged.trusted_root.signed):
-        role = doc.signed.type
-        for a in auths:
-            ids = ", ".join(k[:12] for k in a.root.roles[role].keyids)
-            parts.append(f"{role} v{doc.signed.version}: {a.label} {role} keys [{ids}]")
+    for ap in authorities(staged, staged.trusted_root.signed):
+        for a in ap.authorities:
+            ids = ", ".join(k[:12] for k in a.keyids(ap.role))
+            parts.append(f"{ap.label}: {a.label} {ap.role} keys [{ids}]")
     return "; ".join(parts)
 
 
 def candidate_keys(staged: StagedChange) -> dict[str, Key]:
     """Every public key some authority lists for some document (what ``--key`` may be)."""
     out: dict[str, Key] = {}
-    for doc, auths in authorities(staged, staged.trusted_root.signed):
-        for a in auths:
-            for keyid in a.root.roles[doc.signed.type].keyids:
-                if keyid in a.root.keys:
-                    out.setdefault(keyid, a.root.keys[keyid])
+    for ap in authorities(staged, staged.trusted_root.signed):
+        for a in ap.authorities:
+            for keyid in a.keyids(ap.role):
+                if (key := a.key(keyid)) is not None:
+                    out.setdefault(keyid, key)
     return out
 
 
@@ -458,9 +524,9 @@ def _holds(mismatch: str) -> str:
 
 def _probe(signer: Signer, key: Key, staged: StagedChange) -> bool:
     """Whether a backend key is ``key``: sign the first document ``key`` may sign anyway."""
-    for doc, auths in authorities(staged, staged.trusted_root.signed):
-        if _listed_key(key.keyid, doc.signed.type, auths) is not None:
-            return _verifies(key, _sign(signer, doc, doc.signed.type), doc)
+    for ap in authorities(staged, staged.trusted_root.signed):
+        if _listed_key(key.keyid, ap.role, ap.authorities) is not None:
+            return _verifies(key, _sign(signer, ap.doc, ap.role), ap.doc)
     return False
 
 
@@ -477,6 +543,9 @@ class SignedChange:
     root: SignedMetadata | None
     new_root: Root | None
     targets: SignedMetadata | None
+    #: a delegation change: the product role, then its bins (signed to threshold)
+    delegated: tuple[SignedMetadata, ...] = ()
+    bins: frozenset[str] = frozenset()
 
 
 def check_base(base: Base, state: RepoState, *, finishing: SignedMetadata | None = None) -> None:
@@ -529,7 +598,7 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
             "from a key configuration (otakit repo stage)",
         )
     for d in status.documents:
-        bad = [("do not verify", d.invalid), ("come from keys no root lists for it", d.foreign)]
+        bad = [("do not verify", d.invalid), ("come from keys not listed for it", d.foreign)]
         for what, keyids in bad:
             if keyids:
                 raise StagedSignatureError(
@@ -546,10 +615,18 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
                     "(see 'otakit repo sign-status STAGED')",
                 )
     signed: dict[str, SignedMetadata] = {}
-    for doc, auths in authorities(staged, trusted):
-        copy: Metadata[Any] = Metadata.from_dict(doc.to_dict())
-        required = [a.root for a in auths if a.required]
-        signed[doc.signed.type] = sign_metadata(copy, [], required, keep_signatures=True)
+    bins = {d.role for d in staged.delegated[1:]}
+    for ap in authorities(staged, trusted):
+        copy: Metadata[Any] = Metadata.from_dict(ap.doc.to_dict())
+        required = [a.delegator for a in ap.authorities if a.required]
+        signed[ap.role] = sign_metadata(
+            copy,
+            [],
+            required,
+            role=ap.role,
+            compact=ap.role in bins,
+            keep_signatures=True,
+        )
     new_root = staged.document("root")
     check_base(staged.base, base_state, finishing=signed.get("targets") if new_root else None)
     return SignedChange(
@@ -559,6 +636,8 @@ def approve(staged: StagedChange, state: RepoState, *, resuming: bool = False) -
         signed.get("root"),
         None if new_root is None else new_root.signed,
         signed.get("targets"),
+        tuple(signed[d.role] for d in staged.delegated),
+        frozenset(bins),
     )
 
 
@@ -599,6 +678,10 @@ def publish_change(
     """Publish ``change`` with snapshot and timestamp re-signed by ``online_signers``."""
     check_now(now)
     expiries = expiries or Expiries()
+    if change.delegated:
+        if resume:
+            raise UsageError("--resume applies to a root change only")
+        return _publish_delegation(repo_dir, change, online_signers, now, expiries, disk, progress)
     with publisher_lock(repo_dir):
         if change.root is not None:
             state, resuming = open_rotation(
@@ -640,6 +723,83 @@ def publish_change(
         else (),
         demo_keys=warn_demo_keys(root=after.root.signed, repo=repo_dir, signers=[signers]),
     )
+
+
+def check_delegated(roles: Mapping[str, int], state: RepoState) -> None:
+    """Refuse a delegation change whose product role or bins are not the next versions of
+    the published ones (a release of the product since staging moved them on)."""
+    for role, version in roles.items():
+        meta = state.snapshot.signed.meta.get(f"{role}.json")
+        wanted = (meta.version if meta is not None else 0) + 1
+        if version != wanted:
+            raise StaleChangeError(
+                f"{role}: the change holds v{version}, but the repository publishes "
+                f"v{wanted - 1} (the product changed since staging)",
+                hint="stage the change again against the published state (otakit repo "
+                "delegate --stage) and collect the signatures again",
+            )
+
+
+def _publish_delegation(
+    repo_dir: Path,
+    change: SignedChange,
+    online_signers: RoleSigners,
+    now: datetime,
+    expiries: Expiries,
+    disk: Disk | None,
+    progress: ProgressFn | None,
+) -> CeremonyResult:
+    """Targets N+1, the product role and its bins, snapshot and timestamp: the order and
+    snapshot entries of ``repo.delegation.delegate``, with the ceremony's signatures."""
+    assert change.targets is not None
+    with publisher_lock(repo_dir):
+        state = load_state(repo_dir)
+        check_base(change.base, state)
+        check_delegated({md.role: md.version for md in change.delegated}, state)
+        check_root_current(state.root.signed, now)
+        _check_lifetimes((change.targets, *change.delegated), now, expiries)
+        staged = stage_chain(state, None, now, expiries)
+        meta = {**staged.snapshot.meta, "targets.json": change.targets.meta_file()}
+        for name in published_bins(state, change.delegated[0].role) - change.bins:
+            meta.pop(f"{name}.json", None)  # a new bin count: the old bins are not delegated
+        meta.update(snapshot_meta(change.delegated, change.bins))
+        snapshot = Snapshot(
+            version=staged.snapshot.version, expires=staged.snapshot.expires, meta=meta
+        )
+        signers = _listed_signers(online_signers, [state.root.signed])
+        chain = sign_chain(
+            StagedChain(None, snapshot, staged.timestamp), signers, [state.root.signed]
+        )
+        release = SignedRelease(
+            (), change.targets, chain.snapshot, chain.timestamp, delegated=change.delegated
+        )
+        _verify_result(repo_dir, release)
+        publish(repo_dir, release, disk=disk or PublishDisk(), progress=progress)
+        after = load_state(repo_dir)
+        product_view(after, change.delegated[0].role)  # re-read: verifies role and bins
+    return CeremonyResult(
+        change=change.change,
+        versions={r: getattr(after, r).signed.version for r in TOP_LEVEL_ROLES},
+        written=written_order(release),
+        bridged=True,
+        changes=(),
+        warnings=(),
+        demo_keys=warn_demo_keys(root=after.root.signed, repo=repo_dir, signers=[signers]),
+    )
+
+
+def _check_lifetimes(signed: tuple[SignedMetadata, ...], now: datetime, expiries: Expiries) -> None:
+    """Refuse to publish what was signed to expire within the targets margin of ``now``
+    (a change that waited too long for its signatures: devices would soon refuse it)."""
+    margin = expiries.margins.targets
+    for md in signed:
+        expires = Metadata.from_bytes(md.data).signed.expires
+        if expires <= now + margin:
+            raise ExpiryMarginError(
+                f"{md.role} v{md.version}: expected to stay valid for more than {margin} after "
+                f"publication, found it expires at {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                hint="stage the change again (a fresh expiry) and collect the signatures again",
+            )
 
 
 def _previous_root(state: RepoState) -> tuple[Metadata[Root], bytes]:
@@ -685,7 +845,7 @@ def _verify_result(repo_dir: Path, release: SignedRelease) -> None:
     """The whole result verified from 1.root.json by the device's verifier before any write."""
     new = {
         md.filename: md.data
-        for md in (release.root, release.targets, release.snapshot)
+        for md in (release.root, release.targets, *release.delegated, release.snapshot)
         if md is not None
     }
     new["timestamp.json"] = release.timestamp.data
@@ -761,6 +921,22 @@ def stage_file(
     return staged
 
 
+def stage_delegation_file(
+    repo_dir: Path,
+    spec: DelegationSpec,
+    out: Path,
+    now: datetime,
+    *,
+    expiries: Expiries | None = None,
+) -> StagedChange:
+    """``otakit repo delegate --stage --out FILE``: stage the delegation and write ``out``."""
+    state = load_state(repo_dir)
+    staged = stage_delegation(state, spec, now, expiries or Expiries())
+    write_staged(out, staged, new=True)
+    warn_demo_keys(root=state.root.signed)
+    return staged
+
+
 def sign_file(
     path: Path,
     uri: str,
@@ -790,6 +966,7 @@ def status_file(path: Path, repo_dir: Path | None = None) -> SigningStatus:
     status = signing_status(staged, state.root.signed)
     try:
         check_base(staged.base, state)
+        check_delegated({d.role: d.metadata.signed.version for d in staged.delegated}, state)
     except StaleChangeError as e:
         return dataclasses.replace(status, problems=(*status.problems, e.message))
     return status

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -225,14 +225,21 @@ class ProductView:
             self._bins[name] = load_role(self.state, name, self.targets)
         return self._bins[name]
 
-    def lists(self, path: str) -> bool:
+    def find(self, path: str) -> tuple[str, TargetFile] | None:
+        """(the role listing ``path``: this product role or one of its bins, its entry)."""
         if path in self.targets.targets:
-            return True
+            return self.name, self.targets.targets[path]
         sr = self.succinct()
         if sr is None:
-            return False
-        b = self.bin(sr.get_role_for_target(path))
-        return b is not None and path in b.md.signed.targets
+            return None
+        name = sr.get_role_for_target(path)
+        b = self.bin(name)
+        if b is None or path not in b.md.signed.targets:
+            return None
+        return name, b.md.signed.targets[path]
+
+    def lists(self, path: str) -> bool:
+        return self.find(path) is not None
 
     def all_targets(self) -> dict[str, TargetFile]:
         out = dict(self.targets.targets)
@@ -280,6 +287,60 @@ def delegated_targets(state: RepoState) -> dict[str, TargetFile]:
     return out
 
 
+@dataclass(frozen=True)
+class DelegatedRoleInfo:
+    """A published product role or hash bin: whose keys sign it, its version and expiry."""
+
+    role: str
+    product: str
+    version: int
+    expires: datetime
+
+
+def delegated_roles(state: RepoState) -> list[DelegatedRoleInfo]:
+    """Every published product role and its bins (each verified), products in delegation
+    order, each role before its bins: what ``repo status`` and ``repo refresh`` watch."""
+    dl = state.targets.signed.delegations
+    out: list[DelegatedRoleInfo] = []
+    for product in (dl.roles or {}) if dl is not None else ():
+        view = product_view(state, product)
+        if view is None:
+            continue
+        roles = [view.role]
+        sr = view.succinct()
+        roles += [view.bin(name) for name in (sr.get_roles() if sr is not None else ())]
+        for r in roles:
+            if r is not None:
+                t = r.md.signed
+                out.append(DelegatedRoleInfo(r.name, product, t.version, t.expires))
+    return out
+
+
+def stage_renewal(view: ProductView, names: Collection[str], expires: datetime) -> list[StagedRole]:
+    """Version N+1 of the product role and/or bins named in ``names``, the same content with
+    a new expiry (``repo refresh``): nothing a device sees changes but the dates."""
+    staged: list[StagedRole] = []
+    role = view.targets
+    if view.name in names:
+        role = Targets(
+            version=role.version + 1,
+            expires=expires,
+            targets=dict(role.targets),
+            delegations=role.delegations,
+            unrecognized_fields=dict(role.unrecognized_fields),
+        )
+        staged.append(StagedRole(view.name, view.name, role, view.state.targets.signed))
+    sr = view.succinct()
+    for name in sr.get_roles() if sr is not None else ():
+        published = view.bin(name)
+        if name not in names or published is None:
+            continue
+        old = published.md.signed
+        renewed = Targets(version=old.version + 1, expires=expires, targets=dict(old.targets))
+        staged.append(StagedRole(name, view.name, renewed, role, compact=True))
+    return staged
+
+
 # --- laying targets out in head and bins ----------------------------------------------------
 
 
@@ -321,14 +382,23 @@ class StagedRole:
 
 
 def stage_release(
-    view: ProductView, adds: Mapping[str, TargetFile], expires: datetime
+    view: ProductView,
+    adds: Mapping[str, TargetFile],
+    expires: datetime,
+    *,
+    replace: Mapping[str, TargetFile] | None = None,
+    remove: Collection[str] = (),
 ) -> list[StagedRole]:
-    """Product role N+1 with ``adds`` and the head rule applied, plus each bin receiving a
-    version that left the head (N+1 of that bin). Nothing else is rewritten."""
+    """Product role N+1 with ``adds`` and the head rule applied, plus N+1 of each bin that
+    receives a version leaving the head or lists a path of ``replace`` (a new entry for a
+    published target: withdraw) or ``remove`` (prune). Nothing else is rewritten, so a
+    withdrawal or a prune is signed with the product's keys alone."""
     old = view.targets
     head = int(old.unrecognized_fields.get(HEAD_FIELD, DEFAULT_HEAD))
     sr = view.succinct()
-    merged = {**old.targets, **adds}
+    replace = replace or {}
+    in_role = {p: tf for p, tf in replace.items() if p in old.targets}
+    merged = {p: tf for p, tf in {**old.targets, **in_role, **adds}.items() if p not in remove}
     moved: dict[str, TargetFile] = {}
     kept = merged
     if sr is not None:
@@ -341,13 +411,22 @@ def stage_release(
         unrecognized_fields=dict(old.unrecognized_fields),
     )
     staged = [StagedRole(view.name, view.name, new, view.state.targets.signed)]
+    if sr is None:
+        return staged
     by_bin: dict[str, dict[str, TargetFile]] = {}
     for path, tf in moved.items():
-        assert sr is not None
         by_bin.setdefault(sr.get_role_for_target(path), {})[path] = tf
-    for name, entries in sorted(by_bin.items()):
+    gone: dict[str, set[str]] = {}
+    for path in remove:
+        if path not in old.targets:
+            gone.setdefault(sr.get_role_for_target(path), set()).add(path)
+    for path, tf in replace.items():
+        if path not in old.targets:
+            by_bin.setdefault(sr.get_role_for_target(path), {})[path] = tf
+    for name in sorted({*by_bin, *gone}):
         published = view.bin(name)
         base = published.md.signed if published is not None else None
+        entries = {**(base.targets if base is not None else {}), **by_bin.get(name, {})}
         staged.append(
             StagedRole(
                 name,
@@ -355,7 +434,7 @@ def stage_release(
                 Targets(
                     version=(base.version if base is not None else 0) + 1,
                     expires=expires,
-                    targets={**(base.targets if base is not None else {}), **entries},
+                    targets={p: t for p, t in entries.items() if p not in gone.get(name, ())},
                 ),
                 new,
                 compact=True,
@@ -484,7 +563,7 @@ def delegate(
         bins = frozenset(s.name for s in staged[1:])
         chain_in = stage_chain(state, top, now, exp)
         meta = chain_in.snapshot.meta
-        old_sr = _published_bins(state, spec.product)
+        old_sr = published_bins(state, spec.product)
         for name in old_sr - bins:  # a new bin count: the old bins are no longer delegated
             meta.pop(f"{name}.json", None)
         meta.update(snapshot_meta(signed, bins))
@@ -510,7 +589,7 @@ def delegate(
     )
 
 
-def _published_bins(state: RepoState, product: str) -> frozenset[str]:
+def published_bins(state: RepoState, product: str) -> frozenset[str]:
     prefix = bin_prefix(product) + "-"
     return frozenset(
         name[: -len(".json")]

@@ -17,12 +17,14 @@ __all__ = [
     "ExpiryMarginError",
     "ImageFormatError",
     "ImageReadError",
+    "InvalidReportError",
     "KeyConfigError",
     "LocalError",
     "OtakitError",
     "PublishError",
     "PublisherBusyError",
     "RepositoryStateError",
+    "RolloutRefusedError",
     "RootExpiredError",
     "RootHistoryGapError",
     "SecurityError",
@@ -135,3 +137,16 @@ class ExpiryMarginError(UsageError):
 class RootHistoryGapError(RepositoryStateError):
     """A root version is missing between the first and the newest one: a device walking the
     chain stops at the gap, so signing on top of it would publish under the wrong root."""
+
+
+# --- fleets (issue 11) ----------------------------------------------------------------------
+
+
+class RolloutRefusedError(UsageError):
+    """A rollout change that does not apply to the release as published (resume of a
+    recalled release, advance of a release without waves or at 100 %): nothing is signed."""
+
+
+class InvalidReportError(UsageError):
+    """A device report that is not strict JSON of the report schema (``fleet collect``
+    answers 400 and stores nothing; a stored file that fails is skipped and counted)."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -42,6 +43,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
+from repo.delegation import HEAD_FIELD
 from verifier import strictjson
 from verifier.artifact import ArtifactInfo
 from verifier.artifact_view import artifact_fields
@@ -55,6 +57,7 @@ from verifier.tuf.checks import (
     parse_metadata,
     parse_version,
 )
+from verifier.tuf.delegations import verify_delegated
 from verifier.tuf.published import ListableSource, MetadataSource, verify_published
 from verifier.tuf.rootchain import (
     MAX_ROOT_VERSIONS,
@@ -179,6 +182,29 @@ class TargetInfo:
     artifact_error: str | None
     #: why the path is not a safe relative name (None: it is)
     path_problem: str | None
+    #: the targets role listing it: ``targets``, a product role or one of its hash bins
+    role: str = "targets"
+
+
+@dataclass(frozen=True)
+class DelegatedRoleInfo:
+    """A delegated targets role as published: the file the snapshot names, checked like a
+    device checks it (``verifier.tuf.delegations.verify_delegated``: version, length and
+    hashes, a threshold of its delegator's keys, expiry). ``problem`` says why a device
+    would refuse it (None: it would not); it is not part of the top-level verdict."""
+
+    name: str
+    delegator: str
+    threshold: int
+    keyids: tuple[str, ...]
+    file: str | None
+    version: int | None
+    expires: datetime | None
+    signatures_present: int
+    signatures_valid: tuple[str, ...]
+    signatures_missing: tuple[str, ...]
+    targets: int
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -201,6 +227,8 @@ class InspectReport:
     pick: Pick | None = None
     #: the root whose grants the roles are shown and checked under (None: the newest)
     authority_version: int | None = None
+    #: delegated roles fetched through the snapshot (product roles, then their bins)
+    delegated_roles: tuple[DelegatedRoleInfo, ...] = ()
 
     @property
     def newest_root_version(self) -> int:
@@ -282,11 +310,12 @@ def build_report(
         links.append(RootLink(chain.newest.version + 1, chain.stop.message))
         walk.failures.append(Failure("root", chain.stop.kind(), chain.stop.message))
     roles: dict[str, RoleInfo] = {}
+    parsed: dict[str, Metadata[Any]] = {}
     targets: Metadata[Targets] | None = None
     authority = chain.newest
     if pick is None or pick.role == "timestamp":
         walk.attempt("root", partial(check_expiry, authority.metadata, at))
-        targets, _ = _online_roles(files, (authority,), "timestamp", None, at, walk, roles)
+        targets, _ = _online_roles(files, (authority,), "timestamp", None, at, walk, roles, parsed)
         now = roles.get("timestamp")
         if pick is not None and (now is None or now.version != pick.version):
             raise _not_held(source_name, pick, "timestamp.json", chain.newest, roles)
@@ -300,12 +329,19 @@ def build_report(
             raise _not_held(source_name, pick, name, chain.newest, roles)
         newest_first = tuple(reversed(chain.roots))
         targets, authority = _online_roles(
-            files, newest_first, pick.role, pick.version, None, walk, roles
+            files, newest_first, pick.role, pick.version, None, walk, roles, parsed
         )
     roles["root"] = _role_info(
         authority.metadata.signed, "root", root_filename(authority.version), authority.metadata
     )
     grants = authority.metadata.signed
+    snapshot = cast("Metadata[Snapshot] | None", parsed.get("snapshot"))
+    current = pick is None or pick.role == "timestamp"
+    delegated = (
+        _delegated(files, snapshot.signed, targets.signed, at if current else None, walk)
+        if snapshot is not None and targets is not None
+        else []
+    )
     verified = (
         _verified(files, pinned_root, at, max_root_versions, walk)
         if pick is None or pick.role == "timestamp"
@@ -317,16 +353,105 @@ def build_report(
         pinned_root_version=chain.roots[0].version,
         root_chain=tuple(links),
         roles=tuple(roles.get(r) or _role_info(grants, r, None, None) for r in TOP_LEVEL_ROLES),
-        keys=_keys(grants, targets),
+        keys=_keys(grants, targets, [md for _, _, md in delegated]),
         consistent_snapshot=grants.consistent_snapshot is True,
-        delegations=_delegations(targets),
-        targets=_targets(targets),
+        delegations=_delegations(targets)
+        + tuple(d for name, _, md in delegated for d in _delegations(md, name)),
+        targets=_targets(targets)
+        + tuple(t for name, _, md in delegated for t in _targets(md, name)),
         anomalies=tuple(walk.anomalies),
         failures=tuple(walk.failures),
         verified=verified,
         pick=pick,
         authority_version=authority.version,
+        delegated_roles=tuple(info for _, info, _ in delegated),
     )
+
+
+#: delegated roles a report fetches at most (product roles and bins together; P4)
+MAX_DELEGATED_ROLES = 4096
+#: a delegated role name that may become part of a file name (P3): otakit's product names
+#: and their bins, nothing with a separator
+ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}\Z")
+
+
+def _delegated(
+    files: _Files, snapshot: Snapshot, top: Targets, at: datetime | None, walk: _Walk
+) -> list[tuple[str, DelegatedRoleInfo, Metadata[Targets] | None]]:
+    """Every delegated role the snapshot names, depth first from ``top`` (a product role,
+    then its bins), each fetched once and checked against its delegator; at most
+    ``MAX_DELEGATED_ROLES`` (the rest are recorded as not fetched)."""
+    out: list[tuple[str, DelegatedRoleInfo, Metadata[Targets] | None]] = []
+    pending = [(n, "targets", top) for n in reversed(_children(top))]
+    seen: set[str] = set()
+    while pending:
+        name, delegator, parent = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        role = parent.get_delegated_role(name)
+        base = (name, delegator, role.threshold, tuple(role.keyids))
+        meta = snapshot.meta.get(f"{name}.json")
+        problem = None
+        if len(out) >= MAX_DELEGATED_ROLES:
+            problem = f"not fetched: more than {MAX_DELEGATED_ROLES} delegated roles"
+        elif not ROLE_NAME.match(name):
+            problem = "not fetched: the role name is not a safe file name"
+        elif meta is None:
+            problem = "the snapshot lists no file for it"
+        if problem is not None:
+            out.append(
+                (name, DelegatedRoleInfo(*base, None, None, None, 0, (), (), 0, problem), None)
+            )
+            continue
+        assert meta is not None
+        file = f"{meta.version}.{name}.json"
+        data = files.get(file)
+        if data is None:
+            info = DelegatedRoleInfo(
+                *base, file, None, None, 0, (), (), 0, f"expected {file}, found none"
+            )
+            out.append((name, info, None))
+            continue
+        try:
+            md = verify_delegated(data, name, parent, meta, f"published {file}")
+            if at is not None:
+                check_expiry(md, at)
+            problem = None
+        except MetadataError as e:
+            problem = e.message
+            try:
+                md = cast(Metadata[Targets], parse_metadata(data, "targets", file))
+            except MetadataError:
+                out.append(
+                    (name, DelegatedRoleInfo(*base, file, None, None, 0, (), (), 0, problem), None)
+                )
+                continue
+        walk.anomalies += _anomalies(file, data, md)
+        result = parent.get_verification_result(name, md.signed_bytes, md.signatures)
+        info = DelegatedRoleInfo(
+            *base,
+            file,
+            md.signed.version,
+            md.signed.expires,
+            len(md.signatures),
+            tuple(sorted(result.signed)),
+            tuple(sorted(result.unsigned)),
+            len(md.signed.targets),
+            problem,
+        )
+        out.append((name, info, md))
+        pending += [(n, name, md.signed) for n in reversed(_children(md.signed))]
+    return out
+
+
+def _children(t: Targets) -> list[str]:
+    dl = t.delegations
+    if dl is None:
+        return []
+    if dl.roles is not None:
+        return list(dl.roles)
+    return list(dl.succinct_roles.get_roles()) if dl.succinct_roles is not None else []
 
 
 def _not_held(
@@ -373,6 +498,7 @@ def _online_roles(
     at: datetime | None,
     walk: _Walk,
     roles: dict[str, RoleInfo],
+    parsed: dict[str, Metadata[Any]],
 ) -> tuple[Metadata[Targets] | None, TrustedRoot]:
     """From ``start`` down to targets, as far as each file can be read and parsed.
 
@@ -410,6 +536,7 @@ def _online_roles(
         if at is not None:
             walk.attempt(role, partial(check_expiry, md, at))
         roles[role] = _role_info(grants, role, name, md)
+        parsed[role] = md
         if role == "targets":
             return cast(Metadata[Targets], md), authority
         referrer = name
@@ -478,18 +605,27 @@ def _role_info(authority: Root, role: str, file: str | None, md: Metadata[Any] |
     )
 
 
-def _keys(authority: Root, targets: Metadata[Targets] | None) -> tuple[KeyInfo, ...]:
+def _keys(
+    authority: Root,
+    targets: Metadata[Targets] | None,
+    delegated: Sequence[Metadata[Targets] | None] = (),
+) -> tuple[KeyInfo, ...]:
     holders: dict[str, list[str]] = {}
     known: dict[str, Key] = dict(authority.keys)
     for role in TOP_LEVEL_ROLES:
         for keyid in authority.roles[role].keyids:
             holders.setdefault(keyid, []).append(role)
-    delegations = targets.signed.delegations if targets is not None else None
-    if delegations is not None:
+    for md in (targets, *delegated):
+        delegations = md.signed.delegations if md is not None else None
+        if delegations is None:
+            continue
         known.update(delegations.keys)
         for d in (delegations.roles or {}).values():
             for keyid in d.keyids:
                 holders.setdefault(keyid, []).append(d.name)
+        if (s := delegations.succinct_roles) is not None:
+            for keyid in s.keyids:
+                holders.setdefault(keyid, []).append(f"{s.name_prefix}-*")
     return tuple(
         _key_info(keyid, known[keyid], tuple(holders.get(keyid, ()))) for keyid in sorted(known)
     )
@@ -521,13 +657,15 @@ def _bits(key: Key) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _delegations(targets: Metadata[Targets] | None) -> tuple[Delegation, ...]:
+def _delegations(
+    targets: Metadata[Targets] | None, delegator: str = "targets"
+) -> tuple[Delegation, ...]:
     delegations = targets.signed.delegations if targets is not None else None
     if delegations is None:
         return ()
     out = [
         Delegation(
-            "targets",
+            delegator,
             d.name,
             d.threshold,
             tuple(d.keyids),
@@ -541,7 +679,7 @@ def _delegations(targets: Metadata[Targets] | None) -> tuple[Delegation, ...]:
         s = delegations.succinct_roles
         out.append(
             Delegation(
-                "targets",
+                delegator,
                 f"{s.name_prefix}-* ({s.number_of_bins} hash bins)",
                 s.threshold,
                 tuple(s.keyids),
@@ -553,7 +691,7 @@ def _delegations(targets: Metadata[Targets] | None) -> tuple[Delegation, ...]:
     return tuple(out)
 
 
-def _targets(targets: Metadata[Targets] | None) -> tuple[TargetInfo, ...]:
+def _targets(targets: Metadata[Targets] | None, role: str = "targets") -> tuple[TargetInfo, ...]:
     if targets is None:
         return ()
     out = []
@@ -573,6 +711,7 @@ def _targets(targets: Metadata[Targets] | None) -> tuple[TargetInfo, ...]:
                 artifact,
                 error,
                 path_problem(path),
+                role,
             )
         )
     return tuple(out)
@@ -611,11 +750,19 @@ def _anomalies(name: str, data: bytes, md: Metadata[Any]) -> list[Anomaly]:
     return out
 
 
+#: fields otakit itself signs into a targets role (a product role's head size,
+#: ``repo.delegation.HEAD_FIELD``): known, so not an anomaly
+OTAKIT_FIELDS = frozenset({HEAD_FIELD})
+
+
 def _unknown_fields(md: Metadata[Any]) -> list[str]:
     """Fields python-tuf keeps without knowing them, by where they are (``custom`` of a
     target is the one known field python-tuf files there)."""
     s = md.signed
-    out = [f"{k}" for k in md.unrecognized_fields] + [f"signed.{k}" for k in s.unrecognized_fields]
+    own = OTAKIT_FIELDS if isinstance(s, Targets) else frozenset()
+    out = [f"{k}" for k in md.unrecognized_fields] + [
+        f"signed.{k}" for k in s.unrecognized_fields if k not in own
+    ]
     parts: list[tuple[str, dict[str, Any]]] = []
     if isinstance(s, Root):
         parts += [(f"signed.keys.{i}", k.unrecognized_fields) for i, k in s.keys.items()]
@@ -660,6 +807,27 @@ def target_json(t: TargetInfo) -> dict[str, Any]:
         "artifact": artifact_json(t.artifact) if t.artifact is not None else None,
         "artifact_error": t.artifact_error,
         "path_problem": t.path_problem,
+        "role": t.role,
+    }
+
+
+def delegated_role_json(d: DelegatedRoleInfo, at: datetime) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "delegator": d.delegator,
+        "file": d.file,
+        "version": d.version,
+        "expires": json_time(d.expires),
+        "seconds_left": int((d.expires - at).total_seconds()) if d.expires is not None else None,
+        "threshold": d.threshold,
+        "keyids": list(d.keyids),
+        "signatures": {
+            "present": d.signatures_present,
+            "valid": list(d.signatures_valid),
+            "missing": list(d.signatures_missing),
+        },
+        "targets": d.targets,
+        "problem": d.problem,
     }
 
 
@@ -714,6 +882,7 @@ def report_json(report: InspectReport) -> dict[str, Any]:
             }
             for d in report.delegations
         ],
+        "delegated_roles": [delegated_role_json(d, report.at) for d in report.delegated_roles],
         "targets": [target_json(t) for t in report.targets],
         "anomalies": [vars(a) for a in report.anomalies],
     }

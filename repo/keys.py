@@ -42,7 +42,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -421,3 +421,17 @@ def load_role_keys(path: Path, role: str) -> KeyConfig:
     body = {k: v for k, v in data.items() if k != "otakit_role_keys"}
     keys = _parse_role(body, where, path.parent.resolve())
     return KeyConfig(source=path, roles={role: keys})
+
+
+def load_product_keys(specs: Sequence[str]) -> dict[str, KeyConfig]:
+    """``PRODUCT=ROLEKEYS`` pairs (``otakit repo prune --product-keys``) read with
+    ``load_role_keys``: a command touching several delegated products names each one's file."""
+    out: dict[str, KeyConfig] = {}
+    for spec in specs:
+        product, sep, path = spec.partition("=")
+        if not sep or not product or not path:
+            raise UsageError(f"--product-keys: expected PRODUCT=ROLEKEYS, found {spec!r}")
+        if product in out:
+            raise UsageError(f"--product-keys: {product} given twice")
+        out[product] = load_role_keys(Path(path), product)
+    return out

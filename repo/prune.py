@@ -32,16 +32,15 @@ from typing import Any
 
 from tuf.api.metadata import TargetFile, Targets  # type: ignore[attr-defined]
 
-from repo.delegation import delegated_targets
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import OtakitError, PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path, targets_dir
 from repo.publish import ProgressFn, PublishDisk, publisher_lock
-from repo.repository import Expiries, Transaction, check_now, load_role_signers
-from repo.roles import CHAIN_ROLES, RoleSigners
+from repo.repository import Expiries, Transaction, change_signers, check_now
+from repo.roles import RoleSigners
 from repo.state import RepoState, load_state
-from repo.withdraw import listed_artifacts
+from repo.withdraw import listed_artifacts, product_listing
 from verifier.artifact import ImageVersion
 from verifier.effects import Disk
 
@@ -54,17 +53,23 @@ class PrunePlan:
     remove: tuple[str, ...]
     #: product -> kept versions, newest first ("2.0" or "1.0 (base of a kept delta)")
     kept_versions: Mapping[str, tuple[str, ...]]
+    #: delegated products left as they are: no key file of theirs was given
+    skipped: tuple[str, ...] = ()
 
 
-def plan_prune(targets: Targets, keep: int) -> PrunePlan:
-    """Keep the newest ``keep`` versions per product plus the bases of their deltas."""
+def plan_prune(targets: Targets | Mapping[str, TargetFile], keep: int) -> PrunePlan:
+    """Keep the newest ``keep`` versions per product plus the bases of their deltas.
+
+    ``targets``: a targets role, or every listed target (``repo.withdraw.product_listing``:
+    top-level and delegated products' roles and bins together)."""
     if keep < 1:
         raise UsageError(f"--keep: expected at least 1 version per product, found {keep}")
-    listed = listed_artifacts(targets)
+    entries = targets.targets if isinstance(targets, Targets) else targets
+    listed = listed_artifacts(entries)
     by_product: dict[str, dict[ImageVersion, list[str]]] = {}
     for a in listed:
         by_product.setdefault(a.info.product, {}).setdefault(a.info.version, []).append(a.path)
-    kept: set[str] = set(targets.targets) - {a.path for a in listed}
+    kept: set[str] = set(entries) - {a.path for a in listed}
     why: dict[str, tuple[str, ...]] = {}
     for product, versions in sorted(by_product.items()):
         newest = sorted(versions, reverse=True)[:keep]
@@ -83,7 +88,7 @@ def plan_prune(targets: Targets, keep: int) -> PrunePlan:
         )
     return PrunePlan(
         keep=tuple(sorted(kept)),
-        remove=tuple(sorted(set(targets.targets) - kept)),
+        remove=tuple(sorted(set(entries) - kept)),
         kept_versions=why,
     )
 
@@ -133,6 +138,7 @@ class PruneResult:
             "kept_versions": {p: list(v) for p, v in self.plan.kept_versions.items()},
             "removed_targets": list(self.plan.remove),
             "kept_targets": len(self.plan.keep),
+            "skipped_products": list(self.plan.skipped),
             "deleted_files": list(self.deleted),
             "freed_bytes": self.freed_bytes,
             "metadata": {
@@ -153,41 +159,45 @@ def prune(
     signers: RoleSigners | None = None,
     expiries: Expiries | None = None,
     disk: Disk | None = None,
+    product_keys: Mapping[str, KeyConfig] | None = None,
     env: Mapping[str, str] | None = None,
     prompt: PromptFn | None = None,
     progress: ProgressFn | None = None,
 ) -> PruneResult:
     """Drop old releases, publish, then delete unreferenced files (module docstring).
 
+    A delegated product is pruned like any other, its role and bins re-signed with its own
+    keys (``product_keys[product]``, no top-level targets key needed); a delegated product
+    whose key file is not given is left as it is (``PrunePlan.skipped``).
+
     ``dry_run`` takes no lock and writes nothing (like ``release --dry-run``). Keys are
     loaded only when targets are to be dropped: deleting leftover orphans needs no signature.
     """
     check_now(now)
+    product_keys = product_keys or {}
     if dry_run:
         state = load_state(repo_dir)
-        plan = plan_prune(state.targets.signed, keep)
-        # Delegated products' targets are never pruned (prune changes top-level targets
-        # only), and their files are referenced like any kept target's.
-        delegated = delegated_targets(state)
-        files = unreferenced_files(
-            repo_dir, {**state.targets.signed.targets, **delegated}, [*plan.keep, *delegated]
-        )
+        plan = _plan(state, keep, product_keys, signers)
+        listed = product_listing(state)
+        files = unreferenced_files(repo_dir, listed, plan.keep)
         return _result(repo_dir, state, plan, files, _sizes(files), published=False, dry_run=True)
     disk = disk or PublishDisk()
     with publisher_lock(repo_dir):
         state = load_state(repo_dir)
-        plan = plan_prune(state.targets.signed, keep)
+        plan = _plan(state, keep, product_keys, signers)
         published = False
         if plan.remove:
-            if signers is None:
-                signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
             tx = Transaction(state)
             for path in plan.remove:
                 tx.remove_target(path)
+            if signers is None:
+                signers = change_signers(
+                    state, keyconf, tx.signing_roles(), product_keys, env=env, prompt=prompt
+                )
             state = tx.commit(signers, now, expiries=expiries, disk=disk, progress=progress)
             published = True
         # The published state, re-read and verified, decides what may go (never the plan).
-        listed = {**state.targets.signed.targets, **delegated_targets(state)}
+        listed = product_listing(state)
         files = unreferenced_files(repo_dir, listed, listed)
         sizes = _sizes(files)
         say = progress or (lambda _msg: None)
@@ -206,6 +216,31 @@ def prune(
         _remove_empty_dirs(targets_dir(repo_dir), {f.parent for f in files})
     warn_demo_keys(root=state.root.signed, repo=repo_dir, signers=[signers] if signers else [])
     return _result(repo_dir, state, plan, files, sizes, published=published)
+
+
+def _plan(
+    state: RepoState,
+    keep: int,
+    product_keys: Mapping[str, KeyConfig],
+    signers: RoleSigners | None,
+) -> PrunePlan:
+    """``plan_prune`` over every listed target, leaving alone each delegated product
+    whose keys are not at hand (its role and bins can only be signed by them)."""
+    plan = plan_prune(product_listing(state), keep)
+    tx = Transaction(state)
+    have = set(product_keys) | set(signers or ())
+    skipped = sorted(
+        {r for p in plan.remove if (r := tx.signing_role(p)) != "targets" and r not in have}
+    )
+    if not skipped:
+        return plan
+    stay = {p for p in plan.remove if tx.signing_role(p) in skipped}
+    return PrunePlan(
+        keep=tuple(sorted({*plan.keep, *stay})),
+        remove=tuple(p for p in plan.remove if p not in stay),
+        kept_versions={p: v for p, v in plan.kept_versions.items() if p not in skipped},
+        skipped=tuple(skipped),
+    )
 
 
 def _sizes(files: Sequence[Path]) -> int:

@@ -25,14 +25,21 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 
-from repo.delegation import ProductView, owning_role, product_view, sign_roles, snapshot_meta
+from repo.delegation import (
+    ProductView,
+    owning_role,
+    product_role,
+    product_view,
+    sign_roles,
+    snapshot_meta,
+)
 from repo.delegation import stage_release as stage_delegated_release
 from repo.demo_warnings import warn_demo_keys
-from repo.errors import PublishError, RepositoryStateError, UsageError
+from repo.errors import KeyConfigError, PublishError, RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn, load_signers
 from repo.layout import check_target_path, metadata_dir, targets_dir
 from repo.publish import ProgressFn, PublishDisk, SignedRelease, TargetBlob, publish, publisher_lock
-from repo.roles import TOP_LEVEL_ROLES, RoleSigners
+from repo.roles import CHAIN_ROLES, ONLINE_ROLES, TOP_LEVEL_ROLES, RoleSigners
 from repo.safety import Margins, check_root_current
 from repo.signing import StagedChain, sign_chain, sign_metadata
 from repo.state import RepoState, load_state
@@ -75,6 +82,83 @@ def load_role_signers(
 ) -> dict[str, list[Signer]]:
     """Resolve the signers of ``roles`` from the key configuration."""
     return {role: load_signers(keyconf, role, env=env, prompt=prompt) for role in roles}
+
+
+def release_signers(
+    state: RepoState,
+    keyconf: KeyConfig,
+    product: str,
+    product_keys: KeyConfig | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> RoleSigners:
+    """The keys a release of ``product`` signs with: the top-level targets keys, or for a
+    delegated product its own keys (``product_keys``, ``repo.keys.load_role_keys``) and no
+    targets key. A key the delegation does not grant is refused before any slow work: a
+    product's CI key publishes that product only."""
+    role = product_role(state.targets.signed, product)
+    if role is None:
+        if product_keys is not None:
+            raise UsageError(
+                f"{product} is not delegated: it is signed with the top-level targets keys, "
+                "expected no product key file",
+                hint=f"delegate it first: otakit repo delegate REPO {product} ...",
+            )
+        return load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
+    signers = dict(load_role_signers(keyconf, ONLINE_ROLES, env=env, prompt=prompt))
+    signers[product] = product_signers(state, product, product_keys, env=env, prompt=prompt)
+    return signers
+
+
+def product_signers(
+    state: RepoState,
+    product: str,
+    product_keys: KeyConfig | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> list[Signer]:
+    """The signers of delegated ``product``'s role from its key file, refusing a key the
+    delegation does not grant (a product's key publishes only that product)."""
+    role = product_role(state.targets.signed, product)
+    assert role is not None
+    if product_keys is None:
+        raise UsageError(
+            f"{product} is delegated to its own keys: expected its key file (--product-keys)",
+            hint="a delegated product is signed with its product keys, not the targets keys",
+        )
+    granted = set(role.keyids)
+    foreign = sorted(k[:12] for k in product_keys.role(product).keyids if k not in granted)
+    if foreign:
+        raise KeyConfigError(
+            f"{product_keys.source}: key(s) {foreign} are not {product}'s delegated keys "
+            f"(the repository grants {sorted(k[:12] for k in granted)}): a product key "
+            "publishes only its own product",
+            hint="use this product's key file, or rotate its keys with otakit repo delegate",
+        )
+    return load_signers(product_keys, product, env=env, prompt=prompt)
+
+
+def change_signers(
+    state: RepoState,
+    keyconf: KeyConfig,
+    roles: Collection[str],
+    product_keys: Mapping[str, KeyConfig],
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: PromptFn | None = None,
+) -> RoleSigners:
+    """The keys a change re-signing ``roles`` (``Transaction.signing_roles``) needs: the
+    online keys, the top-level targets keys only if ``targets`` is among them, and each
+    delegated product's own keys (``product_keys[product]``) for its role and bins."""
+    top = CHAIN_ROLES if "targets" in roles else ONLINE_ROLES
+    signers = dict(load_role_signers(keyconf, top, env=env, prompt=prompt))
+    for product in sorted(set(roles) - {"targets"}):
+        signers[product] = product_signers(
+            state, product, product_keys.get(product), env=env, prompt=prompt
+        )
+    return signers
 
 
 def build_root(keyconf: KeyConfig, now: datetime, expiries: Expiries, version: int = 1) -> Root:
@@ -231,15 +315,31 @@ class Transaction:
             )
         self._blobs.append(TargetBlob(target, source))
 
+    def listing_role(self, path: str) -> str | None:
+        """The role whose published metadata lists ``path``: ``targets`` (also for a
+        product's releases from before it was delegated), its product role or the bin of
+        that role; None when nothing lists it."""
+        if path in self.state.targets.signed.targets:
+            return "targets"
+        role = self.owner(path)
+        if role == "targets":
+            return None
+        found = self._view(role).find(path)
+        return None if found is None else found[0]
+
     def _published(self, path: str) -> TargetFile:
         target = self.state.targets.signed.targets.get(path)
+        if target is None and self.owner(path) != "targets":
+            found = self._view(self.owner(path)).find(path)
+            target = None if found is None else found[1]
         if target is None or path in self._removed:
             raise UsageError(f"target {path}: expected a published target, found none")
         return target
 
     def set_custom(self, path: str, custom: Mapping[str, object]) -> None:
         """Stage a new ``custom`` for a published target (withdrawal). Its bytes, length and
-        hashes stay: a published file is immutable, only what is said about it changes."""
+        hashes stay: a published file is immutable, only what is said about it changes.
+        The role listing it (top-level targets, a product role or its bin) is re-signed."""
         old = self._published(path)
         fields = {**old.unrecognized_fields, "custom": dict(custom)}
         self._replaced[path] = TargetFile(old.length, dict(old.hashes), path, fields)
@@ -257,8 +357,8 @@ class Transaction:
 
         A product role is signed with ``signers[product]`` and needs no top-level targets
         key; its key cannot sign another product's role (``sign_metadata`` checks each
-        role's threshold against its own delegator). Withdrawals and removals
-        (``set_custom``, ``remove_target``) change top-level targets only.
+        role's threshold against its own delegator). A withdrawal or removal goes to the
+        role that lists the target: a delegated product's is signed by its keys alone.
         """
         check_now(now)
         if not (self._blobs or self._replaced or self._removed):
@@ -268,15 +368,24 @@ class Transaction:
         by_role: dict[str, dict[str, TargetFile]] = {}
         for b in self._blobs:
             by_role.setdefault(self.owner(b.target.path), {})[b.target.path] = b.target
-        top = {**self._replaced, **by_role.pop("targets", {})}
-        targets = (
-            next_targets(st, now, expiries, top, self._removed) if top or self._removed else None
-        )
+        replaced: dict[str, dict[str, TargetFile]] = {}
+        removed: dict[str, set[str]] = {}
+        for path, tf in self._replaced.items():
+            replaced.setdefault(self.signing_role(path), {})[path] = tf
+        for path in self._removed:
+            removed.setdefault(self.signing_role(path), set()).add(path)
+        top = {**replaced.pop("targets", {}), **by_role.pop("targets", {})}
+        top_removed = removed.pop("targets", set())
+        targets = next_targets(st, now, expiries, top, top_removed) if top or top_removed else None
         delegated = []
         bins: set[str] = set()
-        for role, adds in sorted(by_role.items()):
+        for role in sorted({*by_role, *replaced, *removed}):
             staged = stage_delegated_release(
-                self._view(role), adds, expiries.expires("targets", now)
+                self._view(role),
+                by_role.get(role, {}),
+                expiries.expires("targets", now),
+                replace=replaced.get(role),
+                remove=removed.get(role, ()),
             )
             delegated.extend(sign_roles(staged, signers))
             bins.update(s.name for s in staged[1:])
@@ -290,6 +399,18 @@ class Transaction:
             chain.timestamp,
             delegated=tuple(delegated),
         )
+
+    def signing_roles(self) -> set[str]:
+        """Whose keys the staged changes need: ``targets`` and/or delegated product names
+        (a bin is signed by its product's keys)."""
+        roles = {self.owner(b.target.path) for b in self._blobs}
+        return roles | {self.signing_role(p) for p in (*self._replaced, *self._removed)}
+
+    def signing_role(self, path: str) -> str:
+        """``targets`` or the delegated product whose keys sign a change to published
+        ``path`` (the role listing it, or the product owning the bin that does)."""
+        role = self.listing_role(path)
+        return "targets" if role in (None, "targets") else self.owner(path)
 
     def commit(
         self,

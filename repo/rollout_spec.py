@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from repo.errors import UsageError
 from verifier.errors import ArtifactSchemaError
-from verifier.rollout import RolloutPolicy
+from verifier.rollout import WHOLE_FLEET, RolloutPolicy
 
-_WAVE_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,2})?)%@(\d{1,9})([smhdw]?)\Z")
+_SHARE = r"(\d{1,3}(?:\.\d{1,2})?)%"
+_WAVE_RE = re.compile(rf"^{_SHARE}@(\d{{1,9}})([smhdw]?)\Z")
+_SHARE_RE = re.compile(rf"^{_SHARE}\Z")
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _EXAMPLE = "5%@0,25%@24h,100%@3d"
 
@@ -48,6 +51,28 @@ def parse_waves(spec: str, start: datetime) -> RolloutPolicy:
         return RolloutPolicy.from_dict(signed, "--waves")
     except ArtifactSchemaError as e:
         raise UsageError(e.message, hint=f"for example --waves {_EXAMPLE!r}") from e
+
+
+def parse_share(text: str, option: str) -> int:
+    """A share of the fleet such as ``25%`` or ``0.5%``, in basis points (``advance --to``)."""
+    m = _SHARE_RE.match(text.strip())
+    bp = None if m is None else round(float(m.group(1)) * 100)
+    if bp is None or not 1 <= bp <= WHOLE_FLEET:
+        raise UsageError(
+            f"{option}: expected a share of the fleet from 0.01% to 100% such as '25%', "
+            f"found {text!r}"
+        )
+    return bp
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """A UTC time in the signed form's shape (``2026-12-01T06:00:00Z``), for the CLI."""
+    try:
+        return datetime.strptime(text.strip(), _TIME).replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected a UTC time like 2026-12-01T06:00:00Z, found {text!r}"
+        ) from None
 
 
 def describe(policy: RolloutPolicy) -> list[str]:

@@ -291,7 +291,7 @@ def rotation_warnings(
 
 def written_order(release: SignedRelease) -> tuple[str, ...]:
     """The metadata files ``release`` writes, in the order ``publish`` writes them."""
-    chain = (release.targets, release.snapshot, release.timestamp)
+    chain = (release.targets, *release.delegated, release.snapshot, release.timestamp)
     written = tuple(m.filename for m in chain if m is not None)
     if release.root is not None:
         roots = (release.root.filename, "root.json")

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from repo.errors import LocalError
 from repo.layout import METADATA_DIR, TARGETS_DIR
+from verifier.terminal import printable
 
 CHUNK = 1 << 16
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}\Z")
@@ -101,9 +102,15 @@ def _make_handler(root: Path, quiet: bool) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: object) -> None:
             if not quiet:
-                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+                log_request(self.address_string(), format % args)
 
     return Handler
+
+
+def log_request(address: str, message: str) -> None:
+    """One access-log line on stderr (our handlers' ``log_message``; overriding it loses
+    http.server's own escaping of control characters, so it is done here)."""
+    sys.stderr.write(f"{address} {printable(message)}\n")
 
 
 def _copy(f: BinaryIO, out: BufferedIOBase, start: int, end: int) -> None:
@@ -126,8 +133,13 @@ def make_server(
             f"{repo_dir}: expected a repository with a {METADATA_DIR}/ directory, found none",
             hint="create one with: otakit repo init REPO --keys KEYCONF",
         )
+    return listen(host, port, _make_handler(root, quiet))
+
+
+def listen(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threading server for ``handler`` (also ``otakit fleet collect``'s)."""
     try:
-        server = ThreadingHTTPServer((host, port), _make_handler(root, quiet))
+        server = ThreadingHTTPServer((host, port), handler)
     except OSError as e:
         raise LocalError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     server.daemon_threads = True
@@ -150,10 +162,12 @@ def serve_in_thread(
     The base URL has no trailing slash; a device uses ``URL/metadata/`` and ``URL/targets/``.
     ``port=0`` picks a free port.
     """
-    server = make_server(repo_dir, host, port, quiet=True)
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name="otakit-repo-serve", daemon=True
-    )
+    return in_thread(make_server(repo_dir, host, port, quiet=True), "otakit-repo-serve")
+
+
+def in_thread(server: ThreadingHTTPServer, name: str) -> tuple[str, Callable[[], None]]:
+    """Run ``server`` from a background thread; returns (base URL, stop function)."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
     thread.start()
 
     def stop() -> None:

@@ -25,8 +25,11 @@ from verifier.tuf.fetcher import HttpFetcher
 from verifier.tuf.published import MAX_METADATA_BYTES, DirectorySource, MetadataSource
 from verifier.tuf.transfer import TransferLimits
 
-#: The only names a source serves: versioned top-level roles and the unversioned timestamp.
-METADATA_NAME = re.compile(r"^(?:[1-9][0-9]{0,9}\.(?:root|snapshot|targets)|timestamp)\.json\Z")
+#: The only names a source serves: versioned roles (top-level, or delegated with a name of
+#: ``repo.inspect_report.ROLE_NAME``: no separator, never a path) and the timestamp.
+METADATA_NAME = re.compile(
+    r"^(?:[1-9][0-9]{0,9}\.(?:root|snapshot|targets|[a-z0-9][a-z0-9._-]{0,79})|timestamp)\.json\Z"
+)
 
 #: Bounds of one HTTP metadata request: no answer for this long is a failure ...
 HTTP_SOCKET_TIMEOUT_S = 20.0

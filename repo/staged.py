@@ -11,7 +11,10 @@ can read what is being signed:
 * ``base``: the published root and targets (version and sha256 of the file) the change was
   made against, so a change staged before someone else published is refused, not merged;
 * ``trusted_root``: the published root at staging time, so a holder offline can see which
-  of their keys root N lists (``publish`` uses the repository's own root, never this copy).
+  of their keys root N lists (``publish`` uses the repository's own root, never this copy);
+* ``delegated`` (version 2, a delegation change only): the product role and its hash bins,
+  each named, with the role delegating it (the change's targets, or the product role), so
+  a product-key holder signs them like a targets-key holder signs the targets.
 
 Parsing is strict (``from_json``): unknown fields, a document of another role or version,
 two documents of one role are all refused, so no half-valid change circulates. Signing
@@ -27,17 +30,26 @@ from datetime import datetime
 from typing import Any, cast
 
 from securesystemslib.signer import Signature  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
 
 from repo.errors import StagedChangeError
 from verifier import strictjson
 
-FORMAT_VERSION = 1
-#: what can be staged: a new root (with the targets it needs re-signed), or new targets
-CHANGES = ("root", "targets")
+#: version 1: root and targets changes; version 2 adds ``delegated`` (a delegation change).
+#: A change without delegated roles is still written as version 1, so holders with an
+#: older otakit can sign it.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
+#: what can be staged: a new root (with the targets it needs re-signed), new targets, or a
+#: delegation (targets N+1 with the product role and its bins, ``repo.delegation``)
+CHANGES = ("root", "targets", "delegation")
 #: A staged file holds a few metadata documents; this bounds a hostile one.
 MAX_STAGED_BYTES = 16 << 20
+#: a product role and at most ``repo.delegation.MAX_BINS`` bins
+MAX_DELEGATED = 1 + 1024
 _FIELDS = {"otakit_staged", "change", "staged_at", "base", "trusted_root", "documents"}
+_FIELDS_V2 = _FIELDS | {"delegated"}
+_DELEGATED_FIELDS = {"role", "delegator", "metadata"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,19 @@ class Base:
 
 
 @dataclass(frozen=True)
+class DelegatedDocument:
+    """A delegated targets role of a delegation change: the product role (delegated by the
+    change's targets N+1) or one of its hash bins (delegated by the product role)."""
+
+    role: str
+    delegator: str
+    metadata: Metadata[Targets] = field(compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "delegator": self.delegator, "metadata": self.metadata.to_dict()}
+
+
+@dataclass(frozen=True)
 class StagedChange:
     """A change as staged, with whatever signatures holders have added so far.
 
@@ -75,29 +100,50 @@ class StagedChange:
     base: Base
     trusted_root: Metadata[Root] = field(compare=False, repr=False)
     documents: tuple[Metadata[Any], ...] = field(compare=False, repr=False)
+    #: a delegation change's product role, then its bins (publication order)
+    delegated: tuple[DelegatedDocument, ...] = field(default=(), compare=False, repr=False)
 
     def document(self, role: str) -> Metadata[Any] | None:
         return next((d for d in self.documents if d.signed.type == role), None)
 
+    def named(self) -> list[tuple[str, Metadata[Any]]]:
+        """(role name, metadata) of every document, top-level first: what ``index`` of
+        ``with_signature`` counts."""
+        return [(d.signed.type, d) for d in self.documents] + [
+            (d.role, d.metadata) for d in self.delegated
+        ]
+
     def with_signature(self, index: int, signature: Signature) -> StagedChange:
         """This change with ``signature`` appended to document ``index``: nothing else."""
-        docs = []
-        for i, doc in enumerate(self.documents):
+
+        def add(i: int, doc: Metadata[Any]) -> Metadata[Any]:
             raw = doc.to_dict()
             if i == index:
                 raw["signatures"] = [*raw["signatures"], signature.to_dict()]
-            docs.append(Metadata.from_dict(raw))
-        return StagedChange(self.change, self.staged_at, self.base, self.trusted_root, tuple(docs))
+            return Metadata.from_dict(raw)
+
+        n = len(self.documents)
+        docs = tuple(add(i, d) for i, d in enumerate(self.documents))
+        delegated = tuple(
+            DelegatedDocument(d.role, d.delegator, add(n + i, d.metadata))
+            for i, d in enumerate(self.delegated)
+        )
+        return StagedChange(
+            self.change, self.staged_at, self.base, self.trusted_root, docs, delegated
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "otakit_staged": FORMAT_VERSION,
+        out = {
+            "otakit_staged": FORMAT_VERSION if self.delegated else 1,
             "change": self.change,
             "staged_at": self.staged_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "base": self.base.to_json(),
             "trusted_root": self.trusted_root.to_dict(),
             "documents": [d.to_dict() for d in self.documents],
         }
+        if self.delegated:
+            out["delegated"] = [d.to_json() for d in self.delegated]
+        return out
 
     def to_bytes(self) -> bytes:
         """Stable text (sorted keys, one field per line) so a reviewer can diff two copies."""
@@ -117,19 +163,28 @@ def from_bytes(data: bytes, name: str) -> StagedChange:
 
 def from_json(doc: Any, name: str) -> StagedChange:
     """The decoded JSON of a staged-change file, checked field by field."""
-    if not isinstance(doc, dict) or doc.get("otakit_staged") != FORMAT_VERSION:
-        found = doc.get("otakit_staged") if isinstance(doc, dict) else type(doc).__name__
+    version = doc.get("otakit_staged") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or version not in FORMAT_VERSIONS or isinstance(version, bool):
+        found = version if isinstance(doc, dict) else type(doc).__name__
         raise StagedChangeError(
-            f'{name}: expected a staged change ("otakit_staged": {FORMAT_VERSION}), found '
+            f'{name}: expected a staged change ("otakit_staged": 1 or {FORMAT_VERSION}), found '
             f"{found!r}",
             hint="stage a change with: otakit repo stage REPO root|targets --out FILE",
         )
-    extra = sorted(set(doc) - _FIELDS)
+    allowed = _FIELDS_V2 if version == 2 else _FIELDS
+    extra = sorted(set(doc) - allowed)
     if extra:
-        raise StagedChangeError(f"{name}: unexpected fields {extra}, allowed {sorted(_FIELDS)}")
+        raise StagedChangeError(f"{name}: unexpected fields {extra}, allowed {sorted(allowed)}")
     change = doc.get("change")
-    if change not in CHANGES:
-        raise StagedChangeError(f"{name}: 'change': expected one of {CHANGES}, found {change!r}")
+    changes = CHANGES if version == 2 else CHANGES[:2]
+    if change not in changes:
+        raise StagedChangeError(f"{name}: 'change': expected one of {changes}, found {change!r}")
+    change = str(change)
+    if (change == "delegation") != ("delegated" in doc):
+        raise StagedChangeError(
+            f"{name}: a delegation change and only it carries 'delegated' (the product role "
+            "and its bins)"
+        )
     try:
         staged_at = datetime.strptime(str(doc.get("staged_at")), "%Y-%m-%dT%H:%M:%S%z")
     except ValueError:
@@ -152,8 +207,10 @@ def from_json(doc: Any, name: str) -> StagedChange:
         )
     docs = tuple(_metadata(d, f"{name}: documents[{i}]") for i, d in enumerate(raw_docs))
     roles = [d.signed.type for d in docs]
-    expected = {"root": ["root", "targets"], "targets": ["targets"]}[change]
-    if roles != expected[: len(roles)] or roles[0] != change:
+    expected = {"root": ["root", "targets"], "targets": ["targets"], "delegation": ["targets"]}[
+        change
+    ]
+    if roles != expected[: len(roles)] or roles[0] != expected[0]:
         raise StagedChangeError(
             f"{name}: a {change} change holds {' then '.join(expected)} (publication order), "
             f"found {roles}"
@@ -165,7 +222,53 @@ def from_json(doc: Any, name: str) -> StagedChange:
                 f"{name}: {d.signed.type}: expected version {wanted[d.signed.type]} (the base's "
                 f"next), found {d.signed.version}"
             )
-    return StagedChange(change, staged_at, base, trusted, docs)
+    delegated = _delegated(doc.get("delegated"), docs[0], name) if change == "delegation" else ()
+    return StagedChange(change, staged_at, base, trusted, docs, delegated)
+
+
+def _delegated(raw: Any, targets: Metadata[Any], name: str) -> tuple[DelegatedDocument, ...]:
+    """The product role (delegated by ``targets``), then bins it delegates, each once."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_DELEGATED:
+        raise StagedChangeError(
+            f"{name}: 'delegated': expected a list of 1..{MAX_DELEGATED} delegated roles, "
+            f"found {raw!r:.80}"
+        )
+    out: list[DelegatedDocument] = []
+    for i, entry in enumerate(raw):
+        where = f"{name}: delegated[{i}]"
+        if not isinstance(entry, dict) or set(entry) != _DELEGATED_FIELDS:
+            raise StagedChangeError(
+                f"{where}: expected an object with {sorted(_DELEGATED_FIELDS)}, found {entry!r:.80}"
+            )
+        role, delegator = entry["role"], entry["delegator"]
+        md = _metadata(entry["metadata"], where)
+        product = out[0].role if out else None
+        parent: Targets = targets.signed if product is None else out[0].metadata.signed
+        wanted = "targets" if product is None else product
+        ok = (
+            isinstance(role, str)
+            and delegator == wanted
+            and md.signed.type == "targets"
+            and role not in {d.role for d in out}
+            and _delegates(parent, role)
+        )
+        if not ok:
+            raise StagedChangeError(
+                f"{where}: expected targets metadata of a role {wanted} delegates (the product "
+                f"role first, then its bins, each once), found {role!r} delegated by "
+                f"{delegator!r}"
+            )
+        out.append(DelegatedDocument(role, delegator, md))
+    return tuple(out)
+
+
+def _delegates(parent: Targets, role: str) -> bool:
+    dl = parent.delegations
+    if dl is None:
+        return False
+    if dl.roles is not None:
+        return role in dl.roles
+    return dl.succinct_roles is not None and bool(dl.succinct_roles.is_delegated_role(role))
 
 
 def _base(raw: Any, name: str) -> Base:

@@ -26,13 +26,14 @@ from typing import Any
 
 from tuf.api.metadata import TargetFile, Targets  # type: ignore[attr-defined]
 
-from repo.delegation import product_role
+from repo.delegation import delegated_targets, product_role, published_targets
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import RepositoryStateError, UsageError
 from repo.keys import KeyConfig, PromptFn
 from repo.publish import ProgressFn
-from repo.repository import Expiries, check_now, load_role_signers, open_transaction
-from repo.roles import CHAIN_ROLES, RoleSigners
+from repo.repository import Expiries, change_signers, check_now, open_transaction
+from repo.roles import RoleSigners
+from repo.state import RepoState
 from verifier.artifact import CUSTOM_KEY, ArtifactInfo, ImageVersion, Withdrawal
 from verifier.effects import Disk
 from verifier.errors import ArtifactSchemaError, NoSuchVersionError
@@ -54,10 +55,12 @@ class ListedArtifact:
         return dict(custom) if isinstance(custom, Mapping) else {}
 
 
-def listed_artifacts(targets: Targets) -> list[ListedArtifact]:
-    """The otakit targets of ``targets`` (others are not ours and are left alone)."""
+def listed_artifacts(targets: Targets | Mapping[str, TargetFile]) -> list[ListedArtifact]:
+    """The otakit targets of ``targets`` (a targets role, or a listing such as
+    ``product_listing``'s); others are not ours and are left alone."""
+    entries = targets.targets if isinstance(targets, Targets) else targets
     out: list[ListedArtifact] = []
-    for path, tf in sorted(targets.targets.items()):
+    for path, tf in sorted(entries.items()):
         custom = tf.unrecognized_fields.get("custom")
         if not isinstance(custom, Mapping) or CUSTOM_KEY not in custom:
             continue
@@ -69,6 +72,21 @@ def listed_artifacts(targets: Targets) -> list[ListedArtifact]:
     return out
 
 
+def product_listing(state: RepoState, product: str | None = None) -> dict[str, TargetFile]:
+    """Every target a change may touch: the top-level targets, and for a delegated
+    ``product`` its role and bins too (``None``: every delegated product's)."""
+    if product is not None:
+        return published_targets(state, product)
+    return {**state.targets.signed.targets, **delegated_targets(state)}
+
+
+def product_artifacts(state: RepoState, product: str | None = None) -> list[ListedArtifact]:
+    """``listed_artifacts`` over ``product_listing``: what withdraw, prune (and a rollout
+    change) act on, wherever the product's targets are listed (``Transaction.set_custom``
+    and ``remove_target`` route each path back to its role)."""
+    return listed_artifacts(product_listing(state, product))
+
+
 @dataclass(frozen=True)
 class WithdrawResult:
     product: str
@@ -78,6 +96,8 @@ class WithdrawResult:
     targets: tuple[str, ...]
     #: the targets this run marked (empty when it was withdrawn already)
     marked: tuple[str, ...]
+    #: the roles this run re-signed (``targets``, a product role, its bins)
+    roles: tuple[str, ...]
     targets_version: int
     snapshot_version: int
     timestamp_version: int
@@ -95,6 +115,7 @@ class WithdrawResult:
             "targets": list(self.targets),
             "marked": list(self.marked),
             "already_withdrawn": self.already,
+            "roles": list(self.roles),
             "metadata": {
                 "targets": self.targets_version,
                 "snapshot": self.snapshot_version,
@@ -146,24 +167,25 @@ def withdraw(
     signers: RoleSigners | None = None,
     expiries: Expiries | None = None,
     disk: Disk | None = None,
+    product_keys: KeyConfig | None = None,
     env: Mapping[str, str] | None = None,
     prompt: PromptFn | None = None,
     progress: ProgressFn | None = None,
 ) -> WithdrawResult:
-    """Mark ``product`` ``version`` withdrawn in one signed publication (module docstring)."""
+    """Mark ``product`` ``version`` withdrawn in one signed publication (module docstring).
+
+    A delegated product's release is signed with its ``product_keys`` (its role or bin
+    lists it) and needs no top-level targets key, unless it was released before the
+    product was delegated (then the top-level targets list it)."""
     wanted, withdrawal = parse_request(version, reason, now)
-    if signers is None:
-        signers = load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
     warnings: list[str] = []
     with open_transaction(repo_dir) as tx:
-        if product_role(tx.state.targets.signed, product) is not None:
+        if product_keys is not None and product_role(tx.state.targets.signed, product) is None:
             raise UsageError(
-                f"{product} is a delegated product (its own targets role): withdraw changes "
-                "the top-level targets only and cannot withdraw its releases yet; nothing "
-                "was signed",
-                hint="publish a newer release of the product instead (docs/OPERATIONS.md)",
+                f"{product} is not delegated: its releases are signed with the top-level "
+                "targets keys, expected no product key file"
             )
-        found = release_targets(listed_artifacts(tx.state.targets.signed), product, wanted)
+        found = release_targets(product_artifacts(tx.state, product), product, wanted)
         todo = [a for a in found if a.info.withdrawn is None]
         if not todo:
             first = found[0].info.withdrawn
@@ -177,16 +199,23 @@ def withdraw(
         for a in todo:
             marked = dataclasses.replace(a.info, withdrawn=withdrawal)
             tx.set_custom(a.path, {**a.custom, **marked.to_custom()})
+        roles = tuple(sorted({tx.listing_role(a.path) or "targets" for a in todo}))
         if todo:
+            if signers is None:
+                keys = {} if product_keys is None else {product: product_keys}
+                signers = change_signers(
+                    tx.state, keyconf, tx.signing_roles(), keys, env=env, prompt=prompt
+                )
             tx.commit(signers, now, expiries=expiries, disk=disk, progress=progress)
         st = tx.state
-    warn_demo_keys(root=st.root.signed, repo=repo_dir, signers=[signers])
+    warn_demo_keys(root=st.root.signed, repo=repo_dir, signers=[signers] if signers else [])
     return WithdrawResult(
         product=product,
         version=wanted,
         withdrawal=withdrawal,
         targets=tuple(a.path for a in found),
         marked=tuple(a.path for a in todo),
+        roles=roles,
         targets_version=st.targets.signed.version,
         snapshot_version=st.snapshot.signed.version,
         timestamp_version=st.timestamp.signed.version,

@@ -25,13 +25,15 @@ from rich.progress import (
 )
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 
+from repo.ceremony import stage_delegation_file
 from repo.delegation import DEFAULT_BINS, DEFAULT_HEAD, DelegationSpec, delegate
-from repo.errors import OtakitError
+from repo.errors import OtakitError, UsageError
 from repo.keys import (
     KeyConfig,
     PromptFn,
     load_available_signers,
     load_key_config,
+    load_product_keys,
     load_role_keys,
     load_signers,
     tty_prompt,
@@ -40,10 +42,13 @@ from repo.prune import prune
 from repo.refresh import ExpiryWarning, refresh, repository_status
 from repo.repository import Expiries, init, load_role_signers
 from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
+from repo.rollout_spec import describe as describe_waves
+from repo.rollout_spec import parse_time
 from repo.rotate import rotate_root
 from repo.serve import make_server, server_url
 from repo.withdraw import withdraw
 from signer.ceremony_cmd import register as register_ceremony
+from signer.cli_options import ProductKeysOpt
 from signer.compress import CompressSettings, image_length
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
@@ -55,6 +60,7 @@ from signer.keygen import generate_demo_keys
 from signer.keys_cmd import paused_prompt
 from signer.keys_cmd import register as register_keys_commands
 from signer.release import list_published, release
+from signer.rollout_cmd import rollout_app
 from verifier.cli_common import (
     QUIET_PUBLISHER,
     JsonOpt,
@@ -74,6 +80,7 @@ app.add_typer(delta_app, name="delta")
 app.add_typer(inspect_app, name="inspect")
 app.add_typer(image_app, name="image")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(rollout_app, name="rollout")
 
 _err = Console(stderr=True)
 
@@ -164,9 +171,10 @@ def repo_list(
     product: Annotated[str | None, typer.Option(help="Only this product.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List published artifacts, oldest first.
+    """List published artifacts, oldest first, with how each stands.
 
-    The repository is verified against its root first.
+    The repository is verified against its root first. The last column is
+    live, withdrawn or recalled (with time and reason), halted, or in waves.
     """
     run = run_state(ctx, json_out)
     arts = list_published(repo, product)
@@ -174,7 +182,10 @@ def repo_list(
         run.emit([a.to_json() for a in arts])
         return
     for a in arts:
-        print(f"{a.info.product}\t{a.info.version}\t{a.info.kind}\t{a.length}\t{a.target_path}")
+        info = a.info
+        print(
+            f"{info.product}\t{info.version}\t{info.kind}\t{a.length}\t{a.target_path}\t{info.standing}"
+        )
 
 
 @repo_app.command("refresh", epilog=EPILOG)
@@ -197,6 +208,14 @@ def repo_refresh(
         bool,
         typer.Option("--targets", help="Also re-sign targets (needs the offline targets keys)."),
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="Re-sign PRODUCT's role and bins expiring within --warn-days (repeat).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -204,12 +223,16 @@ def repo_refresh(
 ) -> None:
     """Re-sign snapshot and timestamp with the online keys.
 
-    With --targets, targets too (needs its offline keys).
+    With --targets, targets too (needs its offline keys); with --product-keys, the
+    delegated roles of those products that expire within --warn-days.
     """
     run = run_state(ctx, json_out)
     keyconf = load_key_config(keys)
     roles = ("targets", *ONLINE_ROLES) if targets else ONLINE_ROLES
-    signers = load_role_signers(keyconf, roles, prompt=tty_prompt())
+    prompt = tty_prompt()
+    signers = dict(load_role_signers(keyconf, roles, prompt=prompt))
+    for product, pk in load_product_keys(product_keys or []).items():
+        signers[product] = load_signers(pk, product, prompt=prompt)
     result = refresh(
         repo,
         signers,
@@ -221,8 +244,9 @@ def repo_refresh(
     )
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
+    info = {**doc["roles"], **doc["delegated"]}
     lines = [
-        f"{role} v{result.versions[role]} expires {doc['roles'][role]['expires']}"
+        f"{role} v{info[role]['version']} expires {info[role]['expires']}"
         for role in result.refreshed
     ]
     run.result(doc, "\n".join(lines))
@@ -248,13 +272,21 @@ def repo_status(
 ) -> None:
     """Version and expiry of every role (verified; needs no keys)."""
     run = run_state(ctx, json_out)
-    result = repository_status(repo, _now(), warn_within=timedelta(days=warn_days))
+    now = _now()
+    result = repository_status(repo, now, warn_within=timedelta(days=warn_days))
     _warn_expiry(run, result.warnings)
     doc = result.to_json()
     del doc["refreshed"], doc["reason"]
     lines = [
         f"{role}\tv{info['version']}\texpires {info['expires']}"
         for role, info in doc["roles"].items()
+    ]
+    soon = now + timedelta(days=warn_days)
+    lines += [
+        f"{d.role}\tv{d.version}\texpires {doc['delegated'][d.role]['expires']}\t"
+        f"({d.product}'s keys"
+        + ("; EXPIRED)" if d.expires <= now else "; expires soon)" if d.expires <= soon else ")")
+        for d in result.delegated
     ]
     run.result(doc, "\n".join(lines))
 
@@ -335,22 +367,11 @@ def _available(
     return out
 
 
-ProductKeysOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--product-keys",
-        metavar="ROLEKEYS",
-        help="Key file of a delegated product's role (docs/REPOSITORY.md).",
-    ),
-]
-
-
 @repo_app.command("delegate", epilog=EPILOG)
 def repo_delegate(
     ctx: typer.Context,
     repo: RepoArg,
     product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product to delegate.")],
-    keys: KeysOpt,
     product_keys: Annotated[
         Path,
         typer.Option(
@@ -359,24 +380,49 @@ def repo_delegate(
             help="The product's key file: its keys and threshold (docs/REPOSITORY.md).",
         ),
     ],
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help="Key configuration (keys.json); not with --stage."),
+    ] = None,
     bins: Annotated[
         int, typer.Option(min=0, help="Hash bins for older versions (power of 2; 0: none).")
     ] = DEFAULT_BINS,
     head: Annotated[
         int, typer.Option(min=1, help="Newest versions the product role lists itself.")
     ] = DEFAULT_HEAD,
+    stage: Annotated[
+        bool, typer.Option("--stage", help="Write an unsigned ceremony file (--out).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --stage: the staged file (new).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Give PRODUCT its own targets role, signed by its keys.
 
     Signs the top-level targets (offline keys), the product role and its bins (the
     product keys) and snapshot and timestamp. Rerun with new product keys to rotate or
-    revoke them.
+    revoke them. With --stage, nothing is signed: holders of the targets and the product
+    keys sign OUT with 'otakit repo sign', then 'otakit repo publish' publishes it.
     """
     run = run_state(ctx, json_out)
-    keyconf = load_key_config(keys)
+    if (stage or out is not None) and (not stage or out is None or keys is not None):
+        raise UsageError("staging a delegation takes --stage --out FILE, and no --keys")
     role_keys = load_role_keys(product_keys, product)
     spec = DelegationSpec(product, role_keys.role(product), bins=bins, head=head)
+    if stage:
+        assert out is not None
+        staged = stage_delegation_file(repo, spec, out, _now())
+        docs = [f"{r} v{d.signed.version}" for r, d in staged.named()]
+        shown = docs[:2] + ([f"{len(docs) - 2} hash bins"] if len(docs) > 2 else [])
+        run.result(
+            {"staged": str(out), "change": staged.change, "documents": docs},
+            f"{out}: {' + '.join(shown)} (unsigned)",
+        )
+        return
+    if keys is None:
+        raise UsageError("--keys: expected the key configuration (or --stage --out FILE)")
+    keyconf = load_key_config(keys)
     prompt = tty_prompt()
     signers = dict(load_role_signers(keyconf, ("targets", *ONLINE_ROLES), prompt=prompt))
     signers[product] = load_signers(role_keys, product, prompt=prompt)
@@ -450,6 +496,17 @@ def release_cmd(
         bool,
         typer.Option("--dry-run", help="Build and check everything; sign and publish nothing."),
     ] = False,
+    waves: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Signed staged rollout, e.g. '5%@0,25%@24h,100%@3d' (default: everyone).",
+        ),
+    ] = None,
+    rollout_start: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Waves start, UTC 2026-12-01T06:00:00Z (default: now)."),
+    ] = None,
     product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
@@ -459,9 +516,11 @@ def release_cmd(
     """Compress IMAGE, sign it as PRODUCT VERSION, and publish.
 
     Deltas from the last N published versions are built and checked with the device's own
-    decoder before anything is signed.
+    decoder before anything is signed. With --waves every artifact of the release carries
+    the same signed rollout policy (otakit rollout halt, advance, recall change it).
     """
     run = run_state(ctx, json_out)
+    start_at = None if rollout_start is None else parse_time(rollout_start, "--rollout-start")
     keyconf = load_key_config(keys)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     total = _image_size(image)
@@ -490,6 +549,8 @@ def release_cmd(
             image_type=image_type,
             dry_run=dry_run,
             allow_downgrade=allow_downgrade,
+            waves=waves,
+            rollout_start=start_at,
             settings=CompressSettings(level=level, threads=threads, window_log=window_log),
             expiries=exp,
             prompt=paused_prompt(bar, tty_prompt()),
@@ -522,6 +583,9 @@ def release_cmd(
         f"published {result.product} {result.version} "
         f"(targets v{result.targets_version}, timestamp v{result.timestamp_version})"
     )
+    policy = result.artifacts[0].info.rollout if result.artifacts else None
+    for line in [] if policy is None else describe_waves(policy):
+        run.note(f"rollout: {line}")
 
 
 @app.command("withdraw", epilog=EPILOG)
@@ -534,6 +598,7 @@ def withdraw_cmd(
     reason: Annotated[
         str, typer.Option(help="Why (one line; devices running it show it in status).")
     ],
+    product_keys: ProductKeysOpt = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -543,12 +608,14 @@ def withdraw_cmd(
 
     A signed targets change: its full artifact and every delta to it stay listed, marked
     withdrawn with REASON, so a device already running it is told so. Rerunning is safe.
+    A delegated product's release is signed with its --product-keys.
     """
     run = run_state(ctx, json_out)
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    pk = None if product_keys is None else load_role_keys(product_keys, product)
     result = withdraw(
         repo, load_key_config(keys), product, version, reason, _now(), expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=pk, prompt=tty_prompt(), progress=run.note,
     )  # fmt: skip
     for w in result.warnings:
         run.warn(w)
@@ -562,6 +629,91 @@ def withdraw_cmd(
         )
 
 
+@app.command("release-file", epilog=EPILOG)
+def release_file_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to publish.")],
+    keys: KeysOpt,
+    name: Annotated[str, typer.Option(help="Target name, e.g. edge-gw/config/site.tar.")],
+    custom: Annotated[
+        str | None, typer.Option(metavar="JSON", help="Custom metadata (a JSON object).")
+    ] = None,
+    product_keys: ProductKeysOpt = None,
+    json_out: JsonOpt = False,
+    targets_expiry_days: DaysOpt = None,
+    snapshot_expiry_days: DaysOpt = None,
+    timestamp_expiry_days: DaysOpt = None,
+) -> None:
+    """Sign FILE as target NAME (not an image) for 'otakit-device fetch'.
+
+    The role owning NAME signs it: top-level targets, or a delegated product whose
+    paths admit NAME (--product-keys).
+    """
+    from repo.state import load_state
+    from signer.release_file import parse_custom, release_file
+
+    run = run_state(ctx, json_out)
+    exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
+    doc = parse_custom(custom)
+    pk = None
+    if product_keys is not None:
+        from repo.delegation import owning_role
+
+        role = owning_role(load_state(repo).targets.signed, name)
+        pk = load_role_keys(product_keys, role)
+    result = release_file(
+        repo, load_key_config(keys), file, name, doc, _now(), product_keys=pk,
+        expiries=exp, prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), f"{result.target}\t{result.length}\t{result.sha256}")
+    run.note(
+        f"published {result.target} signed by {result.role} (targets "
+        f"v{result.targets_version}, timestamp v{result.timestamp_version})"
+    )
+
+
+@app.command("export", epilog=EPILOG)
+def export_cmd(
+    ctx: typer.Context,
+    repo: RepoArg,
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="New directory, or FILE.tar.")],
+    keys: KeysOpt,
+    product: Annotated[str, typer.Option(help="Product to export, e.g. edge-gw.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version (default: newest not withdrawn).")
+    ] = None,
+    from_version: Annotated[
+        list[str] | None,
+        typer.Option(metavar="BASE", help="Include the delta from BASE (repeatable)."),
+    ] = None,
+    valid_for: Annotated[
+        str, typer.Option(metavar="DURATION", help="Export validity, e.g. 30d (1d to 90d).")
+    ] = "30d",
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a self-contained subset for an offline site (USB stick).
+
+    Metadata, the full image and the listed deltas; its snapshot and timestamp are
+    valid for DURATION. The repository publishes a newer timestamp at once, so a
+    device that later goes online never sees a rollback (docs/FORMAT.md "Export").
+    """
+    from signer.export import export, parse_duration
+
+    run = run_state(ctx, json_out)
+    result = export(
+        repo, load_key_config(keys), product, out, _now(), version=version,
+        bases=tuple(from_version or ()), valid_for=parse_duration(valid_for),
+        prompt=tty_prompt(),
+    )  # fmt: skip
+    run.result(result.to_json(), "\n".join(result.files))
+    run.note(
+        f"exported {product} {result.version} (+ deltas from {', '.join(result.bases) or 'none'})"
+        f" to {out}, valid until {result.manifest['valid_until']}; the repository now serves "
+        f"timestamp v{result.online_timestamp_version}"
+    )
+
+
 @repo_app.command("prune", epilog=EPILOG)
 def repo_prune(
     ctx: typer.Context,
@@ -573,6 +725,14 @@ def repo_prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; sign and delete nothing.")
     ] = False,
+    product_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product-keys",
+            metavar="PRODUCT=ROLEKEYS",
+            help="A delegated product's key file (repeat); products without one are kept.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     targets_expiry_days: DaysOpt = None,
     snapshot_expiry_days: DaysOpt = None,
@@ -587,10 +747,12 @@ def repo_prune(
     exp = _expiries(None, targets_expiry_days, snapshot_expiry_days, timestamp_expiry_days)
     result = prune(
         repo, load_key_config(keys), keep, _now(), dry_run=dry_run, expiries=exp,
-        prompt=tty_prompt(), progress=run.note,
+        product_keys=load_product_keys(product_keys or []), prompt=tty_prompt(),
+        progress=run.note,
     )  # fmt: skip
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{p}: keeps {', '.join(v)}" for p, v in result.plan.kept_versions.items()]
+    lines += [f"{p}: not pruned (delegated; pass --product-keys)" for p in result.plan.skipped]
     lines += [f"drops {t}" for t in result.plan.remove]
     lines += [f"{verb} {f}" for f in result.deleted]
     run.result(result.to_json(), "\n".join(lines))

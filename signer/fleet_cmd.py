@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from repo.errors import FleetCheckError, UsageError
-from signer.fleet.config import FAULTS, SimConfig
+from signer.fleet.config import FAULTS, SCENARIOS, SimConfig
 from verifier.cli_common import JsonOpt, new_app
 from verifier.cli_contract import EPILOG, run_state
 from verifier.effects import RealDisk, write_atomic
 
-_ENDS = ("on_new", "rolled_back")
+_ENDS = ("on_new", "rolled_back", "recalled", "not_started")
 
-fleet_app = new_app("Fleet tools: simulate a fleet updating.")
+fleet_app = new_app("Fleet tools: simulate a fleet updating, collect device reports.")
 
 _DEFAULT = SimConfig()
 
@@ -42,6 +42,21 @@ def simulate_cmd(
         _DEFAULT.image_size >> 20
     ),
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = _DEFAULT.seed,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help=f"One of {', '.join(SCENARIOS)}: halt = 2.0 fails its health check on "
+            "every device and the gate halts it after the first wave; recall = 2.0 is "
+            "recalled after the first wave."
+        ),
+    ] = _DEFAULT.scenario,
+    waves: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help='Release 2.0 in waves, e.g. "10%@0,100%@1h" (simulated time).',
+        ),
+    ] = None,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep the run here (default: a new temp dir).")
     ] = None,
@@ -52,7 +67,8 @@ def simulate_cmd(
 
     Publishes 0.9, 1.0 and 2.0 (delta from 1.0 only), starts each device on 1.0 or 0.9 and
     updates it to 2.0 through cut connections, power cuts, failing health checks and late
-    devices; then checks every device: on 2.0, rolled back, or on neither (must be 0).
+    devices; then checks every device: on 2.0, rolled back, recalled, never started (waves,
+    halt, recall), or on neither (must be 0).
     """
     from signer.fleet.report_html import render
     from signer.fleet.simulate import simulate
@@ -61,7 +77,7 @@ def simulate_cmd(
     faults = _faults(fault) if fault else _DEFAULT.faults
     config = SimConfig(
         devices=devices, workers=workers, faults=faults, no_base=no_base,
-        image_size=image_mib << 20, seed=seed,
+        image_size=image_mib << 20, seed=seed, scenario=scenario, waves=waves,
     )  # fmt: skip
     result = simulate(config, workdir, say=run.note)
     s = result.summary
@@ -75,24 +91,66 @@ def simulate_cmd(
         "delta_downloads": result.delta_downloads,
         "full_downloads": result.full_downloads,
         "metadata_bytes": result.metadata_bytes,
+        "scenario": result.scenario,
+        "action": result.action,
+        "bytes_after_action": result.bytes_after_action,
+        "recall_kinds": result.recall_kinds,
         "workdir": str(result.workdir.absolute()),
     }
     text = (
         f"{s.devices} devices in {s.wall_s:.1f} s ({s.devices_per_minute:.0f} per minute): "
-        f"{s.on_new} on {s.new_version}, {s.rolled_back} rolled back to {s.old_version}, "
+        f"{s.on_new} on {s.new_version}, {s.rolled_back} rolled back, {s.recalled} "
+        f"recalled, {s.not_started} never started {s.new_version}, "
         f"{s.on_neither} on neither\n"
-        f"targets served {s.bytes_served} bytes (bound {s.bytes_bound}, all full "
+        + (
+            f"operator: {result.action}; targets bytes served after it by version: "
+            f"{result.bytes_after_action or 'none'}\n"
+            if result.action
+            else ""
+        )
+        + f"targets served {s.bytes_served} bytes (bound {s.bytes_bound}, all full "
         f"{s.bytes_all_full}); metadata {result.metadata_bytes} bytes"
     )
     if s.on_neither:
         bad = [f"{k} {n}" for k, n in sorted(result.outcomes.items()) if k not in _ENDS]
         raise FleetCheckError(
             f"{s.on_neither} of {s.devices} devices ended on neither version ({', '.join(bad)}); "
-            f"expected every device on {s.new_version} or rolled back",
+            f"expected every device on {s.new_version}, rolled back, recalled or not started",
             hint=f"each device's state directory is under {result.workdir}/devices; "
             "see the reasons in the --json report",
         )
     run.result(data, text)
+
+
+@fleet_app.command("collect", epilog=EPILOG)
+def collect_cmd(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Option("--dir", metavar="DIR", help="Where reports are kept (one a device).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8081,
+    json_out: JsonOpt = False,
+) -> None:
+    """Store device reports sent to POST /report until interrupted.
+
+    Reports (otakit-device report --post URL/report) are unsigned information: they
+    feed otakit rollout status --reports and otakit rollout gate, never a device.
+    """
+    from repo.serve import server_url
+    from signer.fleet.collect import REPORT_PATH, make_collector
+
+    run = run_state(ctx, json_out)
+    server = make_collector(directory, host, port)
+    url = server_url(server)
+    run.result({"url": url + REPORT_PATH, "directory": str(directory)}, url + REPORT_PATH)
+    run.note(f"collecting reports into {directory}; press Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        run.note("stopped")
+    finally:
+        server.server_close()
 
 
 def _faults(given: list[str]) -> tuple[tuple[str, float], ...]:

@@ -156,6 +156,36 @@ def diff(
     _exit(run, (d.old, d.new), (), None)
 
 
+@inspect_app.command("export", epilog=EPILOG)
+def export_cmd(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(metavar="EXPORT", help="Export directory or .tar.")],
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="Pinned root to trust (default: the export's own)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show an export (otakit export): product, version, validity; verify it.
+
+    Verified with the device's own client, now; exits 3 if it does not verify.
+    """
+    from verifier.offline import inspect_export
+
+    run = run_state(ctx, json_out)
+    doc = inspect_export(path, None if root is None else load_root_bytes(root))
+    lines = [
+        f"export {path}: {doc['product']} {doc['version']}, valid until {doc['valid_until']} "
+        f"({doc['valid_for_days']} days)",
+        f"  trust anchor: {doc['trust_anchor']}",
+        "  verifies now: " + ("yes" if doc["verified"] else f"NO: {doc['problem']}"),
+        "  metadata: " + ", ".join(f"{r} v{v}" for r, v in doc["metadata_versions"].items()),
+    ]
+    run.result(doc, "\n".join(lines))
+    if not doc["verified"]:
+        raise typer.Exit(EXIT_VERDICT)
+
+
 @inspect_app.command("history", epilog=EPILOG)
 def history(
     ctx: typer.Context,
@@ -349,6 +379,8 @@ def render_text(report: InspectReport, findings: tuple[Finding, ...]) -> str:
         out.print(t)
     else:
         out.print("Delegations: none (targets signs every target itself)")
+    if report.delegated_roles:
+        _delegated_roles(out, report)
     _targets(out, report)
     if report.anomalies:
         t = _table("Parser anomalies", "file", "kind", "detail")
@@ -380,6 +412,25 @@ def _grouped(findings: tuple[Finding, ...]) -> list[list[Finding]]:
     return groups
 
 
+def _delegated_roles(out: Console, report: InspectReport) -> None:
+    t = _table("Delegated roles", "delegator -> role", "v", "expires", "threshold", "signed",
+               keep=("v", "threshold"))  # fmt: skip
+    for d in report.delegated_roles:
+        sigs = "-"
+        if d.version is not None:
+            sigs = f"{len(d.signatures_valid)}/{d.signatures_present} valid\n{d.targets} targets"
+        if d.problem is not None:
+            sigs += f"\nREFUSED: {d.problem}"
+        t.add_row(
+            f"{d.delegator} -> {d.name}",
+            str(d.version) if d.version is not None else "-",
+            f"{_time(d.expires)}\n{_left(d.expires, report.at)}",
+            f"{d.threshold} of {len(d.keyids)}",
+            sigs,
+        )
+    out.print(t)
+
+
 def _targets(out: Console, report: InspectReport) -> None:
     if not report.targets:
         out.print("Targets: none")
@@ -394,8 +445,9 @@ def _targets(out: Console, report: InspectReport) -> None:
             continue
         kind = a.kind if a.base is None else f"delta from {a.base.version}"
         kind += f"\n{a.image_type or 'type ?'}" + (", DOWNGRADE ok" if a.allow_downgrade else "")
+        by = "" if x.role == "targets" else f"\nlisted by {x.role}"
         t.add_row(
-            f"{x.path}\n{a.product} {a.version}, hardware {', '.join(a.hardware)}",
+            f"{x.path}\n{a.product} {a.version}, hardware {', '.join(a.hardware)}{by}",
             kind,
             f"{_size(a.image.length)} {a.image.sha256[:12]}\nfile {_size(x.length)}",
         )

@@ -25,20 +25,25 @@ from typing import Any
 import zstandard
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
-from repo.delegation import product_role, published_targets
+from repo.delegation import published_targets
 from repo.demo_warnings import warn_demo_keys
 from repo.errors import (
     ImageReadError,
-    KeyConfigError,
     RepositoryStateError,
     UsageError,
     VersionNotNewerError,
 )
-from repo.keys import KeyConfig, PromptFn, load_signers
+from repo.keys import KeyConfig, PromptFn
 from repo.layout import stored_target_path
 from repo.publish import ProgressFn
-from repo.repository import Expiries, Transaction, load_role_signers, open_transaction
-from repo.roles import CHAIN_ROLES, ONLINE_ROLES, RoleSigners
+from repo.repository import (
+    Expiries,
+    Transaction,
+    open_transaction,
+    release_signers,
+)
+from repo.roles import RoleSigners
+from repo.rollout_spec import parse_waves
 from repo.state import RepoState, load_state
 from signer.compress import (
     CompressSettings,
@@ -49,6 +54,7 @@ from signer.compress import (
 )
 from verifier.artifact import (
     CUSTOM_KEY,
+    ROLLOUT_SCHEMA,
     SCHEMA_VERSION,
     ArtifactInfo,
     BaseRef,
@@ -68,6 +74,7 @@ from verifier.imagetype import (
     detect,
     is_image_type,
 )
+from verifier.rollout import RolloutPolicy
 
 #: Hardware id used when a release names none: "runs on whatever this product runs on".
 DEFAULT_HARDWARE = "generic"
@@ -177,6 +184,7 @@ def make_info(
     *,
     allow_downgrade: bool = False,
     image_type: ImageType | None = None,
+    rollout: RolloutPolicy | None = None,
 ) -> ArtifactInfo:
     """A full-artifact description, validated by the device's own parser."""
     data: dict[str, Any] = {
@@ -192,6 +200,9 @@ def make_info(
         data["allow_downgrade"] = True
     if image_type is not None:
         data["image_type"] = image_type
+    if rollout is not None:
+        data["schema"] = ROLLOUT_SCHEMA
+        data["rollout"] = rollout.to_dict()
     try:
         return ArtifactInfo.from_custom({CUSTOM_KEY: data})
     except ArtifactSchemaError as e:
@@ -201,8 +212,9 @@ def make_info(
 def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) -> ArtifactInfo:
     """The signed description of a delta turning ``base``'s image into ``full``'s image.
 
-    Product, hardware, version, result image, its type and downgrade permission are the full
-    artifact's: a delta is only another way to deliver exactly that image.
+    Product, hardware, version, result image, its type, downgrade permission and rollout
+    policy are the full artifact's: a delta is only another way to deliver exactly that
+    image, so the waves and a halt hold whichever path a device takes.
     """
     return ArtifactInfo(
         product=full.product,
@@ -215,6 +227,7 @@ def make_delta_info(full: ArtifactInfo, base: ArtifactInfo, header: ImageRef) ->
         delta_header=header,
         allow_downgrade=full.allow_downgrade,
         image_type=full.image_type,
+        rollout=full.rollout,
     )
 
 
@@ -227,6 +240,7 @@ def build_full_artifact(
     *,
     allow_downgrade: bool = False,
     image_type: ImageType | None = None,
+    rollout: RolloutPolicy | None = None,
     settings: CompressSettings | None = None,
     progress: Progress | None = None,
 ) -> BuiltArtifact:
@@ -242,6 +256,7 @@ def build_full_artifact(
         result.image.sha256,
         allow_downgrade=allow_downgrade,
         image_type=image_type,
+        rollout=rollout,
     )
     self_check_full(out, result)
     return BuiltArtifact(info, out, result.artifact.length, result.artifact.sha256)
@@ -279,47 +294,6 @@ def published_artifacts(state: RepoState, product: str | None = None) -> list[Pu
 def _delegated_products(state: RepoState) -> list[str]:
     dl = state.targets.signed.delegations
     return [] if dl is None or dl.roles is None else list(dl.roles)
-
-
-def release_signers(
-    state: RepoState,
-    keyconf: KeyConfig,
-    product: str,
-    product_keys: KeyConfig | None,
-    *,
-    env: Mapping[str, str] | None = None,
-    prompt: PromptFn | None = None,
-) -> RoleSigners:
-    """The keys a release of ``product`` signs with: the top-level targets keys, or for a
-    delegated product its own keys (``product_keys``, ``repo.keys.load_role_keys``) and no
-    targets key. A key the delegation does not grant is refused before any slow work: a
-    product's CI key publishes that product only."""
-    role = product_role(state.targets.signed, product)
-    if role is None:
-        if product_keys is not None:
-            raise UsageError(
-                f"{product} is not delegated: it is signed with the top-level targets keys, "
-                "expected no product key file",
-                hint=f"delegate it first: otakit repo delegate REPO {product} ...",
-            )
-        return load_role_signers(keyconf, CHAIN_ROLES, env=env, prompt=prompt)
-    if product_keys is None:
-        raise UsageError(
-            f"{product} is delegated to its own keys: expected its key file (--product-keys)",
-            hint="a delegated product is released with its product keys, not the targets keys",
-        )
-    granted = set(role.keyids)
-    foreign = sorted(k[:12] for k in product_keys.role(product).keyids if k not in granted)
-    if foreign:
-        raise KeyConfigError(
-            f"{product_keys.source}: key(s) {foreign} are not {product}'s delegated keys "
-            f"(the repository grants {sorted(k[:12] for k in granted)}): a product key "
-            "publishes only its own product",
-            hint="use this product's key file, or rotate its keys with otakit repo delegate",
-        )
-    signers = dict(load_role_signers(keyconf, ONLINE_ROLES, env=env, prompt=prompt))
-    signers[product] = load_signers(product_keys, product, env=env, prompt=prompt)
-    return signers
 
 
 def list_published(repo_dir: Path, product: str | None = None) -> list[PublishedArtifact]:
@@ -469,6 +443,21 @@ def check_signed_head(artifact: Path, head: bytes, image: Path) -> None:
         )
 
 
+def release_policy(
+    waves: str | None, start: datetime | None, now: datetime
+) -> RolloutPolicy | None:
+    """The rollout policy ``--waves`` asks for (None: the whole fleet at once), checked before
+    any slow work so a typo in the spec costs a second, not a compression."""
+    if waves is None:
+        if start is not None:
+            raise UsageError(
+                "--rollout-start: expected together with --waves, found it alone",
+                hint='for example --waves "5%@0,25%@24h,100%@3d"',
+            )
+        return None
+    return parse_waves(waves, (start or now).replace(microsecond=0))
+
+
 @contextmanager
 def _transaction(repo_dir: Path, dry_run: bool) -> Iterator[Transaction]:
     """The release's transaction. A dry run takes no lock (the lock file lives in the
@@ -512,6 +501,8 @@ def release(
     image_type: str | None = None,
     dry_run: bool = False,
     allow_downgrade: bool = False,
+    waves: str | None = None,
+    rollout_start: datetime | None = None,
     settings: CompressSettings | None = None,
     expiries: Expiries | None = None,
     signers: RoleSigners | None = None,
@@ -529,8 +520,11 @@ def release(
     ``image_type`` None detects the type; ``dry_run`` builds and self-checks every artifact
     in a scratch directory outside the repository and returns what would be published,
     without loading keys (a dry run must not ask for a PIN), signing or writing anything.
+    ``waves`` (``repo.rollout_spec``) gives every target of the release the same signed
+    rollout policy, starting at ``rollout_start`` (default: ``now``, the release time).
     """
     say = log or (lambda _msg: None)
+    rollout = release_policy(waves, rollout_start, now)
     info = make_info(product, version, hardware, 1, "0" * 64, allow_downgrade=allow_downgrade)
     head = read_image_head(image)
     kind = check_image_type(image, head, image_type)
@@ -560,6 +554,7 @@ def release(
                 workdir,
                 allow_downgrade=allow_downgrade,
                 image_type=kind,
+                rollout=rollout,
                 settings=settings,
                 progress=progress,
             )

@@ -244,6 +244,18 @@ class ArtifactInfo:
         return self.withdrawn is not None and self.withdrawn.recall
 
     @property
+    def standing(self) -> str:
+        """One line for listings: how the publisher stands by this release now."""
+        if self.withdrawn is not None:
+            what = "recalled" if self.withdrawn.recall else "withdrawn"
+            return f"{what} {self.withdrawn.time}: {self.withdrawn.reason}"
+        if self.rollout is not None and self.rollout.halted:
+            return "halted"
+        if self.rollout is not None:
+            return f"in waves from {self.rollout.to_dict()['start']}"
+        return "live"
+
+    @property
     def schema(self) -> str:
         """The schema this artifact is written as: the oldest that can say all of it."""
         if self.rollout is not None or self.recalled:

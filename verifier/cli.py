@@ -117,7 +117,10 @@ app.add_typer(tuf_app, name="tuf")
 @app.command(epilog=EPILOG)
 def init(
     ctx: typer.Context,
-    repo_url: Annotated[str, typer.Option(help="Base URL of the TUF repository.")],
+    repo_url: Annotated[
+        str,
+        typer.Option(help="Repository: http(s) URL, or a mirror's file:// URL or absolute path."),
+    ],
     root: Annotated[Path, typer.Option(help="Trusted root metadata to pin.")],
     product: Annotated[str, typer.Option(help="Product name, e.g. edge-gw.")],
     slot_a: Annotated[Path, typer.Option(help="Slot a, absolute (booted, installed image).")],
@@ -143,6 +146,7 @@ def init(
 ) -> None:
     """Pin the trusted root and describe the two slots."""
     from verifier.device import init_device
+    from verifier.mirror import repo_url as location
     from verifier.report import status
     from verifier.state import DeviceConfig
     from verifier.tuf.client import load_root_bytes
@@ -160,7 +164,7 @@ def init(
         )
     try:
         config = DeviceConfig(
-            repo_url,
+            location(repo_url),
             product,
             hardware,
             slot_a,
@@ -220,6 +224,12 @@ def update(
     cycle_deadline: Annotated[
         float | None, _limit("Seconds for refresh and downloads", TRANSFER.cycle_deadline)
     ] = None,
+    from_path: Annotated[
+        str | None,
+        typer.Option(
+            "--from", metavar="PATH", help="Install from an export (directory or .tar) or mirror."
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON-lines progress.")] = False,
 ) -> None:
     """Install the newest signed image into the inactive slot.
@@ -252,14 +262,26 @@ def update(
         override_waves=now,
     )
     with _ProgressView(c.run) as view:
-        result = run_update(
-            _device(c),
-            _now(),
-            options=options,
-            progress=view.report,
-            rand=random.SystemRandom().random,
-            token=secrets.token_bytes,
-        )
+        if from_path is not None:  # an export or mirror: verifier.offline
+            from verifier.offline import location, update_from
+
+            result = update_from(
+                _device(c),
+                location(from_path),
+                _now(),
+                options=options,
+                progress=view.report,
+                rand=random.SystemRandom().random,
+            )
+        else:
+            result = run_update(
+                _device(c),
+                _now(),
+                options=options,
+                progress=view.report,
+                rand=random.SystemRandom().random,
+                token=secrets.token_bytes,
+            )
     c.run.result(
         {
             "event": "done",
@@ -367,16 +389,39 @@ def boot(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @app.command(epilog=EPILOG)
-def report(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def report(
+    ctx: typer.Context,
+    post: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Also send it to a collector (otakit fleet collect)."),
+    ] = None,
+    device_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID", envvar="OTAKIT_DEVICE_ID", help="This device's name for the collector."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """A small status document for the operator's fleet view.
 
     Versions, how the last cycle ended, bytes downloaded; unsigned and
-    informational (docs/FORMAT.md, "Device report").
+    informational (docs/FORMAT.md, "Device report"). --post sends it (the
+    id defaults to a hash of the device's rollout seed; a failure to send
+    exits 4).
     """
-    from verifier.device_report import device_report
+    from verifier.device_report import device_report, post_report
 
     c = _ctx(ctx, json_out)
-    r = device_report(_device(c), _now())
+    r = device_report(_device(c), _now(), device_id)
+    if post is not None and r.data["device_id"] is None:
+        raise UsageError(
+            "--post: expected a --device-id (or OTAKIT_DEVICE_ID) to name this device, found "
+            "none (and no rollout seed to derive one from yet)",
+            hint="a collector keeps one report per device id, e.g. the serial number",
+        )
+    if post is not None:
+        c.run.note(f"report sent to {post}: {post_report(r, post)}")
     c.run.result(r.data, r.text())
 
 
@@ -403,6 +448,31 @@ def verify_installed(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         lines.append(f"  published as {data['published']['target']}:")
         lines += [f"    {line}" for line in artifact_lines(data["published"]["artifact"])]
     c.run.result(data, "\n".join(lines))
+
+
+@app.command(epilog=EPILOG)
+def fetch(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TARGET_NAME", help="Signed target path.")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write it.")],
+    repo_url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Mirror for this run (URL, file:// or path)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download any signed target, verified, to FILE.
+
+    Same refresh and checks as update (delegations too); FILE is written
+    atomically, only after its length and hashes matched the signed ones.
+    """
+    from verifier.fetch_target import fetch_target
+    from verifier.mirror import repo_url as location
+
+    c = _ctx(ctx, json_out)
+    url = None if repo_url is None else location(repo_url)
+    result = fetch_target(_device(c), target, out, _now(), repo_url=url)
+    c.run.result(result.to_dict(), result.message())
 
 
 def _render_status(c: Ctx, data: dict[str, Any]) -> None:

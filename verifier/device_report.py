@@ -13,16 +13,28 @@ message ``recalled: REASON``), and so is a cycle run with ``update --now``
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import urllib3
+
 from verifier import transitions
 from verifier.bootctl.base import SLOTS
 from verifier.device import Device, update_in_progress
-from verifier.state import timestamp
+from verifier.errors import ReportPostError, UsageError
+from verifier.state import load_seed, timestamp
+from verifier.terminal import printable
 
 REPORT_SCHEMA = 1
+#: What names a device to a collector (``--device-id``): the operator's own inventory name
+#: (serial, host name). Bounded and path-free; a collector still never uses it as a path.
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+#: ``report --post``: a collector that does not answer within this gives a transport error
+POST_TIMEOUT = urllib3.Timeout(connect=5.0, read=10.0)
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,33 @@ class DeviceReport:
         return "\n".join(lines)
 
 
-def device_report(dev: Device, now: datetime) -> DeviceReport:
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.match(device_id):
+        raise UsageError(
+            "--device-id: expected 1-128 characters of [A-Za-z0-9._:-] starting with a letter "
+            f"or digit, found {device_id!r}"[:300]
+        )
+    return device_id
+
+
+def default_device_id(dev: Device) -> str | None:
+    """A stable id for a device whose operator named none: a domain-separated hash of its
+    rollout seed. One-way, so a collector learns nothing of the seed (the device's places
+    in the waves stay its secret); None for a state directory without a seed yet."""
+    seed = load_seed(dev.paths)
+    if seed is None:
+        return None
+    return "seed-" + hashlib.sha256(b"otakit-device-id-v1\x00" + seed).hexdigest()[:32]
+
+
+def device_report(dev: Device, now: datetime, device_id: str | None = None) -> DeviceReport:
+    """``device_id`` names the device to a collector (``otakit fleet collect`` keeps one
+    report per id): the operator's name for it (``--device-id``, or ``OTAKIT_DEVICE_ID`` in
+    the unit that runs it, e.g. a serial number), else ``default_device_id``."""
+    if device_id is not None:
+        check_device_id(device_id)
+    else:
+        device_id = default_device_id(dev)
     step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
     journal, st = step.journal, step.boot
     running = journal.slot(st.booted)
@@ -78,6 +116,7 @@ def device_report(dev: Device, now: datetime) -> DeviceReport:
     cfg = dev.config
     data: dict[str, Any] = {
         "otakit_report": REPORT_SCHEMA,
+        "device_id": device_id,
         "at": timestamp(now),
         "product": cfg.product,
         "hardware": cfg.hardware,
@@ -109,3 +148,32 @@ def device_report(dev: Device, now: datetime) -> DeviceReport:
         "update_in_progress": update_in_progress(dev.paths.root) is not None,
     }
     return DeviceReport(data)
+
+
+def post_report(report: DeviceReport, url: str) -> str:
+    """Send ``report`` to a collector (``POST URL``, JSON); returns the collector's answer.
+
+    Bounded (``POST_TIMEOUT``), never retried here: the next timer run sends a fresh one.
+    Every failure, a refusal by the collector included, is a transport error (exit 4): the
+    device itself is fine, and nothing it decides depends on the report arriving.
+    """
+    from verifier.tuf.fetcher import _connect_failure, _reason
+
+    scheme = urllib3.util.parse_url(url).scheme
+    if scheme not in ("http", "https"):
+        raise UsageError(f"--post: expected an http:// or https:// URL, found {url!r}"[:300])
+    body = json.dumps(report.data, sort_keys=True).encode()
+    http = urllib3.PoolManager(timeout=POST_TIMEOUT, retries=False)
+    try:
+        resp = http.request("POST", url, body=body, headers={"Content-Type": "application/json"})
+    except urllib3.exceptions.NewConnectionError as e:
+        raise ReportPostError(f"report not sent: {_connect_failure(url, e)}") from e
+    except urllib3.exceptions.HTTPError as e:
+        raise ReportPostError(f"report not sent to {url}: {_reason(e)}") from e
+    text = printable(resp.data[:1000].decode("utf-8", "replace").strip())
+    if resp.status != 200:
+        raise ReportPostError(
+            f"report not stored: the collector at {url} answered HTTP {resp.status}: {text}",
+            hint="the collector's answer names the field it refused",
+        )
+    return text

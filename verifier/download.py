@@ -19,12 +19,12 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from tuf.api import exceptions as tuf_exc
 
 from verifier.effects import Disk, WriteHandle, existing_size
 from verifier.errors import OtakitError, TargetVerificationError
-from verifier.plan import Candidate
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import OtaFetcher
 
@@ -36,7 +36,19 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 SYNC_EVERY = 8 << 20
 
 
-def staging_name(c: Candidate) -> str:
+class SignedFile(Protocol):
+    """What a download is checked against: a target's path and its signed length and
+    hashes (a plan ``Candidate``, or any target ``otakit-device fetch`` resolves)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def hashes(self) -> tuple[tuple[str, str], ...]: ...
+
+
+def staging_name(c: SignedFile) -> str:
     digest = dict(c.hashes).get("sha256")
     if digest is None or not _HEX64.match(digest):
         raise TargetVerificationError(
@@ -46,7 +58,7 @@ def staging_name(c: Candidate) -> str:
     return digest
 
 
-def verify_file(path: Path, c: Candidate) -> None:
+def verify_file(path: Path, c: SignedFile) -> None:
     """Check a whole file against the target's signed length and every signed hash."""
     size = path.stat().st_size
     if size != c.length:
@@ -70,7 +82,7 @@ def verify_file(path: Path, c: Candidate) -> None:
 def download_staged(
     fetcher: OtaFetcher,
     url: str,
-    c: Candidate,
+    c: SignedFile,
     staging: Path,
     disk: Disk,
     *,
@@ -114,7 +126,7 @@ def download_staged(
 def _fetch_into(
     fetcher: OtaFetcher,
     url: str,
-    c: Candidate,
+    c: SignedFile,
     part: Path,
     have: int,
     disk: Disk,
@@ -165,7 +177,7 @@ def _keep_partial(h: WriteHandle) -> None:
 class VerifyingReader:
     """A read-only stream over a download, bounded by and checked against the signed target."""
 
-    def __init__(self, chunks: Iterator[bytes], c: Candidate, progress: Progress | None) -> None:
+    def __init__(self, chunks: Iterator[bytes], c: SignedFile, progress: Progress | None) -> None:
         self._chunks = chunks
         self._c = c
         self._buf = b""
@@ -223,7 +235,7 @@ class VerifyingReader:
                 )
 
 
-def _hasher(algo: str, c: Candidate) -> hashlib._Hash:
+def _hasher(algo: str, c: SignedFile) -> hashlib._Hash:
     if algo not in ("sha256", "sha384", "sha512", "blake2b", "sha3_256"):
         raise TargetVerificationError(
             f"target {c.path}: unsupported hash algorithm {algo!r} in signed metadata"

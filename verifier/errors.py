@@ -245,3 +245,24 @@ class HaltedReleaseError(UsageError):
 class RolloutSeedError(ConfigError):
     """The device's rollout seed (``STATE/rollout-seed``) is damaged: never replaced silently,
     since a new seed would move the device to another place in every rollout."""
+
+
+class ReportPostError(TransportError):
+    """``otakit-device report --post`` could not hand the report to the collector (no
+    connection, a timeout, or the collector refused it): the device is fine, the report is
+    information only, and the next run sends a fresh one."""
+
+
+class MediumError(TransportError):
+    """A local mirror or export (USB stick, mounted image, tar) could not be read, or changed
+    while it was read (pulled out mid-read, failing): retry when the medium is back."""
+
+
+class UnsafeMirrorError(SecurityError):
+    """A local mirror or export names a file outside itself, through a link, or as something
+    other than a regular file (``..``, absolute or linked names, device nodes, duplicates)."""
+
+
+class NoSuchTargetError(UsageError):
+    """``otakit-device fetch`` names a target that the repository does not sign (neither the
+    top-level targets role nor any delegation TUF's search reaches)."""

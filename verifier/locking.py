@@ -7,6 +7,10 @@ stale lock to clean up. The holder writes its pid into the file so the one who i
 be told who holds it; the pid is information only (a dead holder's pid stays in the file until
 the next holder overwrites it), never a reason to wait or to break the lock.
 
+A directory that must hold nothing but its own files (the standalone TUF client's metadata
+directory, which other tools list) is locked by ``flock`` on the directory itself: no file
+is created, and the busy message cannot name the holder's pid.
+
 A reader that must never wait (``otakit-device status``) does not take the lock: it asks
 ``lock_holder`` whether someone holds it, which costs a shared ``flock`` for a moment. So
 that such a probe cannot make a real taker fail, a taker may wait ``wait`` seconds for the
@@ -42,25 +46,27 @@ def exclusive_lock(
     wait: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created 0600 if missing), waiting at most ``wait``
-    seconds for it.
+    """Hold an exclusive lock on ``path`` (created 0600 if missing; an existing directory is
+    locked itself, see the module docstring), waiting at most ``wait`` seconds for it.
 
     Still taken: ``busy`` naming ``holder`` (e.g. "another publisher"), its pid and what it
     said it is doing (``purpose``, e.g. "update"). The lock file cannot be opened:
     ``cannot_open``. Both are local errors: waiting or fixing the directory helps, retrying
     at once does not.
     """
+    is_dir = path.is_dir() and not path.is_symlink()
+    flags = os.O_RDONLY | os.O_DIRECTORY if is_dir else os.O_RDWR | os.O_CREAT
     try:
         # O_NOFOLLOW: a symlink planted at the lock's name must not make us create, truncate
         # or write (the pid) a file somewhere else
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
         what = "is a symlink" if e.errno == errno.ELOOP else f"{e.strerror or e}"
         raise cannot_open(
             f"cannot open the lock file {path}: {what}; expected a regular file of ours"
         ) from e
     try:
-        why = describe_unsafe(os.fstat(fd), block_ok=False)
+        why = None if is_dir else describe_unsafe(os.fstat(fd), block_ok=False)
         if why is not None:
             raise cannot_open(
                 f"cannot use the lock file {path}: expected a regular file owned by uid "
@@ -76,12 +82,16 @@ def exclusive_lock(
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise cannot_open(f"cannot lock {path}: {e.strerror or e}") from e
                 if clock() >= give_up:
+                    lock = "locked" if is_dir else f"lock {path.name}"
                     raise busy(
-                        f"{holder} is working on {path.parent} (lock {path.name} "
+                        f"{holder} is working on {path if is_dir else path.parent} ({lock} "
                         f"{_describe(_read_holder(fd))}); expected to be alone",
                         hint="wait for it to finish; the lock is released when that process exits",
                     ) from e
                 time.sleep(_POLL_S)
+        if is_dir:
+            yield
+            return
         _record(fd, purpose)
         try:
             yield

@@ -109,8 +109,10 @@ class DeviceConfig:
             raise ConfigError(
                 f"image_type: expected one of {', '.join(IMAGE_TYPES)}, found {self.image_type!r}"
             )
-        if not re.match(r"^https?://[^\s]+\Z", self.repo_url):
-            raise ConfigError(f"repo_url: expected an http(s) URL, found {self.repo_url!r}")
+        if not re.match(r"^(https?://[^\s]+|file:///[^\s]*)\Z", self.repo_url):
+            raise ConfigError(
+                f"repo_url: expected an http(s) or file:/// URL, found {self.repo_url!r}"
+            )
         for what, value in (("product", self.product), ("hardware", self.hardware)):
             if not _NAME_RE.match(value):
                 raise ConfigError(f"{what}: expected 1-64 chars of [a-z0-9._-], found {value!r}")

@@ -62,6 +62,7 @@ from verifier.errors import (
     SlotReadBackError,
     TransportError,
 )
+from verifier.mirror import fetcher_for
 from verifier.plan import (
     Candidate,
     DeviceFacts,
@@ -79,10 +80,19 @@ from verifier.preflight import (
     slot_capacity,
 )
 from verifier.rollout import RolloutDecision
-from verifier.state import Failure, Journal, LastCycle, Retry, SlotRecord, ensure_seed, timestamp
+from verifier.state import (
+    DeviceConfig,
+    Failure,
+    Journal,
+    LastCycle,
+    Retry,
+    SlotRecord,
+    ensure_seed,
+    timestamp,
+)
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
-from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
+from verifier.tuf.fetcher import OtaFetcher
 
 log = logging.getLogger("otakit.update")
 
@@ -104,6 +114,9 @@ class UpdateOptions:
     #: skip the waves of a signed rollout (``update --now``; never a halt or a recall)
     override_waves: bool = False
     backoff: backoff.Backoff = field(default_factory=backoff.Backoff)
+    #: the repository for this run instead of the configured one: a local mirror or an
+    #: export (``update --from``), as ``verifier.mirror.repo_url`` normalises it
+    repo_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +210,7 @@ def update(
             log.info("backoff: %s", wait)
             raise NothingToDoError(wait)
     # Ours, not TufClient's default, so the cycle's received bytes can be reported.
-    fetcher = fetcher or HttpFetcher(options.limits.transfer)
+    fetcher = fetcher or fetcher_for(_config(dev, options).repo_url, options.limits.transfer)
     cycle = _Cycle()
     try:
         result = _update(dev, now, options, fetcher, progress, cycle, token)
@@ -217,7 +230,10 @@ def update(
                 e.message,
                 options.override_waves,
             )
-            _record_failed_cycle(dev, cycle, e, now, rand(), options.backoff, last)
+            # A stick or mirror given for this run (``--from``) says nothing about the
+            # network: its failure must not hold back the next online cycle.
+            policy = options.backoff if options.repo_url is None else None
+            _record_failed_cycle(dev, cycle, e, now, rand(), policy, last)
         raise
     done = LastCycle(
         timestamp(now),
@@ -238,7 +254,7 @@ def _record_failed_cycle(
     e: OtakitError,
     now: datetime,
     rand: float,
-    policy: backoff.Backoff,
+    policy: backoff.Backoff | None,
     last: LastCycle,
 ) -> None:
     journal = dev.journal()
@@ -252,12 +268,14 @@ def _record_failed_cycle(
             f"artifact {c.path} matches its signed hashes but does not decode: {e.message}",
             timestamp(now),
         )
-    retry = backoff.after_failure(journal.retry, e, now, rand, policy)
-    log.warning(
-        "backoff: %d consecutive failed cycle(s); next attempt after %s",
-        retry.failures,
-        timestamp(retry.not_before),
-    )
+    retry = journal.retry
+    if policy is not None:  # None: the backoff state stays as it was
+        retry = backoff.after_failure(journal.retry, e, now, rand, policy)
+        log.warning(
+            "backoff: %d consecutive failed cycle(s); next attempt after %s",
+            retry.failures,
+            timestamp(retry.not_before),
+        )
     _save_retry(dev, retry, failure, last)
 
 
@@ -277,6 +295,13 @@ def _save_retry(
             dev.save(new)
     except OtakitError as err:
         log.warning("cannot record the backoff state in the journal: %s", err.message)
+
+
+def _config(dev: Device, options: UpdateOptions) -> DeviceConfig:
+    """The device's configuration with this run's repository (``options.repo_url``)."""
+    if options.repo_url is None:
+        return dev.config
+    return replace(dev.config, repo_url=options.repo_url)
 
 
 def _update(
@@ -320,10 +345,11 @@ def _update(
         other=None if prev is None else Installed(prev.version, prev.image),
     )
     overridden = options.override_waves
+    config = _config(dev, options)
     with TufClient(
         dev.paths,
-        dev.config.metadata_url,
-        dev.config.targets_url,
+        config.metadata_url,
+        config.targets_url,
         dev.disk,
         now=now,
         fetcher=fetcher,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from repo.errors import UsageError
 
 FAULTS = ("connection-cut", "power-cut", "health-check", "offline")
+#: what the operator does (``signer.fleet.simulate``'s docstring)
+SCENARIOS = ("update", "halt", "recall")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class SimConfig:
     #: files in each image's tree (0: as many as fit the image size comfortably)
     image_files: int = 0
     sample_every: float = 0.5
+    scenario: str = "update"
+    #: release 2.0 in these waves (``--waves`` syntax); None: the scenario's own
+    waves: str | None = None
 
     @property
     def files(self) -> int:
@@ -37,6 +42,10 @@ class SimConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 100_000:
             raise UsageError(f"--devices: expected 1..100000, found {self.devices}")
+        if self.scenario not in SCENARIOS:
+            raise UsageError(
+                f"--scenario: expected one of {list(SCENARIOS)}, found {self.scenario!r}"
+            )
         if not 1 <= self.workers <= 256:
             raise UsageError(f"--workers: expected 1..256, found {self.workers}")
         unknown = [k for k, _ in self.faults if k not in FAULTS]

@@ -30,6 +30,8 @@ def render(summary: FleetSummary, *, title: str = "otakit fleet run") -> str:
         ("devices", f"{s.devices}"),
         (f"on the new version {s.new_version}", f"{s.on_new}"),
         ("rolled back to the version they ran", f"{s.rolled_back}"),
+        ("back on the version they ran, after a recall", f"{s.recalled}"),
+        (f"never started {s.new_version} (waves, halt, recall)", f"{s.not_started}"),
         ("on neither", f"{s.on_neither}"),
         ("bytes served", _bytes(s.bytes_served)),
         ("bound (deltas + full images for devices without a base)", _bytes(s.bytes_bound)),

@@ -38,6 +38,11 @@ class FleetSummary:
     bytes_bound: int
     wall_s: float
     samples: tuple[Sample, ...] = field(default=())
+    #: back on the version they ran before, after a recall
+    recalled: int = 0
+    #: still on the version they ran, never having started the new one (waves, a halt or a
+    #: recall held them back)
+    not_started: int = 0
 
     @property
     def devices_per_minute(self) -> float:
@@ -50,6 +55,8 @@ class FleetSummary:
             "old_version": self.old_version,
             "on_new": self.on_new,
             "rolled_back": self.rolled_back,
+            "recalled": self.recalled,
+            "not_started": self.not_started,
             "on_neither": self.on_neither,
             "rollback_reasons": dict(self.rollback_reasons),
             "failures_by_kind": dict(self.failures_by_kind),

@@ -16,16 +16,32 @@ Injected faults, each on its own share of devices chosen from the seed:
   the boot backend falls back once the trial's tries run out;
 * ``offline``: it comes online only after the rest of the fleet is done.
 
+Scenarios (``SimConfig.scenario``) add the fleet controls, each a real signed change to the
+repository the devices read, on a simulated clock (devices check at each wave's opening; the
+time is passed to the device code, nothing waits for hours):
+
+* ``update``: 2.0 for the whole fleet at once (or in ``SimConfig.waves``);
+* ``halt``: 2.0 in waves, and its image fails the health check on *every* device: the first
+  wave's devices roll back, report, and ``otakit rollout gate`` (``repo.rollout.gate``) halts
+  the release from those reports; no later device starts it;
+* ``recall``: 2.0 in waves; once the first wave runs it, ``otakit rollout recall`` brings
+  each of those devices back to the image in its other slot (no download), and no later
+  device starts it.
+
 A share of devices starts on an older version that no delta was published for, so the run
 mixes delta and full downloads. The outcome per device is checked, not assumed: ``on_new``
 is the new version booted and committed with the running slot hashing to its signed hash,
 ``rolled_back`` is the starting version booted and committed with the new one recorded as
-failed, and everything else is ``on_neither`` (must be zero). The repository is signed with
+failed, ``recalled`` is an older version again after a recall, ``not_started`` is an older
+version with 2.0 never attempted (held back by waves, a halt or a recall; a device on 0.9
+takes 1.0 meanwhile, the newest release it may start), and
+everything else is ``on_neither`` (must be zero). The repository is signed with
 throwaway demo keys made for the run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -41,13 +57,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from repo.errors import LocalError, UsageError
+from repo.fleet_reports import store_report
+from repo.keys import KeyConfig
 from repo.nginx import Served, nginx_serving, served_requests
 from repo.repository import init as repo_init
+from repo.rollout import Publisher, gate, recall
+from repo.rollout_spec import parse_waves
 from signer.delta.release import delta_builder
 from signer.demo import health_check
 from signer.demo_image import DemoImageSpec, build_image
@@ -59,17 +79,22 @@ from signer.release import release
 from verifier.artifact import ImageVersion
 from verifier.bootctl.file import FileBootControl
 from verifier.device import Device, init_device, mark_good
+from verifier.device_report import device_report
 from verifier.effects import RealDisk
 from verifier.errors import NothingToDoError, OtakitError, TransportError
 from verifier.report import status, verify_installed
+from verifier.rollout import RolloutPolicy
 from verifier.state import DeviceConfig
-from verifier.update import UpdateOptions, update
+from verifier.update import UpdateOptions, UpdateResult, update
 
 PRODUCT = "sim-gateway"
 HARDWARE = "sim-board"
 OLD, NEW, OLDER = "1.0", "2.0", "0.9"
 _ATTEMPTS = 12
 _TRIES = 2
+#: the gate of the ``halt`` scenario: more than this share of the devices that tried 2.0
+#: failed on it
+GATE_RATE = 0.5
 
 Say = Callable[[str], None]
 
@@ -84,6 +109,23 @@ class _Device:
     reason: str = ""
     kind: str = ""
     failures: Counter[str] = field(default_factory=Counter)
+    #: it started 2.0 (a slot written or resumed for it)
+    attempted: bool = False
+    #: a recall moved it (switch back, or an install of a good version)
+    recalled: bool = False
+    #: how: "switch" (the other slot's image, nothing downloaded) or "install"
+    recall_kind: str = ""
+    dev: Device | None = None
+
+
+@dataclass(frozen=True)
+class _Round:
+    """All devices (of ``who``) run one cycle at ``at`` after the start, on the simulated
+    clock; then the operator's ``action`` (if any) is signed into the repository."""
+
+    at: timedelta
+    who: str  # "online" or "all"
+    action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +137,14 @@ class SimRun:
     full_downloads: int
     metadata_bytes: int
     workdir: Path
+    scenario: str = "update"
+    #: what the scenario's operator action signed ("" for none), and what followed it
+    action: str = ""
+    #: targets bytes served after the action, by version ({"2.0": 0}: nobody fetched the
+    #: halted or recalled release; a device from 0.9 may still take 1.0)
+    bytes_after_action: dict[str, int] = field(default_factory=dict)
+    #: how the recalled devices went back: "switch" (no download) or "install" -> devices
+    recall_kinds: dict[str, int] = field(default_factory=dict)
 
 
 def simulate(
@@ -111,8 +161,11 @@ def simulate(
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(config.seed)
     now = datetime.now(UTC)
-    repo_dir, images, sizes = _publish(config, workdir, now, say)
+    waves = config.waves or _SCENARIO_WAVES.get(config.scenario)
+    policy = None if waves is None else parse_waves(waves, now.replace(microsecond=0))
+    repo_dir, keyconf, images, sizes = _publish(config, workdir, now, waves, say)
     fleet = _assign(config, rng)
+    rounds = _rounds(config, policy)
     say(
         f"[fleet] {config.devices} devices ({sum(d.base == OLDER for d in fleet)} on {OLDER}, "
         f"no delta for them), faults: "
@@ -140,42 +193,64 @@ def simulate(
             urlsplit(url).port or 80, config.cut_rate, random.Random(config.seed + 1)
         ) as (proxy, cut),
     ):
-        setup = _DeviceSetup(workdir / "devices", repo_dir, images, url, proxy)
-        online = [d for d in fleet if d.fault != "offline"]
-        late = [d for d in fleet if d.fault == "offline"]
+        setup = _DeviceSetup(
+            workdir / "devices", repo_dir, images, url, proxy, config.seed, workdir / "reports"
+        )
+        setup.reports.mkdir(parents=True, exist_ok=True)
+        action, action_at = "", None
         with ThreadPoolExecutor(config.workers, thread_name_prefix="device") as pool:
-            for batch in (online, late):
-                list(pool.map(lambda d: _run_device(setup, d, config, mark), batch))
+            list(pool.map(lambda d: _start_device(setup, d), fleet))
+            for r in rounds:
+                at = now + r.at
+                who = [
+                    d
+                    for d in fleet
+                    if d.dev is not None and (r.who == "all" or d.fault != "offline")
+                ]
+                list(pool.map(lambda d, at=at: _run_round(setup, d, config, at, mark), who))
+                if r.action is not None:
+                    action = _act(r.action, setup, keyconf, fleet, at, say)
+                    action_at = time.time()
+            list(pool.map(lambda d: _finish(d), fleet))
         wall = time.monotonic() - t0
     served = served_requests(nginx_dir)
     start_wall = time.time() - (time.monotonic() - t0)
     target_bytes = sum(r.body_bytes for r in served if r.path.startswith("/targets/"))
     metadata_bytes = sum(r.body_bytes for r in served if r.path.startswith("/metadata/"))
     outcomes = Counter(d.outcome for d in fleet)
-    # what the fleet had to fetch at least: a delta for each device on 1.0, the full image
-    # for each on 0.9 (no delta from it was published)
-    bound = sum(sizes["delta"] if d.base == OLD else sizes["full"] for d in fleet)
+    # what the fleet had to fetch at least: a delta for each device on 1.0 that started 2.0,
+    # the full image for each on 0.9 (no delta from it was published)
+    bound = sum(sizes["delta"] if d.base == OLD else sizes["full"] for d in fleet if d.attempted)
+    after: Counter[str] = Counter()
+    if action_at is not None:
+        for req in served:
+            if req.path.startswith("/targets/") and req.at > action_at:
+                after[req.path.split("/")[3]] += req.body_bytes  # /targets/PRODUCT/VERSION/…
     summary = FleetSummary(
         devices=config.devices,
         new_version=NEW,
         old_version=OLD,
         on_new=outcomes["on_new"],
         rolled_back=outcomes["rolled_back"],
-        on_neither=config.devices - outcomes["on_new"] - outcomes["rolled_back"],
+        on_neither=config.devices
+        - sum(outcomes[k] for k in ("on_new", "rolled_back", "recalled", "not_started")),
+        recalled=outcomes["recalled"],
+        not_started=outcomes["not_started"],
         rollback_reasons=dict(Counter(d.reason for d in fleet if d.outcome == "rolled_back")),
         failures_by_kind={
             **({"connection-cut (injected resets)": cut.cut} if cut.cut else {}),
             **dict(sum((d.failures for d in fleet), Counter())),
         },
         bytes_served=target_bytes,
-        bytes_all_full=sizes["full"] * config.devices,
+        bytes_all_full=sizes["full"] * sum(d.attempted for d in fleet),
         bytes_bound=bound,
         wall_s=wall,
         samples=_samples(events, served, start_wall, wall, config.sample_every),
     )
     say(
         f"[fleet] done in {wall:.1f} s: {summary.on_new} on {NEW}, {summary.rolled_back} rolled "
-        f"back, {summary.on_neither} on neither; {cut.cut} of {cut.connections} proxied "
+        f"back, {summary.recalled} recalled, {summary.not_started} never started {NEW}, "
+        f"{summary.on_neither} on neither; {cut.cut} of {cut.connections} proxied "
         "connections cut"
     )
     return SimRun(
@@ -186,6 +261,10 @@ def simulate(
         sum(d.kind == "full" for d in fleet),
         metadata_bytes,
         workdir,
+        config.scenario,
+        action,
+        dict(after),
+        dict(Counter(d.recall_kind for d in fleet if d.recalled)),
     )
 
 
@@ -211,9 +290,25 @@ def _sbin(name: str) -> str | None:
     return None
 
 
+#: the waves a scenario releases 2.0 in, unless ``SimConfig.waves`` says otherwise
+_SCENARIO_WAVES = {"halt": "10%@0,100%@1h", "recall": "25%@0,100%@1h"}
+
+
+def _rounds(config: SimConfig, policy: RolloutPolicy | None) -> list[_Round]:
+    """A cycle at each wave's opening (one at the start without waves), the scenario's
+    action after the first, and a last one for everyone, the late devices included."""
+    action = {"halt": "gate", "recall": "recall"}.get(config.scenario)
+    opens = sorted({w.after for w in policy.waves}) if policy else [timedelta(0)]
+    rounds = [
+        _Round(at + timedelta(seconds=1), "online", action if i == 0 else None)
+        for i, at in enumerate(opens)
+    ]
+    return [*rounds, _Round(opens[-1] + timedelta(minutes=10), "all")]
+
+
 def _publish(
-    config: SimConfig, workdir: Path, now: datetime, say: Say
-) -> tuple[Path, dict[str, Path], dict[str, int]]:
+    config: SimConfig, workdir: Path, now: datetime, waves: str | None, say: Say
+) -> tuple[Path, KeyConfig, dict[str, Path], dict[str, int]]:
     keyconf = generate_demo_keys(workdir / "keys")
     repo_dir = workdir / "repository"
     repo_init(repo_dir, keyconf, now)
@@ -233,6 +328,8 @@ def _publish(
         r = release(
             repo_dir, keyconf, PRODUCT, version, images[version], [HARDWARE], now,
             extra_builder=delta_builder(max_bases=1),
+            waves=waves if version == NEW else None,
+            rollout_start=now.replace(microsecond=0) if waves and version == NEW else None,
         )  # fmt: skip
         for a in r.artifacts:
             if version == NEW:
@@ -241,7 +338,7 @@ def _publish(
         f"[publisher] released {OLDER}, {OLD}, {NEW} ({config.image_size >> 20} MiB images); "
         f"{NEW}: full {sizes['full']} bytes, delta from {OLD} {sizes['delta']} bytes"
     )
-    return repo_dir, images, sizes
+    return repo_dir, keyconf, images, sizes
 
 
 def _assign(config: SimConfig, rng: random.Random) -> list[_Device]:
@@ -265,23 +362,100 @@ class _DeviceSetup:
     images: dict[str, Path]
     url: str
     proxy_url: str
+    seed: int
+    reports: Path
 
 
-def _run_device(
-    setup: _DeviceSetup, d: _Device, config: SimConfig, mark: Callable[[_Device, str], None]
-) -> None:
-    """One device's whole story; never raises (a crash of the harness is an outcome too)."""
+def _guarded(d: _Device, work: Callable[[], None]) -> None:
+    """Run one step of a device's story; never raises (a harness crash is an outcome)."""
+    if d.outcome == "error":
+        return
     try:
-        dev = _init(setup, d)
-        mark(d, "updating")
-        _update(dev, d, config)
-        _boot_and_check(dev, d)
-        _judge(dev, d)
+        work()
     except OtakitError as e:
         d.outcome, d.reason = "error", f"{e.kind()}: {e.message}"
     except Exception as e:
         d.outcome, d.reason = "error", f"harness: {type(e).__name__}: {e}"
-    mark(d, {"on_new": NEW, "rolled_back": d.base}.get(d.outcome, "failed"))
+
+
+def _start_device(setup: _DeviceSetup, d: _Device) -> None:
+    def work() -> None:
+        d.dev = _init(setup, d)
+
+    _guarded(d, work)
+
+
+def _run_round(
+    setup: _DeviceSetup,
+    d: _Device,
+    config: SimConfig,
+    now: datetime,
+    mark: Callable[[_Device, str], None],
+) -> None:
+    """One check of the device at ``now``: update if it may, then boot, health check,
+    commit; its report goes to the reports directory (what ``fleet collect`` keeps)."""
+
+    def work() -> None:
+        dev = d.dev
+        assert dev is not None
+        mark(d, "updating")
+        result = _update(dev, d, config, now)
+        if result is not None:
+            if result.recall is not None or result.kind == "switch":
+                d.recalled = True
+                d.recall_kind = "switch" if result.kind == "switch" else "install"
+            elif result.version == ImageVersion.parse(NEW):
+                d.attempted = True
+            _boot_and_check(dev, d, config)
+        body = json.dumps(device_report(dev, now, device_id=f"sim-{d.index:05d}").data)
+        store_report(setup.reports, body.encode())
+
+    _guarded(d, work)
+    mark(d, _label(d))
+
+
+def _label(d: _Device) -> str:
+    if d.outcome == "error":
+        return "failed"
+    st = d.dev.boot.read() if d.dev is not None else None
+    if st is None:
+        return "failed"
+    rec = d.dev.journal().slot(st.booted) if d.dev is not None else None
+    return str(rec.version) if rec is not None else "failed"
+
+
+def _finish(d: _Device) -> None:
+    def work() -> None:
+        assert d.dev is not None
+        _judge(d.dev, d)
+
+    _guarded(d, work)
+
+
+def _act(
+    action: str,
+    setup: _DeviceSetup,
+    keyconf: KeyConfig,
+    fleet: list[_Device],
+    now: datetime,
+    say: Say,
+) -> str:
+    """The operator's signed change after the first wave (real publisher code)."""
+    pub = Publisher(keyconf)
+    at = max(now, datetime.now(UTC))  # never before the release, whatever the sim clock
+    if action == "gate":
+        g = gate(
+            setup.repo_dir, PRODUCT, NEW, setup.reports, at, pub,
+            max_failure_rate=GATE_RATE, min_reports=1,
+        )  # fmt: skip
+        say(f"[operator] otakit rollout gate: {g.text()}")
+        return "halted by the gate" if g.tripped else "gate not tripped"
+    if action == "recall":
+        recall(setup.repo_dir, PRODUCT, NEW, "simulated recall after the first wave", at, pub)
+        moved = sum(d.attempted for d in fleet)
+        say(f"[operator] otakit rollout recall {PRODUCT} {NEW} ({moved} devices run it)")
+        return "recalled"
+    raise UsageError(f"scenario action: expected 'gate' or 'recall', found {action!r}")
 
 
 def _init(setup: _DeviceSetup, d: _Device) -> Device:
@@ -293,24 +467,31 @@ def _init(setup: _DeviceSetup, d: _Device) -> Device:
         f.truncate(slot_a.stat().st_size)
     url = setup.proxy_url if d.fault == "connection-cut" else setup.url
     config = DeviceConfig(url, PRODUCT, HARDWARE, slot_a, slot_b, "file", (), _TRIES)
+    seeds = random.Random(setup.seed * 104729 + d.index)  # the fleet's places, from the seed
     return init_device(
         home / "state",
         RealDisk(),
         config,
         root=(setup.repo_dir / "metadata" / "1.root.json").read_bytes(),
         installed_version=ImageVersion.parse(d.base),
+        token=seeds.randbytes,
     )
 
 
-def _update(dev: Device, d: _Device, config: SimConfig) -> None:
+def _update(dev: Device, d: _Device, config: SimConfig, now: datetime) -> UpdateResult | None:
+    """One check: the update it made (None: nothing to do: waves, halt, nothing newer)."""
     rng = random.Random(config.seed * 7919 + d.index)
-    if d.fault == "power-cut" and _killed_update(dev.paths.root, rng):
+    if (
+        d.fault == "power-cut"
+        and not d.failures["power-cut"]
+        and _killed_update(dev.paths.root, rng)
+    ):
         d.failures["power-cut"] += 1
     for _ in range(_ATTEMPTS):
         try:
             result = update(
                 dev,
-                datetime.now(UTC),
+                now,
                 options=UpdateOptions(ignore_backoff=True),
                 rand=random.Random(d.index).random,
             )
@@ -319,13 +500,17 @@ def _update(dev: Device, d: _Device, config: SimConfig) -> None:
             # is set for the next boot (``in_trial`` would only be true after that boot)
             if dev.boot.read().trial is not None:
                 d.kind = d.kind or "resumed"
-                return
-            raise
+                d.attempted = True
+                _boot_and_check(dev, d, config)
+            return None
         except TransportError:
             d.failures["update cycle failed: transport"] += 1
             continue
-        d.kind = result.kind if result.kind in ("full", "delta") else "resumed"
-        return
+        if result.kind in ("full", "delta"):
+            d.kind = result.kind
+        elif result.kind != "switch":
+            d.kind = "resumed"
+        return result
     raise LocalError(f"device {d.index}: no update after {_ATTEMPTS} attempts")
 
 
@@ -333,7 +518,7 @@ def _killed_update(state: Path, rng: random.Random) -> bool:
     """Run ``otakit-device update`` as a process and SIGKILL it part-way; True if it died."""
     argv = [
         sys.executable, "-c", "import verifier.entry as e; e.main()",
-        "--state", str(state), "update", "--now",
+        "--state", str(state), "update",
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(rng.uniform(0.3, 1.5))
@@ -343,13 +528,19 @@ def _killed_update(state: Path, rng: random.Random) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
-def _boot_and_check(dev: Device, d: _Device) -> None:
-    """Reboot into the trial; commit when healthy, else reboot until the backend falls back."""
+def _boot_and_check(dev: Device, d: _Device, config: SimConfig) -> None:
+    """Reboot into the trial; commit when healthy, else reboot until the backend falls back.
+
+    2.0 fails its health check on the devices with that fault, and on every device in the
+    ``halt`` scenario (a bad release); an image a recall switched back to is healthy."""
     boot = dev.boot
     if not isinstance(boot, FileBootControl):
         raise LocalError("the simulator's devices use the file boot backend")
     st = boot.boot()
-    healthy = d.fault != "health-check" and health_check(dev.config.slot_path(st.booted))
+    rec = dev.journal().slot(st.booted)
+    on_new = rec is not None and rec.version == ImageVersion.parse(NEW)
+    bad = on_new and (d.fault == "health-check" or config.scenario == "halt")
+    healthy = not bad and health_check(dev.config.slot_path(st.booted))
     if healthy:
         mark_good(dev, datetime.now(UTC))
         return
@@ -371,9 +562,16 @@ def _judge(dev: Device, d: _Device) -> None:
         d.reason = f"running {running}, in trial {st.boot.in_trial}, hash matches {drift.ok}"
     elif running == NEW:
         d.outcome = "on_new"
-    elif running == d.base and st.journal.last_failure is not None:
+    elif running in (OLDER, OLD) and d.recalled:
+        d.outcome = "recalled"
+    elif running in (OLDER, OLD) and d.attempted and st.journal.last_failure is not None:
+        # back where it was; a device from 0.9 may then have taken 1.0 (2.0 halted)
         d.outcome = "rolled_back"
         d.reason = st.journal.last_failure.reason.split(":")[0]
+    elif running in (OLDER, OLD) and not d.attempted:
+        # held back from 2.0 (waves, halt, recall); a device on 0.9 may have taken 1.0,
+        # the newest release it was allowed to start
+        d.outcome = "not_started"
     else:
         d.outcome, d.reason = "neither", f"running {running}"
 

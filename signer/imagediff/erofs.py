@@ -14,7 +14,6 @@ Every offset and length read from the image is checked before use, as in ``ext4.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import struct
@@ -24,15 +23,13 @@ from typing import Final
 from repo.errors import ImageFormatError
 from signer.imagediff.entry import (
     CHUNK,
-    KEEP_MAX,
     KIND_OF_MODE,
     Entry,
     Listing,
-    hash_chunks,
-    join,
     unread_symlink,
     xattr_value,
 )
+from signer.imagediff.inodetree import MAX_PATH, file_sha256, walk
 from signer.imagediff.source import ReadOptions, open_image
 from verifier.imagetype import u16, u32, u64
 
@@ -62,8 +59,6 @@ _XATTR_PREFIX: Final = {
     5: "lustre.",
     6: "security.",
 }
-_MAX_PATH: Final = 4096
-_MAX_DEPTH: Final = 1024
 
 
 class _Inode:
@@ -87,10 +82,10 @@ class ErofsReader:
         self._fd, self._length, self._what = fd, length, what
         sb = self._pread(_SB_OFFSET, 128)
         if u32(sb, 0) != _MAGIC:
-            raise self._bad("no EROFS superblock magic at offset 1024")
+            raise self.bad("no EROFS superblock magic at offset 1024")
         bits = sb[12]
         if not 9 <= bits <= 16:
-            raise self._bad(f"block size 1 << {bits} (expected 512 B .. 64 KiB)")
+            raise self.bad(f"block size 1 << {bits} (expected 512 B .. 64 KiB)")
         self.bs = 1 << bits
         self.root_nid = u16(sb, 14)
         self.blocks = u32(sb, 36)
@@ -99,12 +94,12 @@ class ErofsReader:
         incompat = u32(sb, 80)
         for flag, name in _INCOMPAT_NAMES.items():
             if incompat & flag:
-                raise self._bad(f"uses {name}, which this reader does not support")
+                raise self.bad(f"uses {name}, which this reader does not support")
         if incompat & ~(_INCOMPAT_OK | sum(_INCOMPAT_NAMES)):
-            raise self._bad(f"unknown incompatible features {incompat:#x}")
+            raise self.bad(f"unknown incompatible features {incompat:#x}")
         self.end = self.blocks * self.bs
         if self.blocks == 0 or self.end > length:
-            raise self._bad(
+            raise self.bad(
                 f"the superblock says {self.end} bytes, the file has {length}: truncated"
             )
         # each data block is read about once; shared or looping pointers run out of budget
@@ -112,7 +107,7 @@ class ErofsReader:
         self._zero_budget = 16 * self.end + (1 << 30)
         self._hashes: dict[int, str] = {}
 
-    def _bad(self, why: str) -> ImageFormatError:
+    def bad(self, why: str) -> ImageFormatError:
         return ImageFormatError(
             f"{self._what}: not a readable erofs image: {why}",
             hint="the image is corrupt or truncated; check it with fsck.erofs",
@@ -120,10 +115,10 @@ class ErofsReader:
 
     def _pread(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self._length:
-            raise self._bad(f"a read of {length} bytes at {offset} is beyond the end of the file")
+            raise self.bad(f"a read of {length} bytes at {offset} is beyond the end of the file")
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
-            raise self._bad(f"short read at {offset}")
+            raise self.bad(f"short read at {offset}")
         return data
 
     def _read(self, offset: int, length: int, shared: bool = False) -> bytes:
@@ -131,13 +126,13 @@ class ErofsReader:
         walk's budget. Chunks may be ``shared`` (mkfs.erofs stores identical chunks once):
         those count against the byte budget of sparse and deduplicated content instead."""
         if offset < 0 or offset + length > self.end:
-            raise self._bad(f"{length} bytes at {offset} are outside the filesystem")
+            raise self.bad(f"{length} bytes at {offset} are outside the filesystem")
         if shared:
             self._spend(length)
         else:
             self._budget -= -(-length // self.bs)
             if self._budget < 0:
-                raise self._bad(
+                raise self.bad(
                     "the walk reads more blocks than the filesystem holds (shared or looping data)"
                 )
         return self._pread(offset, length)
@@ -145,14 +140,14 @@ class ErofsReader:
     def _spend(self, n: int) -> None:
         self._zero_budget -= n
         if self._zero_budget < 0:
-            raise self._bad("sparse or shared chunks hold more data than this reader will hash")
+            raise self.bad("sparse or shared chunks hold more data than this reader will hash")
 
     # --- inodes ------------------------------------------------------------------------------
 
     def inode(self, nid: int) -> _Inode:
         at = self.meta + 32 * nid
         if at + 32 > self.end:
-            raise self._bad(f"inode {nid} is outside the filesystem")
+            raise self.bad(f"inode {nid} is outside the filesystem")
         head = self._pread(at, 32)
         fmt = u16(head, 0)
         extended = fmt & 1
@@ -160,7 +155,7 @@ class ErofsReader:
         node.nid, node.at, node.layout = nid, at, (fmt >> 1) & 0x7
         if extended:
             if at + 64 > self.end:
-                raise self._bad(f"inode {nid} is outside the filesystem")
+                raise self.bad(f"inode {nid} is outside the filesystem")
             raw = self._pread(at, 64)
             node.size, node.uid, node.gid = u64(raw, 8), u32(raw, 24), u32(raw, 28)
             isize = 64
@@ -173,7 +168,7 @@ class ErofsReader:
         icount = u16(raw, 2)
         node.meta_end = at + isize + (12 + 4 * (icount - 1) if icount else 0)
         if node.meta_end > self.end:
-            raise self._bad(f"inode {nid}: its xattrs run past the filesystem")
+            raise self.bad(f"inode {nid}: its xattrs run past the filesystem")
         return node
 
     # --- data --------------------------------------------------------------------------------
@@ -181,11 +176,11 @@ class ErofsReader:
     def _chunks(self, node: _Inode) -> Iterator[bytes]:
         """The content in pieces of at most ``CHUNK`` bytes, holes as zeros."""
         if node.layout in (_COMPRESSED_FULL, _COMPRESSED_COMPACT):
-            raise self._bad(
+            raise self.bad(
                 f"inode {node.nid} is compressed; this reader reads uncompressed erofs only"
             )
         if node.size > self.end and node.layout != _CHUNKED:
-            raise self._bad(f"inode {node.nid}: size {node.size} exceeds the filesystem")
+            raise self.bad(f"inode {node.nid}: size {node.size} exceeds the filesystem")
         if node.layout == _PLAIN:
             yield from self._span(node.raw_u * self.bs, node.size)
         elif node.layout == _INLINE:
@@ -196,12 +191,12 @@ class ErofsReader:
             if tail:
                 # the tail is packed right after the inode and must not cross a block
                 if node.meta_end % self.bs + tail > self.bs:
-                    raise self._bad(f"inode {node.nid}: inline data crosses a block boundary")
+                    raise self.bad(f"inode {node.nid}: inline data crosses a block boundary")
                 yield self._read(node.meta_end, tail)
         elif node.layout == _CHUNKED:
             yield from self._chunked(node)
         else:
-            raise self._bad(f"inode {node.nid}: unknown data layout {node.layout}")
+            raise self.bad(f"inode {node.nid}: unknown data layout {node.layout}")
 
     def _span(self, offset: int, length: int, shared: bool = False) -> Iterator[bytes]:
         done = 0
@@ -224,7 +219,7 @@ class ErofsReader:
         for i in range(count):
             addr = u32(table, i * size + 4) if wide else u32(table, i * size)
             if wide and u16(table, i * size + 2):
-                raise self._bad(f"inode {node.nid}: data on an extra device")
+                raise self.bad(f"inode {node.nid}: data on an extra device")
             n = min(chunk, left)
             if addr == _NULL_ADDR:
                 done = 0
@@ -239,7 +234,7 @@ class ErofsReader:
 
     def _content(self, node: _Inode, limit: int) -> bytes:
         if node.size > limit:
-            raise self._bad(f"inode {node.nid}: {node.size} bytes where at most {limit} fit")
+            raise self.bad(f"inode {node.nid}: {node.size} bytes where at most {limit} fit")
         return b"".join(self._chunks(node))
 
     # --- extended attributes -----------------------------------------------------------------
@@ -253,7 +248,7 @@ class ErofsReader:
         found: dict[str, bytes] = {}
         off = 12
         if off + 4 * shared > len(body):
-            raise self._bad(f"inode {node.nid}: {shared} shared xattrs do not fit")
+            raise self.bad(f"inode {node.nid}: {shared} shared xattrs do not fit")
         for i in range(shared):
             at = self.xattr + 4 * u32(body, off + 4 * i)
             head = self._read(at, 4)
@@ -268,7 +263,7 @@ class ErofsReader:
         name_len, index, value_size = region[off], region[off + 1], u16(region, off + 2)
         end = off + 4 + name_len + value_size
         if end > len(region):
-            raise self._bad(f"inode {nid}: an xattr runs past its region")
+            raise self.bad(f"inode {nid}: an xattr runs past its region")
         name = _XATTR_PREFIX.get(index, f"unknown{index}.") + region[
             off + 4 : off + 4 + name_len
         ].decode("utf-8", "backslashreplace")
@@ -277,7 +272,7 @@ class ErofsReader:
 
     # --- directories -------------------------------------------------------------------------
 
-    def _dirents(self, node: _Inode) -> Iterator[tuple[bytes, int]]:
+    def dirents(self, node: _Inode) -> Iterator[tuple[bytes, int]]:
         buf = b""
         for piece in self._chunks(node):
             buf = buf + piece if buf else piece
@@ -290,16 +285,16 @@ class ErofsReader:
 
     def _parse_block(self, block: bytes, nid: int) -> Iterator[tuple[bytes, int]]:
         if len(block) < 12:
-            raise self._bad(f"directory inode {nid}: a {len(block)}-byte directory block")
+            raise self.bad(f"directory inode {nid}: a {len(block)}-byte directory block")
         first = u16(block, 8)
         if first % 12 or not 12 <= first <= len(block):
-            raise self._bad(f"directory inode {nid}: bad first name offset {first}")
+            raise self.bad(f"directory inode {nid}: bad first name offset {first}")
         count = first // 12
         for i in range(count):
             child, nameoff = u64(block, 12 * i), u16(block, 12 * i + 8)
             end = u16(block, 12 * i + 20) if i + 1 < count else len(block)
             if not first <= nameoff < end <= len(block):
-                raise self._bad(f"directory inode {nid}: bad name at {nameoff}..{end}")
+                raise self.bad(f"directory inode {nid}: bad name at {nameoff}..{end}")
             name = block[nameoff:end]
             if i + 1 == count:
                 name = name.split(b"\0", 1)[0]  # the last name is padded to the block's end
@@ -307,26 +302,28 @@ class ErofsReader:
 
     # --- the walk ----------------------------------------------------------------------------
 
-    def _entry(self, path: str, node: _Inode, keep: frozenset[str], listing: Listing) -> Entry:
+    def entry(self, path: str, node: _Inode, keep: frozenset[str], listing: Listing) -> Entry:
         kind = KIND_OF_MODE.get(stat.S_IFMT(node.mode))
         if kind is None:
-            raise self._bad(f"{path}: inode {node.nid} has unknown file type {node.mode:o}")
+            raise self.bad(f"{path}: inode {node.nid} has unknown file type {node.mode:o}")
         xattrs = tuple(sorted((k, xattr_value(v)) for k, v in self._xattrs(node).items()))
         sha = target = None
         rdev = None
         if kind == "file":
-            if path in keep and node.size <= KEEP_MAX:
-                data = self._content(node, KEEP_MAX)
-                listing.kept[path] = data
-                sha = hashlib.sha256(data).hexdigest()
-            elif node.nid in self._hashes:
-                sha = self._hashes[node.nid]
-            else:
-                sha = self._hashes[node.nid] = hash_chunks(self._chunks(node))
-        elif kind == "symlink" and node.size > _MAX_PATH:
-            target = unread_symlink(path, node.size, _MAX_PATH, listing)
+            sha = file_sha256(
+                path,
+                node.size,
+                keep,
+                listing,
+                lambda limit: self._content(node, limit),
+                lambda: self._chunks(node),
+                self._hashes,
+                node.nid,
+            )
+        elif kind == "symlink" and node.size > MAX_PATH:
+            target = unread_symlink(path, node.size, MAX_PATH, listing)
         elif kind == "symlink":
-            target = self._content(node, _MAX_PATH).decode("utf-8", "backslashreplace")
+            target = self._content(node, MAX_PATH).decode("utf-8", "backslashreplace")
         elif kind in ("chardev", "blockdev"):
             dev = node.raw_u
             rdev = ((dev & 0xFFF00) >> 8, (dev & 0xFF) | ((dev >> 12) & 0xFFF00))
@@ -344,48 +341,7 @@ class ErofsReader:
         )
 
     def listing(self, keep: frozenset[str]) -> Listing:
-        listing = Listing()
-        root = self.inode(self.root_nid)
-        if not stat.S_ISDIR(root.mode):
-            raise self._bad("the root inode is not a directory")
-        listing.add(self._entry("/", root, keep, listing))
-        seen = {self.root_nid}
-        stack: list[tuple[str, _Inode, int]] = [("/", root, 0)]
-        while stack:
-            path, node, depth = stack.pop()
-            names: set[bytes] = set()
-            for raw_name, child in self._dirents(node):
-                if raw_name in (b".", b".."):
-                    continue
-                name = raw_name.decode("utf-8", "backslashreplace")
-                child_path = join(path, name)
-                if b"/" in raw_name or b"\0" in raw_name or not raw_name:
-                    listing.unsafe.append(f"{child_path!r}: an empty name or one with '/'")
-                    continue
-                if raw_name in names:
-                    listing.unsafe.append(f"{child_path}: a second entry of the same name")
-                    continue
-                names.add(raw_name)
-                if len(child_path) > _MAX_PATH or depth >= _MAX_DEPTH:
-                    listing.unsafe.append(f"{child_path[:200]}...: path too long or too deep")
-                    continue
-                cnode = self.inode(child)
-                if stat.S_ISDIR(cnode.mode):
-                    if child in seen:
-                        listing.unsafe.append(
-                            f"{child_path}: directory inode {child} reached twice"
-                        )
-                        continue
-                    seen.add(child)
-                    if cnode.size > self.end:
-                        listing.unsafe.append(
-                            f"{child_path}: a directory of {cnode.size} bytes, larger than the "
-                            f"filesystem ({self.end} bytes): not walked"
-                        )
-                    else:
-                        stack.append((child_path, cnode, depth + 1))
-                listing.add(self._entry(child_path, cnode, keep, listing))
-        return listing
+        return walk(self, self.root_nid, self.end, keep)
 
 
 def read_erofs(path: str, opts: ReadOptions) -> Listing:

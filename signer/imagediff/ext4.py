@@ -16,7 +16,6 @@ directory reached twice (a crafted loop) or a file larger than the filesystem is
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import struct
@@ -26,15 +25,13 @@ from typing import Final
 from repo.errors import ImageFormatError
 from signer.imagediff.entry import (
     CHUNK,
-    KEEP_MAX,
     KIND_OF_MODE,
     Entry,
     Listing,
-    hash_chunks,
-    join,
     unread_symlink,
     xattr_value,
 )
+from signer.imagediff.inodetree import MAX_PATH, file_sha256, walk
 from signer.imagediff.source import ReadOptions, open_image
 from verifier.imagetype import u16, u32
 
@@ -63,8 +60,6 @@ _XATTR_PREFIX: Final = {
     7: "system.",
     8: "system.richacl",
 }
-_MAX_PATH: Final = 4096
-_MAX_DEPTH: Final = 1024
 
 
 class _Inode:
@@ -97,10 +92,10 @@ class Ext4Reader:
         self._fd, self._length, self._what = fd, length, what
         sb = self._read(_SB_OFFSET, 1024)
         if u16(sb, 0x38) != _MAGIC:
-            raise self._bad("no ext2/3/4 superblock magic at offset 1080")
+            raise self.bad("no ext2/3/4 superblock magic at offset 1080")
         log = u32(sb, 0x18)
         if log > 6:
-            raise self._bad(f"block size 1024 << {log} is beyond 64 KiB")
+            raise self.bad(f"block size 1024 << {log} is beyond 64 KiB")
         self.bs = 1024 << log
         self.inodes_count = u32(sb, 0)
         self.first_data_block = u32(sb, 0x14)
@@ -118,7 +113,7 @@ class Ext4Reader:
                 or self.desc_size > 1024
                 or self.desc_size & (self.desc_size - 1)
             ):
-                raise self._bad(f"group descriptor size {self.desc_size} (expected 64..1024)")
+                raise self.bad(f"group descriptor size {self.desc_size} (expected 64..1024)")
         else:
             self.desc_size = 32
         self.blocks = blocks
@@ -129,21 +124,21 @@ class Ext4Reader:
             (_INCOMPAT_DIRDATA, "dirdata"),
         ):
             if incompat & flag:
-                raise self._bad(f"uses the {name} feature, which this reader does not support")
+                raise self.bad(f"uses the {name} feature, which this reader does not support")
         self.filetype = bool(incompat & _INCOMPAT_FILETYPE)
         if not (128 <= self.inode_size <= self.bs and self.inode_size & (self.inode_size - 1) == 0):
-            raise self._bad(f"inode size {self.inode_size}")
+            raise self.bad(f"inode size {self.inode_size}")
         if self.blocks_per_group == 0 or self.inodes_per_group == 0 or blocks == 0:
-            raise self._bad("zero blocks or inodes per group")
+            raise self.bad("zero blocks or inodes per group")
         if self.first_data_block >= blocks:
-            raise self._bad("first data block beyond the filesystem")
+            raise self.bad("first data block beyond the filesystem")
         if blocks * self.bs > length:
-            raise self._bad(
+            raise self.bad(
                 f"the superblock says {blocks * self.bs} bytes, the file has {length}: truncated"
             )
         groups = -(-(blocks - self.first_data_block) // self.blocks_per_group)
         if self.inodes_count > groups * self.inodes_per_group or self.inodes_count < _ROOT_INO:
-            raise self._bad(f"{self.inodes_count} inodes in {groups} groups")
+            raise self.bad(f"{self.inodes_count} inodes in {groups} groups")
         gdt = self._read((self.first_data_block + 1) * self.bs, groups * self.desc_size)
         self._tables = []
         for g in range(groups):
@@ -163,7 +158,7 @@ class Ext4Reader:
 
     # --- raw access --------------------------------------------------------------------------
 
-    def _bad(self, why: str) -> ImageFormatError:
+    def bad(self, why: str) -> ImageFormatError:
         return ImageFormatError(
             f"{self._what}: not a readable ext4 image: {why}",
             hint="the image is corrupt or truncated; check it with e2fsck -fn",
@@ -171,18 +166,18 @@ class Ext4Reader:
 
     def _read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self._length:
-            raise self._bad(f"a read of {length} bytes at {offset} is beyond the end of the file")
+            raise self.bad(f"a read of {length} bytes at {offset} is beyond the end of the file")
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
-            raise self._bad(f"short read at {offset}")
+            raise self.bad(f"short read at {offset}")
         return data
 
     def _block(self, n: int, count: int = 1) -> bytes:
         if n < self.first_data_block or n + count > self.blocks:
-            raise self._bad(f"block {n} (+{count}) is outside the filesystem")
+            raise self.bad(f"block {n} (+{count}) is outside the filesystem")
         self._budget -= count
         if self._budget < 0:
-            raise self._bad(
+            raise self.bad(
                 "the walk reads more blocks than the filesystem holds "
                 "(shared or looping block pointers)"
             )
@@ -190,11 +185,11 @@ class Ext4Reader:
 
     def inode(self, ino: int) -> _Inode:
         if not 1 <= ino <= self.inodes_count:
-            raise self._bad(f"inode number {ino} out of range")
+            raise self.bad(f"inode number {ino} out of range")
         group, index = divmod(ino - 1, self.inodes_per_group)
         table = self._tables[group]
         if table < self.first_data_block or table >= self.blocks:
-            raise self._bad(f"group {group}'s inode table is outside the filesystem")
+            raise self.bad(f"group {group}'s inode table is outside the filesystem")
         # one read per inode-table block, not per inode: a directory's inodes are neighbours
         per_block = self.bs // self.inode_size
         key = table + index // per_block
@@ -222,26 +217,26 @@ class Ext4Reader:
         end = 0
         for logical, phys, count in runs:
             if logical < end:
-                raise self._bad(f"inode {node.ino}: overlapping extents")
+                raise self.bad(f"inode {node.ino}: overlapping extents")
             count = min(count, nblocks - logical)
             if count <= 0:
                 continue
             if phys >= 0 and (phys < self.first_data_block or phys + count > self.blocks):
-                raise self._bad(f"inode {node.ino}: an extent is outside the filesystem")
+                raise self.bad(f"inode {node.ino}: an extent is outside the filesystem")
             out.append((logical, phys, count))
             end = logical + count
         return out
 
     def _extents(self, node: bytes, depth: int, out: list[tuple[int, int, int]], ino: int) -> None:
         if depth > _EXT_MAX_DEPTH:
-            raise self._bad(f"inode {ino}: extent tree deeper than {_EXT_MAX_DEPTH}")
+            raise self.bad(f"inode {ino}: extent tree deeper than {_EXT_MAX_DEPTH}")
         if len(node) < 12 or u16(node, 0) != _EXT_MAGIC:
-            raise self._bad(f"inode {ino}: bad extent header")
+            raise self.bad(f"inode {ino}: bad extent header")
         entries, tree_depth = u16(node, 2), u16(node, 6)
         if 12 + 12 * entries > len(node):
-            raise self._bad(f"inode {ino}: {entries} extents do not fit their node")
+            raise self.bad(f"inode {ino}: {entries} extents do not fit their node")
         if len(out) > self.blocks:
-            raise self._bad(f"inode {ino}: more extents than blocks")
+            raise self.bad(f"inode {ino}: more extents than blocks")
         for i in range(entries):
             e = 12 + 12 * i
             if tree_depth == 0:
@@ -291,11 +286,11 @@ class Ext4Reader:
         if node.flags & _FL_INLINE:
             data = node.block + self._xattrs(node).get("system.data", b"")
             if node.size > len(data):
-                raise self._bad(f"inode {node.ino}: inline size {node.size} beyond its data")
+                raise self.bad(f"inode {node.ino}: inline size {node.size} beyond its data")
             yield data[: node.size]
             return
         if node.size > self.blocks * self.bs:
-            raise self._bad(
+            raise self.bad(
                 f"inode {node.ino}: size {node.size} exceeds the filesystem "
                 f"({self.blocks * self.bs} bytes)"
             )
@@ -325,12 +320,12 @@ class Ext4Reader:
     def _zeros(self, n: int) -> bytes:
         self._zero_budget -= n
         if self._zero_budget < 0:
-            raise self._bad("sparse files hold more zeros than this reader will hash")
+            raise self.bad("sparse files hold more zeros than this reader will hash")
         return bytes(n)
 
     def _content(self, node: _Inode, limit: int) -> bytes:
         if node.size > limit:
-            raise self._bad(f"inode {node.ino}: {node.size} bytes where at most {limit} fit")
+            raise self.bad(f"inode {node.ino}: {node.size} bytes where at most {limit} fit")
         return b"".join(self._chunks(node))
 
     # --- extended attributes -----------------------------------------------------------------
@@ -358,7 +353,7 @@ class Ext4Reader:
             value_size = u32(region, off + 8)
             name_end = off + 16 + name_len
             if name_end > len(region):
-                raise self._bad(f"inode {ino}: an xattr name runs past its region")
+                raise self.bad(f"inode {ino}: an xattr name runs past its region")
             name = _XATTR_PREFIX.get(index, f"unknown{index}.") + region[
                 off + 16 : name_end
             ].decode("utf-8", "backslashreplace")
@@ -366,13 +361,13 @@ class Ext4Reader:
                 found[name] = f"<value in inode {value_inum}>".encode()
             else:
                 if value_offs + value_size > len(values):
-                    raise self._bad(f"inode {ino}: xattr {name} value runs past its region")
+                    raise self.bad(f"inode {ino}: xattr {name} value runs past its region")
                 found[name] = values[value_offs : value_offs + value_size]
             off = (name_end + 3) & ~3
 
     # --- directories -------------------------------------------------------------------------
 
-    def _dirents(self, node: _Inode) -> Iterator[tuple[bytes, int]]:
+    def dirents(self, node: _Inode) -> Iterator[tuple[bytes, int]]:
         if node.flags & _FL_INLINE:
             data = node.block[4:] + self._xattrs(node).get("system.data", b"")
             yield from self._parse_dirents(data, node.ino)
@@ -389,17 +384,17 @@ class Ext4Reader:
             if self.bs == 65536 and rec_len in (0, 65535):
                 rec_len = 65536
             if rec_len < 8 or rec_len % 4 or off + rec_len > len(block):
-                raise self._bad(f"directory inode {ino}: bad entry length {rec_len} at {off}")
+                raise self.bad(f"directory inode {ino}: bad entry length {rec_len} at {off}")
             if child and name_len and 8 + name_len <= rec_len:
                 yield block[off + 8 : off + 8 + name_len], child
             off += rec_len
 
     # --- the walk ----------------------------------------------------------------------------
 
-    def _entry(self, path: str, node: _Inode, keep: frozenset[str], listing: Listing) -> Entry:
+    def entry(self, path: str, node: _Inode, keep: frozenset[str], listing: Listing) -> Entry:
         kind = KIND_OF_MODE.get(stat.S_IFMT(node.mode))
         if kind is None:
-            raise self._bad(f"{path}: inode {node.ino} has unknown file type {node.mode:o}")
+            raise self.bad(f"{path}: inode {node.ino} has unknown file type {node.mode:o}")
         xattrs = tuple(
             sorted((k, xattr_value(v)) for k, v in self._xattrs(node).items() if k != "system.data")
         )
@@ -413,21 +408,23 @@ class Ext4Reader:
                 f"than the filesystem ({self.blocks * self.bs} bytes)"
             )
         elif kind == "file":
-            if path in keep and node.size <= KEEP_MAX:
-                data = self._content(node, KEEP_MAX)
-                listing.kept[path] = data
-                sha = hashlib.sha256(data).hexdigest()
-            elif node.ino in self._hashes:
-                sha = self._hashes[node.ino]
-            else:
-                sha = self._hashes[node.ino] = hash_chunks(self._chunks(node))
-        elif kind == "symlink" and node.size > _MAX_PATH:
-            target = unread_symlink(path, node.size, _MAX_PATH, listing)
+            sha = file_sha256(
+                path,
+                node.size,
+                keep,
+                listing,
+                lambda limit: self._content(node, limit),
+                lambda: self._chunks(node),
+                self._hashes,
+                node.ino,
+            )
+        elif kind == "symlink" and node.size > MAX_PATH:
+            target = unread_symlink(path, node.size, MAX_PATH, listing)
         elif kind == "symlink":
             if node.size < 60 and not node.flags & (_FL_EXTENTS | _FL_INLINE):
                 raw = node.block[: node.size]
             else:
-                raw = self._content(node, _MAX_PATH)
+                raw = self._content(node, MAX_PATH)
             target = raw.decode("utf-8", "backslashreplace")
         elif kind in ("chardev", "blockdev"):
             old, new = u32(node.block, 0), u32(node.block, 4)
@@ -449,44 +446,7 @@ class Ext4Reader:
         )
 
     def listing(self, keep: frozenset[str]) -> Listing:
-        listing = Listing()
-        root = self.inode(_ROOT_INO)
-        if not stat.S_ISDIR(root.mode):
-            raise self._bad("the root inode is not a directory")
-        listing.add(self._entry("/", root, keep, listing))
-        seen = {_ROOT_INO}
-        stack: list[tuple[str, _Inode, int]] = [("/", root, 0)]
-        while stack:
-            path, node, depth = stack.pop()
-            for raw_name, child in self._dirents(node):
-                if raw_name in (b".", b".."):
-                    continue
-                name = raw_name.decode("utf-8", "backslashreplace")
-                child_path = join(path, name)
-                if b"/" in raw_name or b"\0" in raw_name:
-                    listing.unsafe.append(f"{child_path!r}: a name with '/' or NUL")
-                    continue
-                if len(child_path) > _MAX_PATH or depth >= _MAX_DEPTH:
-                    listing.unsafe.append(f"{child_path[:200]}...: path too long or too deep")
-                    continue
-                cnode = self.inode(child)
-                if stat.S_ISDIR(cnode.mode):
-                    if child in seen:
-                        listing.unsafe.append(
-                            f"{child_path}: directory inode {child} reached twice"
-                        )
-                        continue
-                    seen.add(child)
-                    if cnode.size > self.blocks * self.bs:
-                        # its entry is compared; its blocks would be read as a hole for ever
-                        listing.unsafe.append(
-                            f"{child_path}: a directory of {cnode.size} bytes, larger than the "
-                            f"filesystem ({self.blocks * self.bs} bytes): not walked"
-                        )
-                    else:
-                        stack.append((child_path, cnode, depth + 1))
-                listing.add(self._entry(child_path, cnode, keep, listing))
-        return listing
+        return walk(self, _ROOT_INO, self.blocks * self.bs, keep)
 
 
 def read_ext4(path: str, opts: ReadOptions) -> Listing:

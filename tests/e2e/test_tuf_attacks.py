@@ -566,7 +566,9 @@ def test_mix_and_match(
     proc = dev.update()
     # the file differs from the length and hashes its referrer signed (python-tuf's
     # LengthOrHashMismatchError, mapped to the download kind)
-    refused(proc, SECURITY, {*METADATA_KINDS, "target-verification"}, "length")
+    error = refused(proc, SECURITY, {*METADATA_KINDS, "target-verification"}, "length")
+    # regression (issue 9's note): the message names the file that differs
+    assert f"{new}.{role}.json from the repository" in error["message"], error
     assert dev.observed() == before
 
 

@@ -233,7 +233,7 @@ def test_publish_is_refused_with_a_forged_or_a_foreign_signature(
     shutil.copy(staged, foreign)
     sign_file(foreign, uri(keys, "targets"))  # the threshold is met ...
     _forge(foreign, 0, intruder.public_key.keyid, intruder)  # ... plus a stranger's signature
-    with pytest.raises(StagedSignatureError, match="come from keys no root lists"):
+    with pytest.raises(StagedSignatureError, match="come from keys not listed for it"):
         publish_file(foreign, live, [keys], T0)
     assert files(live) == before
 
@@ -290,7 +290,8 @@ def test_a_malformed_staged_file_is_a_usage_error(live: Path, tmp_path: Path) ->
     stage_file(live, "targets", staged, T0)
     good = raw(staged)
     cases: list[tuple[dict[str, Any], str]] = [
-        ({**good, "otakit_staged": 2}, "expected a staged change"),
+        ({**good, "otakit_staged": 3}, "expected a staged change"),
+        ({**good, "otakit_staged": 2, "delegated": []}, "only it carries"),
         ({**good, "extra": 1}, "unexpected fields"),
         ({**good, "change": "snapshot"}, "'change'"),
         ({**good, "documents": [good["documents"][0]] * 2}, "publication order"),

@@ -112,12 +112,16 @@ def test_over_http_the_report_is_the_directorys(released: Released) -> None:
 
 
 def test_a_source_fetches_only_metadata_names(released: Released) -> None:
-    for name in ("../keys/root.pem", "targets/x", "root.json", "1.root.json/..", "0.root.json"):
+    for name in (
+        "../keys/root.pem", "targets/x", "root.json", "1.root.json/..", "0.root.json",
+        "1.a/../b.json", "1..json", "1.Edge.json", "1.-x.json", "1." + "a" * 81 + ".json",
+    ):  # fmt: skip
         with pytest.raises(InvalidMetadataError, match="metadata file name"):
             check_name(name)
         with pytest.raises(InvalidMetadataError):
             LocalSource(released.repo).get(name)
     assert LocalSource(released.repo).get("9.root.json") is None
+    assert LocalSource(released.repo).get("9.edge-gw-bin-0.json") is None  # a delegated role
 
 
 def test_an_http_source_is_bounded_in_size(released: Released) -> None:

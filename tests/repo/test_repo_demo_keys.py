@@ -90,7 +90,10 @@ def _demo_lines(err: str) -> int:
     )
 
 
-COMMANDS = ("repo init", "release", "repo list", "repo status", "repo refresh", "rotate-root")
+COMMANDS = (
+    "repo init", "release", "repo list", "repo status", "repo refresh", "rotate-root",
+    "rollout status", "rollout halt",
+)  # fmt: skip
 
 
 def _warned_per_command(
@@ -121,6 +124,8 @@ def _warned_per_command(
         "repo status": ["repo", "status", repo],
         "repo refresh": ["repo", "refresh", repo, "--keys", k],
         "rotate-root": ["repo", "rotate-root", repo, "--old-keys", k, "--new-keys", k],
+        "rollout status": ["rollout", "status", repo, "p", "1"],
+        "rollout halt": ["rollout", "halt", repo, "p", "1", "--keys", k],
     }
     counts = {name: _demo_lines(_cli(capsys, *argvs[name])) for name in COMMANDS}
     # every use, not once per process; and under --json the warning is in the result too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -95,3 +96,45 @@ def test_the_command_prints_the_report_and_writes_the_page(
     data = json.loads(r.stdout)
     assert data["on_new"] == 3 and data["rolled_back"] == 1 and data["on_neither"] == 0
     assert "every device ended on one of the two versions" in html.read_text()
+
+
+ROLLOUT = SimConfig(
+    devices=20,
+    workers=4,
+    faults=(("connection-cut", 0.1), ("offline", 0.1)),
+    cut_rate=0.5,
+    image_size=2 << 20,
+    waves="30%@0,100%@1h",
+)
+
+
+def test_a_bad_release_is_halted_after_the_first_wave_and_nobody_else_starts_it(
+    tmp_path: Path,
+) -> None:
+    """The issue's scenario: 2.0 fails its health check on every device. The first wave's
+    devices roll back and report; the gate halts 2.0; the second wave (and the devices
+    that were offline) never start it; nobody ends on neither."""
+    config = dataclasses.replace(ROLLOUT, scenario="halt")
+    r = simulate(config, tmp_path, nginx=require("nginx"), say=lambda _m: None)
+    s = r.summary
+    assert r.action == "halted by the gate", r.outcomes
+    assert s.on_neither == 0 and s.on_new == 0, r.outcomes
+    assert 1 <= s.rolled_back <= 12, r.outcomes  # the first wave, about 30 % of 20
+    assert s.rolled_back + s.not_started == 20
+    assert r.bytes_after_action.get("2.0", 0) == 0  # halted: nobody fetched it after
+
+
+def test_a_recalled_release_brings_every_device_back_without_a_download(
+    tmp_path: Path,
+) -> None:
+    """2.0 recalled after its first wave: each device that runs it switches back to the
+    image in its other slot (no download), the later ones never start it."""
+    config = dataclasses.replace(ROLLOUT, scenario="recall")
+    r = simulate(config, tmp_path, nginx=require("nginx"), say=lambda _m: None)
+    s = r.summary
+    assert r.action == "recalled"
+    assert s.on_neither == 0 and s.on_new == 0, r.outcomes
+    assert s.recalled >= 1 and s.recalled + s.not_started == 20, r.outcomes
+    assert r.bytes_after_action.get("2.0", 0) == 0
+    # every device on 2.0 still had its previous image in the other slot: all switched
+    assert r.recall_kinds == {"switch": s.recalled}

@@ -37,7 +37,8 @@ def test_init_release_json_and_version_refusal(
     assert Path(art["file"]).stat().st_size == art["length"]
 
     code, out, _ = run(capsys, "repo", "list", repo, "--product", "edge-gw")
-    assert code == 0 and out == f"edge-gw\t1.2\tfull\t{art['length']}\tedge-gw/1.2/full.img.zst\n"
+    row = f"edge-gw\t1.2\tfull\t{art['length']}\tedge-gw/1.2/full.img.zst"
+    assert code == 0 and out == row + "\tlive\n"
     code, out, _ = run(capsys, "repo", "list", repo, "--json")
     assert code == 0 and json.loads(out)[0]["sha256"] == art["sha256"]
 
@@ -49,6 +50,14 @@ def test_init_release_json_and_version_refusal(
     assert "expected a version newer than the newest published (1.2)" in err
     assert "--allow-downgrade" in err
     assert "Traceback" not in err
+
+    # a withdrawn release says so in the listing (it was listed as if live before)
+    code, _, err = run(
+        capsys, "withdraw", repo, "edge-gw", "1.2", "--keys", keys, "--reason", "bad flash"
+    )
+    assert code == 0, err
+    code, out, _ = run(capsys, "repo", "list", repo)
+    assert code == 0 and out.startswith(row + "\twithdrawn 20") and out.endswith(": bad flash\n")
 
 
 def test_errors_render_once_with_family_exit_codes(

@@ -9,7 +9,7 @@ import pytest
 
 from tests.verifier.conftest import World, evolve
 from verifier.device_report import device_report
-from verifier.errors import ConfigError, TransportError
+from verifier.errors import ConfigError, TransportError, UsageError
 from verifier.state import LastCycle, load_journal
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
@@ -40,9 +40,43 @@ def test_the_report_carries_no_secret_and_no_local_path(world: World) -> None:
     text = repr(r)
     assert str(world.device().paths.root) not in text
     assert set(r) == {
-        "otakit_report", "at", "product", "hardware", "image_type", "running", "slots",
+        "otakit_report", "device_id", "at", "product", "hardware", "image_type", "running", "slots",
         "pending", "last_cycle", "last_failure", "retry", "update_in_progress",
     }  # fmt: skip
+
+
+def test_the_collector_accepts_every_report_the_device_writes(world: World) -> None:
+    """The publisher's strict reader (``repo.fleet_reports``) and the device's writer agree,
+    in each state a report can show: fresh, after a failed cycle, with an install pending."""
+    import json
+
+    from repo.fleet_reports import parse_report
+
+    def check() -> None:
+        r = device_report(world.device(), NOW, "gw-0001").data
+        assert parse_report(json.dumps(r).encode()).device_id == "gw-0001"
+        assert r["device_id"] == "gw-0001"
+
+    check()
+    world.sim.add_full(evolve(world.v1, 2), "2.0")
+    world.sim.publish()
+    world.sim.targets_offline = True
+    with pytest.raises(TransportError):
+        world.update(ignore_backoff=True)
+    check()
+    world.sim.targets_offline = False
+    world.update(ignore_backoff=True)
+    check()
+    # no id given: a one-way hash of the rollout seed, the same on every report
+    derived = device_report(world.device(), NOW).data["device_id"]
+    assert (
+        derived.startswith("seed-")
+        and derived == device_report(world.device(), NOW).data["device_id"]
+    )
+    seed = world.device().paths.rollout_seed.read_bytes()
+    assert seed.hex() not in derived
+    with pytest.raises(UsageError, match="--device-id"):
+        device_report(world.device(), NOW, "../etc")
 
 
 def test_last_cycle_round_trips() -> None:

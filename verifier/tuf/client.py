@@ -40,6 +40,7 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.updater import Updater
 
 from verifier.artifact import CUSTOM_KEY, ArtifactInfo
+from verifier.download import SignedFile
 from verifier.effects import Disk
 from verifier.errors import (
     ArtifactSchemaError,
@@ -167,13 +168,14 @@ class TufClient:
         except OtakitError:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise
+        self._metadata_fetcher = PrecheckingFetcher(self.fetcher)
         with tuf_errors("loading the trusted root"):
             self._updater = Updater(
                 str(self._scratch),
                 metadata_url,
                 str(self._scratch / "targets"),
                 self.targets_url,
-                PrecheckingFetcher(self.fetcher),
+                self._metadata_fetcher,
                 self.limits.updater_config(),
                 bootstrap=chain.newest.data,
             )
@@ -200,7 +202,7 @@ class TufClient:
         """
         load = _role_loader(self._updater)  # before any download: fails closed
         try:
-            with tuf_errors("repository metadata"):
+            with tuf_errors(self._metadata_context):
                 self._updater.refresh()
                 top = (
                     Metadata[Targets]
@@ -216,17 +218,43 @@ class TufClient:
                         if c is not None:
                             out.append(c)
         except OtakitError:
-            # Roots ngclient verified (each against its predecessor) are progress even when a
-            # later step failed: keep them, so a device far behind advances on every attempt.
-            self.store.commit_roots(self._scratch)
-            try:
-                self._advance_floor()
-            except OtakitError as e:  # the refresh failure is the news; this one is logged
-                log.warning("time floor not advanced: %s", e.message)
+            self._keep_progress()
             raise
         self.store.commit(self._scratch)
         self._advance_floor()
         return out
+
+    def _metadata_context(self) -> str:
+        last = self._metadata_fetcher.last_file
+        return "repository metadata" + (f" ({last} from the repository)" if last else "")
+
+    def refresh_target(self, path: str) -> TargetFile | None:
+        """TUF §5 refresh, then TUF's own search for ``path`` through the delegations
+        (ngclient's ``get_targetinfo``: every role on the way verified, bounded by
+        ``max_delegations``), committed as ``refresh`` commits; None if nothing signs it.
+
+        Any target, not only otakit's images (``otakit-device fetch``).
+        """
+        try:
+            with tuf_errors(self._metadata_context):
+                self._updater.refresh()
+                tf = self._updater.get_targetinfo(path)
+        except OtakitError:
+            self._keep_progress()
+            raise
+        self.store.commit(self._scratch)
+        self._advance_floor()
+        return tf
+
+    def _keep_progress(self) -> None:
+        """After a failed refresh: roots ngclient verified (each against its predecessor) are
+        progress even when a later step failed: keep them, so a device far behind advances
+        on every attempt; and the floor moves to this attempt's clock reading."""
+        self.store.commit_roots(self._scratch)
+        try:
+            self._advance_floor()
+        except OtakitError as e:  # the refresh failure is the news; this one is logged
+            log.warning("time floor not advanced: %s", e.message)
 
     def _advance_floor(self) -> None:
         """The clock reading of this attempt, capped by what is now trusted (timefloor)."""
@@ -242,12 +270,12 @@ class TufClient:
                 .signed.consistent_snapshot
             )
 
-    def target_url(self, c: Candidate) -> str:
+    def target_url(self, c: SignedFile) -> str:
         """The download URL, hash-prefixed as ngclient does with consistent snapshots."""
         return target_url(self.targets_url, c, self.consistent_snapshot())
 
 
-def target_url(targets_url: str, c: Candidate, consistent_snapshot: bool) -> str:
+def target_url(targets_url: str, c: SignedFile, consistent_snapshot: bool) -> str:
     dirname, sep, basename = c.path.rpartition("/")
     name = c.path
     if consistent_snapshot:

@@ -9,20 +9,23 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tuf.api import exceptions as tuf_exc
 from tuf.api.serialization import DeserializationError
 
 from verifier.errors import (
     InvalidMetadataError,
+    MediumError,
     MetadataError,
     OtakitError,
     StorageError,
     TargetVerificationError,
     TransportError,
+    UnsafeMirrorError,
 )
 from verifier.tuf.fetcher import CannotConnectError
+from verifier.tuf.localfetch import MediumReadError, UnsafeMirrorPathError
 
 # Used when a library exception carries no text of its own.
 _PLAIN = {
@@ -113,6 +116,18 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
         " (larger than the configured or signed maximum)",
         None,
     ),
+    (
+        MediumReadError,
+        MediumError,
+        "",
+        "nothing was changed; put the medium back (or copy the export again) and retry",
+    ),
+    (
+        UnsafeMirrorPathError,
+        UnsafeMirrorError,
+        "",
+        "the mirror holds a link or special file where a file was expected; do not trust it",
+    ),
     (tuf_exc.DownloadHTTPError, TransportError, "", _SERVER_UP),
     (CannotConnectError, TransportError, "", _SERVER_UP),
     (
@@ -127,10 +142,13 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
 )
 
 
-def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
-    """Our error for a tuf (or OS) exception, keeping its message."""
+def map_tuf_error(exc: BaseException, context: str | Callable[[], str]) -> OtakitError:
+    """Our error for a tuf (or OS) exception, keeping its message. ``context`` may be
+    computed when the failure happens (which file was being verified)."""
     if isinstance(exc, OtakitError):
         return exc
+    if callable(context):
+        context = context()
     for library, ours, suffix, hint in _MAPPING:
         if isinstance(exc, library):
             prefix = "bad signature: " if library is tuf_exc.UnsignedMetadataError else ""
@@ -139,7 +157,7 @@ def map_tuf_error(exc: BaseException, context: str) -> OtakitError:
 
 
 @contextlib.contextmanager
-def tuf_errors(context: str) -> Iterator[None]:
+def tuf_errors(context: str | Callable[[], str]) -> Iterator[None]:
     """Raise library failures inside the block as our errors, with ``context`` in front."""
     try:
         yield

@@ -11,6 +11,11 @@ Deadlines hold while a read is blocked: a watchdog timer shuts the request's soc
 the nearer deadline passes, headers included (a server can drip its status line too). Bytes
 are read with ``read1`` so a drip is seen byte by byte, not after a whole chunk.
 
+Name resolution is bounded too: ``getaddrinfo`` blocks in the C library, out of reach of
+socket timeouts and of the watchdog (there is no socket yet), so it runs on a helper thread
+and a resolver that does not answer within the connect timeout fails the connection; every
+address it returns is then tried in turn, as urllib3 itself would.
+
 Proxies come from the environment as ``urllib.request`` reads them (``http_proxy``,
 ``https_proxy``, ``all_proxy``, ``no_proxy``; lower case first), as ngclient's own fetcher
 does: a device behind a corporate proxy must not need a second configuration.
@@ -31,6 +36,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.ngclient.fetcher import FetcherInterface
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.connection import allowed_gai_family
 
 from verifier.tuf.transfer import TransferLimits, TransferMeter
 
@@ -72,6 +78,8 @@ def _connect_failure(url: str, e: urllib3.exceptions.NewConnectionError) -> Cann
     cause = e.__cause__
     if isinstance(e, urllib3.exceptions.NameResolutionError):
         reason = f"cannot resolve the host name {urllib3.util.parse_url(url).host!r}"
+        if isinstance(cause, _ResolveTimeout):
+            reason += f" ({cause})"
     elif isinstance(cause, ConnectionRefusedError):
         reason = "connection refused (nothing listens there)"
     elif isinstance(cause, OSError) and cause.strerror:
@@ -147,7 +155,66 @@ class _Watchdog:
 _ACTIVE = threading.local()
 
 
-class _WatchedConnection(HTTPConnection):
+class _ResolveTimeout(socket.gaierror):
+    """The resolver did not answer in time (a ``gaierror``, so urllib3 reports it as such)."""
+
+
+def resolve_within(host: str, port: int, seconds: float) -> list[str]:
+    """The addresses of ``host`` (in the resolver's order), or ``_ResolveTimeout`` after
+    ``seconds``. A numeric host needs no resolver. The helper thread of a resolver that hangs
+    is a daemon: it ends with the process, the device does not wait for it."""
+    with contextlib.suppress(OSError):
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.strip("[]"))
+        return [host.strip("[]")]
+    found: list[list[str]] = []
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM)
+            found.append(list(dict.fromkeys(str(info[4][0]) for info in infos)))
+        except BaseException as e:  # handed to the caller's thread
+            failed.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(seconds):
+        raise _ResolveTimeout(f"the resolver did not answer within {seconds:g} s")
+    if failed:
+        raise failed[0]
+    return found[0]
+
+
+class _BoundedResolve(HTTPConnection):
+    """Resolve the host within the connect timeout, then try each address in turn."""
+
+    def _new_conn(self) -> socket.socket:
+        host = self._dns_host
+        seconds = self.timeout if isinstance(self.timeout, int | float) else 30.0
+        try:
+            addresses = resolve_within(host, self.port or 80, seconds)
+        except socket.gaierror as e:
+            raise urllib3.exceptions.NameResolutionError(self.host, self, e) from e
+        last: Exception | None = None
+        try:
+            for address in addresses:
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (
+                    urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.TimeoutError,
+                ) as e:
+                    last = e
+        finally:
+            self._dns_host = host
+        assert last is not None  # getaddrinfo returns at least one address or raises
+        raise last
+
+
+class _WatchedConnection(_BoundedResolve):
     def getresponse(self, *args: Any, **kw: Any) -> Any:
         watch = getattr(_ACTIVE, "watch", None)
         if watch is not None:
@@ -155,7 +222,7 @@ class _WatchedConnection(HTTPConnection):
         return super().getresponse(*args, **kw)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
+class _WatchedHTTPSConnection(_BoundedResolve, HTTPSConnection):
     def getresponse(self, *args: Any, **kw: Any) -> Any:
         watch = getattr(_ACTIVE, "watch", None)
         if watch is not None:

@@ -21,6 +21,14 @@ threshold of *distinct* keys). So a refresh that verifies a new timestamp and th
 rolled-back snapshot keeps the new timestamp, as the specification says, and nothing that
 failed is ever written. The stored bytes are the bytes received.
 
+Remote metadata passes ``checks.precheck`` on its way in, as on the device (strict JSON, no
+signature listed twice, no key under two ids in a root or a delegation), so a document the
+device refuses is refused here too, before python-tuf reads it. When a new root rotates the
+timestamp or snapshot keys, the trusted timestamp and snapshot are deleted (TUF 5.3.11: the
+way out of a fast-forward attack) unless this step verified new ones. One step runs at a time
+on a metadata directory: an exclusive ``flock`` on the directory itself, so no file other than
+the metadata appears in it.
+
 Targets land in the target directory under ngclient's file name, the target path
 percent-encoded (``images/sub/a.img`` is ``images%2Fsub%2Fa.img``): one name, no
 sub-directories, nothing an untrusted path can steer (P3). A target already there and
@@ -44,12 +52,14 @@ from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 from tuf.ngclient.updater import Updater
 
 from verifier.effects import Disk, copy_stream, write_atomic
-from verifier.errors import ConfigError, OtakitError, UsageError
+from verifier.errors import ConfigError, DeviceBusyError, OtakitError, UsageError
+from verifier.locking import exclusive_lock
 from verifier.tuf import rootchain
 from verifier.tuf.checks import TOP_LEVEL_ROLES, check_signatures, parse_metadata
 from verifier.tuf.client import TufLimits, load_root_bytes
 from verifier.tuf.failures import tuf_errors
 from verifier.tuf.fetcher import HttpFetcher, OtaFetcher
+from verifier.tuf.strictfetch import PrecheckingFetcher
 
 _T = TypeVar("_T")
 
@@ -225,7 +235,7 @@ class _Session:
         metadata_url: str,
         target_base_url: str | None,
         disk: Disk,
-        fetcher: OtaFetcher,
+        fetcher: PrecheckingFetcher,
         limits: TufLimits,
         scratch: Path,
     ) -> None:
@@ -266,8 +276,10 @@ class _Session:
             trusted_name=f"trusted root {self.dir / 'root.json'}",
         )
         if chain.newest.data != self.root:
+            old = parse_metadata(self.root, "root", "trusted root").signed
             write_atomic(self.disk, self.dir / "root.json", chain.newest.data)
             self.root = chain.newest.data
+            self._forget_rotated(old, chain.newest.metadata.signed)
         if chain.stop is not None:
             raise chain.stop
         authority = chain.newest.metadata.signed
@@ -281,6 +293,24 @@ class _Session:
             write_atomic(self.disk, self.dir / role_filename(role), data)
             self.roles[role] = data
 
+    def _forget_rotated(self, old: Any, new: Any) -> None:
+        """TUF 5.3.11: timestamp and snapshot keys rotated: the trusted timestamp and
+        snapshot go, unless this step already verified new ones (they differ from the old)."""
+        rotated = any(
+            (set(old.roles[r].keyids), old.roles[r].threshold)
+            != (set(new.roles[r].keyids), new.roles[r].threshold)
+            for r in ("timestamp", "snapshot")
+        )
+        if not rotated:
+            return
+        for role in ("timestamp", "snapshot"):
+            kept = self.roles.get(role)
+            scratch = self.scratch / role_filename(role)
+            if kept is not None and (not scratch.is_file() or scratch.read_bytes() == kept):
+                self.disk.unlink(self.dir / role_filename(role))
+                del self.roles[role]
+        self.disk.fsync_dir(self.dir)
+
 
 @contextmanager
 def _session(
@@ -292,12 +322,30 @@ def _session(
     limits: TufLimits | None,
 ) -> Iterator[_Session]:
     limits = limits or TufLimits()
-    fetcher = fetcher or HttpFetcher(limits.transfer)
-    scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))  # mode 0700: private
-    try:
-        yield _Session(metadata_dir, metadata_url, target_base_url, disk, fetcher, limits, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    checked = PrecheckingFetcher(fetcher or HttpFetcher(limits.transfer))
+    with _locked(metadata_dir):
+        scratch = Path(tempfile.mkdtemp(prefix="otakit-tuf-"))  # mode 0700: private
+        try:
+            yield _Session(
+                metadata_dir, metadata_url, target_base_url, disk, checked, limits, scratch
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _locked(metadata_dir: Path) -> Iterator[None]:
+    """One step at a time per metadata directory (none yet: ``_load_trusted`` says so)."""
+    if not metadata_dir.is_dir():
+        yield
+        return
+    with exclusive_lock(
+        metadata_dir,
+        holder="another otakit-device tuf",
+        busy=DeviceBusyError,
+        cannot_open=ConfigError,
+    ):
+        yield
 
 
 def refresh(

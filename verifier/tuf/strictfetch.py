@@ -23,6 +23,10 @@ class PrecheckingFetcher(FetcherInterface):
 
     def __init__(self, inner: FetcherInterface) -> None:
         self.inner = inner
+        #: the metadata file downloaded last: ngclient verifies each file right after its
+        #: download, so a verification failure (a length or hash that differs from what the
+        #: referrer signed, expiry) is about this file, which its message does not name
+        self.last_file: str | None = None
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         return self.inner.fetch(url)
@@ -30,5 +34,6 @@ class PrecheckingFetcher(FetcherInterface):
     def download_bytes(self, url: str, max_length: int) -> bytes:
         data = self.inner.download_bytes(url, max_length)
         name = parse.unquote(parse.urlsplit(url).path.rpartition("/")[2]) or url
+        self.last_file = name
         precheck(data, f"{name} from the repository")
         return data
