@@ -306,8 +306,8 @@ def test_constructing_with_an_unknown_type_is_refused() -> None:
 
 
 def test_an_unknown_major_is_still_refused() -> None:
-    with pytest.raises(ArtifactSchemaError, match=r"major versions 1, 2, found '3\.0'"):
-        ArtifactInfo.from_custom(custom("3.0", image_type="ext4"))
+    with pytest.raises(ArtifactSchemaError, match=r"major versions 1, 2, 3, found '4\.0'"):
+        ArtifactInfo.from_custom(custom("4.0", image_type="ext4"))
 
 
 # --- the device configuration ---------------------------------------------------------------

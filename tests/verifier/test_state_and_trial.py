@@ -59,7 +59,8 @@ def _cfg(**over: Any) -> dict[str, Any]:
     [
         (_cfg(schema=2), "config schema"),
         (_cfg(extra=1), "unexpected keys"),
-        (_cfg(repo_url="file:///etc"), "http(s) URL"),
+        (_cfg(repo_url="ftp://mirror.test/otakit"), "http(s) or file:/// URL"),
+        (_cfg(repo_url="file://host/otakit"), "http(s) or file:/// URL"),  # a remote file URL
         (_cfg(product="Edge GW"), "product"),
         (_cfg(slots={"a": "/x", "b": "/x"}), "must differ"),
         (_cfg(tries=0), "1..16"),
