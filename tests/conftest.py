@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -47,3 +48,16 @@ def require(name: str) -> str:
 def require_tool() -> Callable[[str], str]:
     """``require_tool("nginx")`` returns the tool's path, or skips (fails under CI)."""
     return require
+
+
+@pytest.fixture(autouse=True)
+def _sigint_disposition_restored() -> Iterator[None]:
+    """A test that runs a CLI's ``main`` in-process leaves SIGINT ignored (``exit_with``
+    ignores it for the interpreter's shutdown), and an ignored signal stays ignored in every
+    process started later: a subprocess test sending Ctrl-C then waited in vain (the CI
+    failure of ``test_a_real_device_reports_and_rollout_status_counts_it``). Each test starts
+    with the disposition the worker had."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)
