@@ -165,6 +165,16 @@ def serve_in_thread(
     return in_thread(make_server(repo_dir, host, port, quiet=True), "otakit-repo-serve")
 
 
+def serve_until_interrupted(server: ThreadingHTTPServer, note: Callable[[str], None]) -> None:
+    """Serve in this thread until Ctrl-C (``repo serve``, ``fleet collect``); then close."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        note("stopped")
+    finally:
+        server.server_close()
+
+
 def in_thread(server: ThreadingHTTPServer, name: str) -> tuple[str, Callable[[], None]]:
     """Run ``server`` from a background thread; returns (base URL, stop function)."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)

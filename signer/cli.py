@@ -45,7 +45,7 @@ from repo.roles import ONLINE_ROLES, TOP_LEVEL_ROLES
 from repo.rollout_spec import describe as describe_waves
 from repo.rollout_spec import parse_time
 from repo.rotate import rotate_root
-from repo.serve import make_server, server_url
+from repo.serve import make_server, serve_until_interrupted, server_url
 from repo.withdraw import withdraw
 from signer.ceremony_cmd import register as register_ceremony
 from signer.cli_options import ProductKeysOpt
@@ -156,12 +156,7 @@ def repo_serve(
     server = make_server(repo, host, port)
     run.result({"url": server_url(server), "repository": str(repo)}, server_url(server))
     run.note(f"serving {repo}; press Ctrl-C to stop")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        run.note("stopped")
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, run.note)
 
 
 @repo_app.command("list", epilog=EPILOG)

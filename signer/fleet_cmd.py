@@ -137,7 +137,7 @@ def collect_cmd(
     Reports (otakit-device report --post URL/report) are unsigned information: they
     feed otakit rollout status --reports and otakit rollout gate, never a device.
     """
-    from repo.serve import server_url
+    from repo.serve import serve_until_interrupted, server_url
     from signer.fleet.collect import REPORT_PATH, make_collector
 
     run = run_state(ctx, json_out)
@@ -145,12 +145,7 @@ def collect_cmd(
     url = server_url(server)
     run.result({"url": url + REPORT_PATH, "directory": str(directory)}, url + REPORT_PATH)
     run.note(f"collecting reports into {directory}; press Ctrl-C to stop")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        run.note("stopped")
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, run.note)
 
 
 def _faults(given: list[str]) -> tuple[tuple[str, float], ...]:

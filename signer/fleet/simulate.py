@@ -415,12 +415,10 @@ def _run_round(
 
 
 def _label(d: _Device) -> str:
-    if d.outcome == "error":
+    """What the versions chart shows for the device now: the version it booted."""
+    if d.outcome == "error" or d.dev is None:
         return "failed"
-    st = d.dev.boot.read() if d.dev is not None else None
-    if st is None:
-        return "failed"
-    rec = d.dev.journal().slot(st.booted) if d.dev is not None else None
+    rec = d.dev.journal().slot(d.dev.boot.read().booted)
     return str(rec.version) if rec is not None else "failed"
 
 
