@@ -282,22 +282,7 @@ def update(
                 rand=random.SystemRandom().random,
                 token=secrets.token_bytes,
             )
-    c.run.result(
-        {
-            "event": "done",
-            "version": str(result.version),
-            "slot": result.slot,
-            "artifact": result.artifact,
-            "kind": result.kind,
-            "fell_back": result.fell_back,
-            "tries": result.tries,
-            "outcome": result.outcome,
-            "recalled": result.recall,
-            "waves_overridden": result.waves_overridden,
-            "rollout": None if result.rollout is None else result.rollout.to_dict(),
-        },
-        result.message(),
-    )
+    c.run.result(result.to_dict(), result.message())
 
 
 @app.command(epilog=EPILOG)

@@ -266,3 +266,9 @@ class UnsafeMirrorError(SecurityError):
 class NoSuchTargetError(UsageError):
     """``otakit-device fetch`` names a target that the repository does not sign (neither the
     top-level targets role nor any delegation TUF's search reaches)."""
+
+
+class MetadataRollbackError(MetadataError):
+    """The repository or medium offers metadata older than what the device already trusts
+    (a rollback or freeze attack, a stale mirror, or an export made before the device's
+    last refresh)."""

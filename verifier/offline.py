@@ -2,8 +2,11 @@
 
 The install is ``update.update`` with the export as this run's repository
 (``UpdateOptions.repo_url``): the same TUF refresh against the device's trusted metadata
-(pinned root, rollback and expiry rules, time floor), the same plan and apply path. What this
-module adds is said before and after it, never instead of a check:
+(pinned root, rollback and expiry rules, time floor), the same plan and apply path, with
+``UpdateOptions.from_medium``: the medium's metadata becomes trusted only once the install
+verified, and an export older than the device's last refresh is installed against the
+device's own unexpired metadata. What this module adds is said before and after it, never
+instead of a check:
 
 * before: the export's description (``otakit-export.json``, unsigned) names its product and
   hardware; one that is not for this device is refused at once with both named, where the
@@ -82,7 +85,9 @@ def update_from(
     fetcher: OtaFetcher | None = None,
 ) -> UpdateResult:
     """``update`` from the export or mirror at ``repo_url`` (``mirror.repo_url`` form)."""
-    options = replace(options or UpdateOptions(), repo_url=repo_url, ignore_backoff=True)
+    options = replace(
+        options or UpdateOptions(), repo_url=repo_url, ignore_backoff=True, from_medium=True
+    )
     fetcher = fetcher or fetcher_for(repo_url, options.limits.transfer)
     where = repo_url.removeprefix("file://")
     manifest = read_manifest(fetcher, repo_url)

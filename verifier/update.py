@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, cast
 
 from tuf.api import exceptions as tuf_exc
 
@@ -54,6 +54,7 @@ from verifier.errors import (
     BaseImageMismatchError,
     ConfigError,
     ImageHashMismatchError,
+    MetadataRollbackError,
     NothingToDoError,
     OtakitError,
     PreflightError,
@@ -117,6 +118,11 @@ class UpdateOptions:
     #: the repository for this run instead of the configured one: a local mirror or an
     #: export (``update --from``), as ``verifier.mirror.repo_url`` normalises it
     repo_url: str | None = None
+    #: the repository is a medium brought to the device (``update --from``): its metadata is
+    #: committed only once the install verified (a bad stick changes no trust), and a medium
+    #: older than what the device trusts is installed against the device's own unexpired
+    #: metadata (an export made before the device's last online refresh)
+    from_medium: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class UpdateResult:
     waves_overridden: bool = False
     #: the rollout decision for the version installed (None for a recall switch-back)
     rollout: RolloutDecision | None = None
+    #: what the plan came from: ``refresh`` (the repository's or medium's metadata, now
+    #: trusted) or ``trusted`` (the medium's was older: the device's own metadata)
+    planned_from: str = "refresh"
 
     @property
     def outcome(self) -> str:
@@ -141,11 +150,37 @@ class UpdateResult:
             return "recalled-switch"
         return "installed" if self.recall is None else "recalled-install"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``update --json`` result (docs/CLI.md)."""
+        return {
+            "event": "done",
+            "version": str(self.version),
+            "slot": self.slot,
+            "artifact": self.artifact,
+            "kind": self.kind,
+            "fell_back": self.fell_back,
+            "tries": self.tries,
+            "outcome": self.outcome,
+            "recalled": self.recall,
+            "waves_overridden": self.waves_overridden,
+            "rollout": None if self.rollout is None else self.rollout.to_dict(),
+            "planned_from": self.planned_from,
+        }
+
     def message(self) -> str:
         recalled = "" if self.recall is None else f"recalled: {self.recall}; "
+        trusted = (
+            "the medium's metadata is older than this device's, so the image was checked "
+            "against the device's own trusted metadata; "
+            if self.planned_from == "trusted"
+            else ""
+        )
+        return recalled + trusted + self._what()
+
+    def _what(self) -> str:
         if self.kind == "switch":
             return (
-                f"{recalled}slot {self.slot} still holds version {self.version} as signed "
+                f"slot {self.slot} still holds version {self.version} as signed "
                 f"(re-hashed, nothing downloaded); the next boot tries it ({self.tries} tries), "
                 "then run mark-good"
             )
@@ -155,7 +190,7 @@ class UpdateResult:
         if self.fell_back:
             via += " (delta failed, used the full artifact)"
         return (
-            f"{recalled}version {self.version} written to slot {self.slot} via {via} and "
+            f"version {self.version} written to slot {self.slot} via {via} and "
             f"verified; the next boot tries it ({self.tries} tries), then run mark-good"
         )
 
@@ -354,10 +389,26 @@ def _update(
         now=now,
         fetcher=fetcher,
         limits=options.limits,
+        defer_commit=options.from_medium,
     ) as tuf:
-        candidates = stage_refresh(tuf, facts.product)
+        older: MetadataRollbackError | None = None
+        if options.from_medium:
+            candidates, older = stage_refresh_medium(tuf, facts.product)
+        else:
+            candidates = stage_refresh(tuf, facts.product)
+        planned_from = "refresh" if older is None else "trusted"
         policy = Policy(options.version, options.allow_delta, options.override_waves)
-        plan = stage_resolve(candidates, facts, policy)
+        try:
+            plan = stage_resolve(candidates, facts, policy)
+        except NothingToDoError as e:
+            if older is None:
+                raise
+            # The medium's older metadata is the news, and an error: nothing on it is newer.
+            raise MetadataRollbackError(
+                f"{older.message}; and this device's own trusted metadata selects nothing to "
+                f"install from it ({e.message})",
+                hint=older.hint,
+            ) from e
         if isinstance(plan, SwitchBack):
             assert prev is not None
             try:
@@ -367,10 +418,11 @@ def _update(
                 plan = stage_resolve(candidates, replace(facts, other=None), policy)
                 assert not isinstance(plan, SwitchBack)
             else:
+                tuf.commit()
                 stage_arm(dev, journal, st, target, prev, tries)
                 return UpdateResult(
                     plan.version, target, "", "switch", False, tries, plan.recall.reason,
-                    overridden,
+                    overridden, planned_from=planned_from,
                 )  # fmt: skip
         recall = None if plan.recall is None else plan.recall.reason
         record = SlotRecord(plan.version, plan.image)
@@ -381,34 +433,46 @@ def _update(
             except (ImageHashMismatchError, SlotReadBackError) as e:
                 log.warning("resume: %s; writing the slot again", e.message)
             else:
+                tuf.commit()
                 stage_arm(dev, journal, st, target, record, tries)
                 return UpdateResult(
                     plan.version, target, "", "resumed", False, tries, recall, overridden,
-                    plan.rollout,
+                    plan.rollout, planned_from,
                 )  # fmt: skip
         stage_preflight(dev, plan, target, booted, options)
         fell_back = False
         used = plan.artifact
         cycle.installing = True
         try:
-            journal = _install(
-                dev, tuf, journal, st, plan.artifact, target, options, progress, cycle
-            )
-        except (SecurityError, TransportError) as e:
-            # Local errors (ENOSPC, EIO on the slot) would hit the full artifact too.
-            if plan.fallback is None:
-                raise
-            log.warning("delta path failed (%s); falling back to %s", e.message, plan.fallback.path)
-            used, fell_back = plan.fallback, True
-            journal = _install(
-                dev, tuf, journal, st, plan.fallback, target, options, progress, cycle
-            )
+            try:
+                journal = _install(
+                    dev, tuf, journal, st, plan.artifact, target, options, progress, cycle
+                )
+            except (SecurityError, TransportError) as e:
+                # Local errors (ENOSPC, EIO on the slot) would hit the full artifact too.
+                if plan.fallback is None:
+                    raise
+                log.warning(
+                    "delta path failed (%s); falling back to %s", e.message, plan.fallback.path
+                )
+                used, fell_back = plan.fallback, True
+                journal = _install(
+                    dev, tuf, journal, st, plan.fallback, target, options, progress, cycle
+                )
+        except TransportError as e:
+            if planned_from == "trusted":
+                e.hint = (
+                    "the medium's metadata is older than this device's, whose metadata selects "
+                    f"version {plan.version}: bring an export of version {plan.version} or newer"
+                )
+            raise
         stage_verify_slot(dev, target, plan.image, progress)
+        tuf.commit()
         stage_arm(dev, journal, st, target, record, tries)
     _clean_staging(dev)
     return UpdateResult(
         plan.version, target, used.path, used.info.kind, fell_back, tries, recall, overridden,
-        plan.rollout,
+        plan.rollout, planned_from,
     )  # fmt: skip
 
 
@@ -464,6 +528,28 @@ def stage_refresh(tuf: TufClient, product: str | None = None) -> list[Candidate]
         candidates = tuf.refresh(product)
     log.info("refresh: trusted metadata up to date, %d otakit targets", len(candidates))
     return candidates
+
+
+def stage_refresh_medium(
+    tuf: TufClient, product: str | None
+) -> tuple[list[Candidate], MetadataRollbackError | None]:
+    """``stage_refresh`` from a medium: an export made before this device's last refresh
+    holds older metadata, refused as a rollback, yet its images may be exactly what the
+    device's own metadata signs. Then the plan comes from that trusted metadata (checked
+    unexpired, as a refresh would) and only the images are read from the medium, each
+    verified against it: nothing the medium says is trusted. Returns the rollback too: if
+    the device's metadata selects nothing, it is the error to report."""
+    try:
+        return stage_refresh(tuf, product), None
+    except MetadataRollbackError as e:
+        with stage("refresh"):
+            candidates = tuf.trusted_candidates(product)
+        log.warning(
+            "refresh: %s; planning from this device's own trusted metadata, reading only "
+            "the images from the medium",
+            e.message,
+        )
+        return candidates, e
 
 
 def stage_resolve(

@@ -18,6 +18,7 @@ from tests.verifier.conftest import NOW, World, evolve, make_world
 from verifier.effects import RealDisk
 from verifier.errors import (
     MetadataError,
+    MetadataRollbackError,
     StorageError,
     TargetVerificationError,
     TransportError,
@@ -133,7 +134,7 @@ def test_offline_read_rejects_tampered_trusted_targets(tmp_path: Path) -> None:
     [
         (tuf_exc.UnsignedMetadataError("x"), MetadataError),
         (tuf_exc.ExpiredMetadataError("x"), MetadataError),
-        (tuf_exc.BadVersionNumberError("x"), MetadataError),
+        (tuf_exc.BadVersionNumberError("x"), MetadataRollbackError),
         (tuf_exc.LengthOrHashMismatchError("x"), TargetVerificationError),
         (tuf_exc.DownloadLengthMismatchError("x"), MetadataError),
         (tuf_exc.DownloadHTTPError("x", 503), TransportError),

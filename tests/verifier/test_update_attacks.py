@@ -23,6 +23,7 @@ from verifier.errors import (
     DecodeLimitError,
     ImageHashMismatchError,
     MetadataError,
+    MetadataRollbackError,
     NoSuchVersionError,
     NothingToDoError,
     OtakitError,
@@ -159,7 +160,10 @@ ATTACKS = [
     ),
     Attack("expired timestamp", expired_timestamp, MetadataError, "expired"),
     Attack(
-        "older snapshot than the device has seen", older_snapshot, MetadataError, "snapshot version"
+        "older snapshot than the device has seen",
+        older_snapshot,
+        MetadataRollbackError,
+        "snapshot version",
     ),
     Attack(
         "decompressed size exceeds the signed length",

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib import parse
 
 # tuf.api.metadata is the documented home of these names; it re-exports them without __all__.
@@ -47,6 +47,7 @@ from verifier.errors import (
     ConfigError,
     InternalError,
     MetadataError,
+    MetadataExpiredError,
     OtakitError,
     TrustedMetadataError,
     UsageError,
@@ -141,9 +142,16 @@ class TufClient:
         now: datetime,
         fetcher: OtaFetcher | None = None,
         limits: TufLimits | None = None,
+        defer_commit: bool = False,
     ) -> None:
         self.limits = limits or TufLimits()
         self.now = now
+        #: a medium's metadata (``update --from``) is kept in the scratch copy until
+        #: ``commit`` (after the install verified): a stick whose image is bad leaves the
+        #: trusted metadata as it was, even when the stick's metadata is genuine and newer
+        self.defer_commit = defer_commit
+        self._uncommitted = False
+        self._paths = paths
         self._disk = disk
         self._floor_path = floor_path(paths.root)
         self.floor = load_floor(self._floor_path)
@@ -220,8 +228,7 @@ class TufClient:
         except OtakitError:
             self._keep_progress()
             raise
-        self.store.commit(self._scratch)
-        self._advance_floor()
+        self._refreshed()
         return out
 
     def _metadata_context(self) -> str:
@@ -242,15 +249,36 @@ class TufClient:
         except OtakitError:
             self._keep_progress()
             raise
+        self._refreshed()
+        return tf
+
+    def _refreshed(self) -> None:
+        if self.defer_commit:
+            self._uncommitted = True
+            return
         self.store.commit(self._scratch)
         self._advance_floor()
-        return tf
+
+    def commit(self) -> None:
+        """Commit a deferred refresh (``defer_commit``); nothing to do otherwise."""
+        if self._uncommitted:
+            self.store.commit(self._scratch)
+            self._uncommitted = False
+            self._advance_floor()
+
+    def trusted_candidates(self, product: str | None = None) -> list[Candidate]:
+        """The otakit targets of what the device already trusts, each role checked
+        unexpired at this session's reference time: what an install may rely on when the
+        medium's metadata is older than the device's (``update --from`` an old export)."""
+        return trusted_candidates(self._paths, product, fresh_at=self.reference_time)
 
     def _keep_progress(self) -> None:
         """After a failed refresh: roots ngclient verified (each against its predecessor) are
         progress even when a later step failed: keep them, so a device far behind advances
-        on every attempt; and the floor moves to this attempt's clock reading."""
-        self.store.commit_roots(self._scratch)
+        on every attempt; and the floor moves to this attempt's clock reading. Not for a
+        medium (``defer_commit``): its failure leaves the trusted metadata as it was."""
+        if not self.defer_commit:
+            self.store.commit_roots(self._scratch)
         try:
             self._advance_floor()
         except OtakitError as e:  # the refresh failure is the news; this one is logged
@@ -356,7 +384,9 @@ def newest_verified_root(paths: StatePaths, store: TrustedStore) -> bytes:
     return _trusted_chain(paths, store).newest.data
 
 
-def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Candidate]:
+def trusted_candidates(
+    paths: StatePaths, product: str | None = None, *, fresh_at: datetime | None = None
+) -> list[Candidate]:
     """The otakit targets of the trusted metadata, offline (for verify-installed and status).
 
     Checks the stored root chain from the pinned root and the targets signatures against the
@@ -364,8 +394,9 @@ def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Ca
     stored delegated roles as a refresh does (``delegations.walk_roles``), each checked
     against its delegator's keys and the snapshot's version. A path counts for the first role
     in that walk whose delegation admits it (the role TUF's search would reach first; hash
-    bins are not read offline). Expiry is not checked: this answers "what did the repository
-    sign", not "is it fresh".
+    bins are not read offline). Expiry is checked only at ``fresh_at`` (every role read,
+    the newest root included): without it this answers "what did the repository sign",
+    not "is it fresh".
     """
     store = TrustedStore(paths.metadata, NoDisk())
     with tuf_errors("trusted metadata"):
@@ -378,6 +409,12 @@ def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Ca
                 hint="run 'otakit-device update' once with network access",
             )
         targets = cast(Metadata[Targets], roles["targets"])
+        if fresh_at is not None:
+            _unexpired(chain.newest.metadata, "root", fresh_at)
+            for role in ("timestamp", "snapshot", "targets"):
+                if role not in roles:
+                    raise MetadataError(f"no trusted {role} metadata in {paths.metadata}")
+                _unexpired(roles[role], role, fresh_at)
         check_signatures(root, "targets", targets, "trusted targets")
         snapshot = cast(Metadata[Snapshot], roles["snapshot"])
         check_signatures(root, "snapshot", snapshot, "trusted snapshot")
@@ -405,6 +442,8 @@ def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Ca
                 )
             except MetadataError as e:
                 raise TrustedMetadataError(e.message, hint=RECOVERY_HINT) from e
+            if fresh_at is not None:
+                _unexpired(md, role, fresh_at)
             by_name[role] = md.signed
             return md.signed
 
@@ -415,6 +454,15 @@ def trusted_candidates(paths: StatePaths, product: str | None = None) -> list[Ca
         if tf is not None and (c := candidate(tf)) is not None:
             out.append(c)
     return out
+
+
+def _unexpired(md: Metadata[Any], role: str, at: datetime) -> None:
+    if md.signed.is_expired(at):
+        raise MetadataExpiredError(
+            f"this device's trusted {role} metadata (version {md.signed.version}) expired at "
+            f"{md.signed.expires.isoformat()}, before {at.isoformat()}",
+            hint="bring metadata newer than the device's: a new export, or a refresh online",
+        )
 
 
 def _first_entry(visits: list[Visit], path: str) -> TargetFile | None:

@@ -18,6 +18,7 @@ from verifier.errors import (
     InvalidMetadataError,
     MediumError,
     MetadataError,
+    MetadataRollbackError,
     OtakitError,
     StorageError,
     TargetVerificationError,
@@ -97,7 +98,7 @@ _MAPPING: tuple[tuple[type[BaseException], type[OtakitError], str, str | None], 
     ),
     (
         tuf_exc.BadVersionNumberError,
-        MetadataError,
+        MetadataRollbackError,
         "",
         "the server offers older metadata than this device already trusts (rollback or "
         "freeze attack, or a stale mirror)",
