@@ -71,7 +71,8 @@ def measure(
 def device_install(target: Path) -> Path:
     if not (target / "bin" / "otakit-device").exists():
         env = {**os.environ, "PYTHON": sys.executable}
-        subprocess.run([str(ROOT / "tools" / "install-device.sh"), str(target)], env=env, check=True)
+        script = ROOT / "tools" / "install-device.sh"
+        subprocess.run([str(script), str(target)], env=env, check=True)
     return target
 
 
