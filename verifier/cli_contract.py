@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from verifier.entry import interrupted_in
 from verifier.errors import (
@@ -189,17 +189,24 @@ def render_error(state: RunState, err: OtakitError, exc: BaseException | None = 
 def classify(exc: BaseException) -> OtakitError:
     """Our error for anything that escaped a command."""
     # typer >= 0.20 vendors click; its exceptions are reachable only there (version locked).
-    from typer import Abort
-    from typer._click.exceptions import ClickException
+    # Only the publisher's CLI is typer: on a device-only install typer is absent, and an
+    # exception can only be typer's when typer is loaded.
+    abort: tuple[type[BaseException], ...] = ()
+    click: tuple[type[BaseException], ...] = ()
+    if "typer" in sys.modules:
+        from typer import Abort
+        from typer._click.exceptions import ClickException
 
-    if interrupted_in(exc) or isinstance(exc, Abort):
-        if isinstance(exc, Abort) and isinstance(exc.__context__, EOFError):
+        abort, click = (Abort,), (ClickException,)
+
+    if interrupted_in(exc) or isinstance(exc, abort):
+        if isinstance(exc, abort) and isinstance(exc.__context__, EOFError):
             return UsageError("input ended while a prompt was waiting for an answer")
         return InterruptedByUserError("interrupted; nothing is left half-done, rerun to converge")
     if isinstance(exc, OtakitError):
         return exc
-    if isinstance(exc, ClickException):
-        message = exc.format_message().replace("Value error, ", "")
+    if isinstance(exc, click):
+        message = cast(Any, exc).format_message().replace("Value error, ", "")
         return UsageError(message, hint=_usage_hint(exc))
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
@@ -244,7 +251,8 @@ def report_failure(state: RunState, exc: BaseException) -> int:
 
 
 def run_app(app: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> int:
-    """Run a typer app under the contract; returns the exit code (never raises)."""
+    """Run a typer app (the publisher's) under the contract; returns the exit code (never
+    raises). The device's argparse CLI has its own runner, ``verifier.cli.run_cli``."""
     state = RunState(prog)
     try:
         rv = app(args=None if argv is None else list(argv), prog_name=prog,

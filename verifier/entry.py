@@ -1,8 +1,9 @@
 """The console-script entries of both CLIs, Ctrl-C safe from the first statement.
 
 The scripts name this module rather than the CLI modules: it imports nothing at load time,
-so a Ctrl-C while typer, rich and python-tuf load (a few hundred milliseconds on a small
-device) is caught here and reported as one line with exit 130, never as a traceback.
+so a Ctrl-C while the CLI loads (the publisher's typer and rich take a few hundred
+milliseconds on a small device) is caught here and reported as one line with exit 130,
+never as a traceback.
 """
 
 import sys
@@ -29,23 +30,36 @@ def interrupted_in(exc: BaseException) -> bool:
 
 
 def run(prog: str, module: str) -> None:
-    """Import the CLI ``module`` and run its ``app`` under the CLI contract."""
+    """Import the CLI ``module`` and run it under the CLI contract: its ``run_cli`` (the
+    device's argparse CLI) or its typer ``app`` (the publisher's)."""
     try:
         import importlib
 
         from verifier.cli_contract import exit_with, run_app
 
-        app = importlib.import_module(module).app
-        code = run_app(app, prog, None)
-    except BaseException as e:  # only what escapes while loading: run_app never raises
+        loaded = importlib.import_module(module)
+        runner = getattr(loaded, "run_cli", None)
+        code = runner(None) if runner is not None else run_app(loaded.app, prog, None)
+    except BaseException as e:  # only what escapes while loading: the runners never raise
         if isinstance(e, SystemExit):
             raise
         if interrupted_in(e):
             sys.stderr.write(f"{prog}: interrupted\n")
             raise SystemExit(130) from None
+        if isinstance(e, ModuleNotFoundError) and e.name in _PUBLISHER_ONLY:
+            sys.stderr.write(
+                f"{prog}: local error: {e.name} is not installed: this is a device-only install "
+                "(requirements/device.lock); the publisher needs the full install "
+                "(requirements/runtime.lock)\n"
+            )
+            raise SystemExit(5) from None
         sys.stderr.write(f"{prog}: internal error: cannot load the command line: {e}\n")
         raise SystemExit(1) from None
     exit_with(code)
+
+
+#: what a device-only install leaves out, so ``otakit`` there says why it cannot start
+_PUBLISHER_ONLY = frozenset({"typer", "rich", "click", "pydantic"})
 
 
 def main() -> None:

@@ -669,52 +669,52 @@ def test_verbose_adds_the_traceback(paths: Paths) -> None:
 # --- every command has a row ------------------------------------------------------------------
 
 
-def _commands(app: typer.Typer) -> Iterator[str]:
-    def walk(cmd: object, path: str) -> Iterator[str]:
-        yield path
-        for name, sub in (getattr(cmd, "commands", None) or {}).items():
-            yield from walk(sub, f"{path} {name}".strip())
+def _tree(prog: str) -> dict[str, tuple[bool, set[str], str]]:
+    """Every command path of a CLI: (is a group, its options, its epilog). The publisher's
+    CLI is typer, the device's argparse (verifier.cli_parse); both are walked the same."""
+    if prog == D:
+        from verifier.cli import build_parser
+        from verifier.cli_parse import walk
 
-    yield from walk(typer.main.get_command(app), "")
-
-
-def _apps() -> dict[str, typer.Typer]:
+        return {
+            path: (bool(p.commands()), p.option_names(), p.epilog or "")
+            for path, p in walk(build_parser())
+        }
     import signer.cli
-    import verifier.cli
 
-    return {P: signer.cli.app, D: verifier.cli.app}
+    out: dict[str, tuple[bool, set[str], str]] = {}
+
+    def visit(cmd: object, path: str) -> None:
+        subs = getattr(cmd, "commands", None)
+        opts = {o for p in cmd.params for o in p.opts}  # type: ignore[attr-defined]
+        out[path] = (subs is not None, opts, cmd.epilog or "")  # type: ignore[attr-defined]
+        for name, sub in (subs or {}).items():
+            visit(sub, f"{path} {name}".strip())
+
+    visit(typer.main.get_command(signer.cli.app), "")
+    return out
 
 
 def test_every_command_of_both_clis_has_a_row() -> None:
     covered = {(r.prog, r.command) for r in ROWS}
-    missing = [
-        (prog, c)
-        for prog, app in _apps().items()
-        for c in _commands(app)
-        if (prog, c) not in covered
-    ]
+    missing = [(prog, c) for prog in PROGS for c in _tree(prog) if (prog, c) not in covered]
     assert missing == []
 
 
 def test_every_command_takes_json_and_has_the_exit_code_epilog() -> None:
-    for prog, app in _apps().items():
-        root = typer.main.get_command(app)
-        for path in _commands(app):
-            cmd: object = root
-            for part in path.split():
-                cmd = cmd.commands[part]  # type: ignore[attr-defined]
-            if hasattr(cmd, "commands"):
+    for prog in PROGS:
+        for path, (group, opts, epilog) in _tree(prog).items():
+            if group:
                 continue  # groups: --json is on the root and on each command
-            opts = {o for p in cmd.params for o in p.opts}  # type: ignore[attr-defined]
             assert "--json" in opts, (prog, path)
-            assert "Exit codes:" in (cmd.epilog or ""), (prog, path)  # type: ignore[attr-defined]
+            assert "Exit codes:" in epilog, (prog, path)
 
 
 # --- help at 80 columns -------------------------------------------------------------------
 
 
 def _help_cases() -> list[tuple[str, str]]:
-    return [(prog, c) for prog, app in _apps().items() for c in _commands(app)]
+    return [(prog, c) for prog in PROGS for c in _tree(prog)]
 
 
 @pytest.mark.parametrize("case", _help_cases(), ids=[f"{p} {c}" for p, c in _help_cases()])
