@@ -392,7 +392,13 @@ def installs_genuine_2_0(dev: Device, net: Net) -> None:
 
 
 SECURITY = "security"
-METADATA_KINDS = {"metadata", "metadata-signature", "invalid-metadata", "metadata-expired"}
+METADATA_KINDS = {
+    "metadata",
+    "metadata-signature",
+    "invalid-metadata",
+    "metadata-expired",
+    "metadata-rollback",
+}
 
 
 # --- the attacks (TUF specification, "Security") --------------------------------------------------

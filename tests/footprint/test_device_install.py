@@ -138,7 +138,8 @@ def test_the_device_install_updates_boots_and_commits(
 def _same(venv: Path, *argv: str) -> None:
     ours = device(venv, *argv, ok=False)
     full = subprocess.run(command(D, *argv), capture_output=True, text=True, env=env(),
-                          timeout=300, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+                          timeout=300, check=False, stdin=subprocess.DEVNULL,
+                          cwd="/")  # fmt: skip  # the same cwd: messages name absolute paths
     assert (ours.returncode, ours.stdout, ours.stderr) == (
         full.returncode,
         full.stdout,
