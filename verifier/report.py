@@ -30,10 +30,11 @@ from verifier.device import (
     update_in_progress,
     warn_demo_keys,
 )
-from verifier.errors import ConfigError, LocalError, MetadataError, SecurityError
+from verifier.errors import ConfigError, LocalError, MetadataError
 from verifier.plan import Candidate, DeviceFacts, Installed, rollout_outlook
 from verifier.rollout import RolloutDecision
 from verifier.state import DeviceConfig, Journal, load_seed
+from verifier.trusted_memo import trusted_answer
 
 
 @dataclass(frozen=True)
@@ -140,19 +141,18 @@ class Status:
 
 
 def status(dev: Device, now: datetime) -> Status:
-    from verifier.tuf.client import trusted_candidates
-
     busy = update_in_progress(dev.paths.root)
     step = transitions.reconcile(dev.journal(), dev.boot.read(), now)
     journal, st = step.journal, step.boot
     problem = None
     published: list[Published | None] = [None, None]
-    try:
-        candidates = trusted_candidates(dev.paths, dev.config.product)
-    except (SecurityError, LocalError) as e:
-        # status is what an operator runs when something is wrong: it still answers
-        problem = e.message
+    # status is what an operator runs when something is wrong: it still answers
+    answer = trusted_answer(dev.paths, dev.disk, dev.config.product)
+    if isinstance(answer, str):
+        problem = answer
+        candidates = []
     else:
+        candidates = answer
         for i, s in enumerate(SLOTS):
             rec = journal.slot(s)
             if rec is not None:

@@ -91,6 +91,7 @@ from verifier.state import (
     ensure_seed,
     timestamp,
 )
+from verifier.trusted_memo import trusted_answer
 from verifier.tuf.client import TufClient, TufLimits
 from verifier.tuf.failures import map_tuf_error
 from verifier.tuf.fetcher import OtaFetcher
@@ -251,6 +252,7 @@ def update(
         result = _update(dev, now, options, fetcher, progress, cycle, token)
     except NothingToDoError:
         _save_retry(dev, None, None)
+        _remember_trusted(dev)
         raise
     except (TransportError, SecurityError) as e:
         # Recorded where the backoff is (a local refusal, e.g. a retargeted slot link,
@@ -280,7 +282,15 @@ def update(
         result.waves_overridden,
     )
     _save_retry(dev, None, None, done)
+    _remember_trusted(dev)
     return result
+
+
+def _remember_trusted(dev: Device) -> None:
+    """Every refresh replaces the trusted timestamp, so the next ``status`` would check the
+    stored metadata with python-tuf again; this cycle has it loaded already, so it leaves
+    the answer for ``status`` (``verifier/trusted_memo.py``)."""
+    trusted_answer(dev.paths, dev.disk, dev.config.product)
 
 
 def _record_failed_cycle(

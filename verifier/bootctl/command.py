@@ -37,8 +37,8 @@ from verifier.bootctl.base import (
     parse_slot,
 )
 from verifier.bootctl.cmdline import PROC_CMDLINE, booted_slot
-from verifier.bootctl.external import DEFAULT_TIMEOUT, run_tool
-from verifier.bootctl.options import check_options, split_command, timeout_option
+from verifier.bootctl.external import run_tool
+from verifier.bootctl.options import DEFAULT_TIMEOUT, check_options, split_command, timeout_option
 from verifier.effects import Disk
 from verifier.errors import BootControlError
 

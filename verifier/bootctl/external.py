@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
+from verifier.bootctl.options import DEFAULT_TIMEOUT
 from verifier.errors import BootControlError
 
-DEFAULT_TIMEOUT = 30.0
 #: A boot environment is a few KiB; a tool printing more than this is misbehaving.
 MAX_OUTPUT = 256 * 1024
 _STDERR_SHOWN = 2000

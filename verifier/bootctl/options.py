@@ -14,9 +14,12 @@ import shlex
 from collections.abc import Mapping
 from typing import Literal
 
-from verifier.bootctl.external import DEFAULT_TIMEOUT
 from verifier.errors import ConfigError, OtakitError
 from verifier.preflight import require_absolute
+
+#: seconds a boot tool may run (``timeout`` option); here, not in ``external``, so that
+#: reading options does not load ``subprocess`` (the ``file`` backend never runs a tool)
+DEFAULT_TIMEOUT = 30.0
 
 #: ``path``: an absolute file name; ``program``: a name looked up in PATH (as the defaults are)
 #: or an absolute file name; ``command``: a program and its arguments, split like a shell would
