@@ -17,7 +17,7 @@ from tests.verifier.repo_sim import BASE, RepoSim, image_ref
 from verifier.artifact import ArtifactInfo, BaseRef, ImageVersion
 from verifier.bootctl.base import BootState
 from verifier.bootctl.file import FileBootControl
-from verifier.device import init_device
+from verifier.device import init_device, mark_good
 from verifier.effects import Disk, RealDisk
 from verifier.state import DeviceConfig, load_config, load_journal
 from verifier.tuf.store import TrustedStore
@@ -132,3 +132,15 @@ def check_invariants(s: Scenario, w: World, where: str) -> BootState:
     if journal.pending is not None and journal.pending.armed:
         assert journal.pending.record.image == image_ref(s.v2), where
     return st
+
+
+def installed_v2(w: World, tmp: Path) -> bytes:
+    """v1 and v2 published (v2 as a delta and a full image), v2 installed and committed."""
+    v2 = evolve(w.v1, 2)
+    w.sim.add_full(w.v1, "1.0")
+    publish_delta(w.sim, w.v1, v2, tmp)
+    w.sim.publish()
+    w.update()
+    w.reboot()
+    mark_good(w.device(), NOW)
+    return v2

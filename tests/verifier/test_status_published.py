@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from repo.inspect_report import artifact_json
-from tests.helpers_crash import publish_delta
+from tests.helpers_crash import installed_v2
 from tests.verifier.conftest import NOW, World, evolve
 from tests.verifier.repo_sim import full_info
 from verifier.artifact_view import artifact_fields, artifact_lines
-from verifier.device import mark_good
 from verifier.errors import ImageHashMismatchError, NothingToDoError
 from verifier.report import status, verify_installed
 
@@ -33,18 +32,6 @@ def _device_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def _installed_v2(w: World, tmp: Path) -> bytes:
-    """v1 and v2 published (v2 as a delta and a full image), v2 installed and committed."""
-    v2 = evolve(w.v1, 2)
-    w.sim.add_full(w.v1, "1.0")
-    publish_delta(w.sim, w.v1, v2, tmp)
-    w.sim.publish()
-    w.update()
-    w.reboot()
-    mark_good(w.device(), NOW)
-    return v2
 
 
 def test_inspect_and_the_device_render_an_artifact_with_one_function() -> None:
@@ -69,7 +56,7 @@ def test_status_shows_each_slot_as_published(world: World, tmp_path: Path) -> No
     assert st["published_problem"] and "no trusted targets metadata" in st["published_problem"]
     assert st["slots"]["a"]["published"] is None
 
-    v2 = _installed_v2(world, tmp_path)
+    v2 = installed_v2(world, tmp_path)
     st = status(world.device(), NOW).to_dict()
     assert st["published_problem"] is None
     a, b = st["slots"]["a"]["published"], st["slots"]["b"]["published"]
@@ -102,7 +89,7 @@ def test_a_slot_whose_image_is_not_published_says_so(world: World) -> None:
 
 
 def test_verify_installed_shows_the_published_image(world: World, tmp_path: Path) -> None:
-    _installed_v2(world, tmp_path)
+    installed_v2(world, tmp_path)
     report = verify_installed(world.device())
     assert report.ok and report.explain is None
     d = report.to_dict()
@@ -115,7 +102,7 @@ def test_verify_installed_shows_the_published_image(world: World, tmp_path: Path
 
 
 def test_drift_names_the_image_diff_that_explains_it(world: World, tmp_path: Path) -> None:
-    _installed_v2(world, tmp_path)
+    installed_v2(world, tmp_path)
     with world.slot_b.open("r+b") as f:
         f.write(b"drift")
     report = verify_installed(world.device())
@@ -147,7 +134,7 @@ def _withdraw(w: World, version: str, reason: str) -> None:
 
 
 def test_a_device_running_a_withdrawn_image_is_told_so(world: World, tmp_path: Path) -> None:
-    _installed_v2(world, tmp_path)
+    installed_v2(world, tmp_path)
     _withdraw(world, "2.0", "bricks rev-B boards")
     with pytest.raises(NothingToDoError):  # the refresh brings the signed withdrawal
         world.update()

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_crash import publish_delta
-from tests.verifier.conftest import NOW, World, evolve
+from tests.helpers_crash import installed_v2
+from tests.verifier.conftest import NOW, World
 from verifier import trusted_memo
-from verifier.device import mark_good
 from verifier.errors import NothingToDoError
 from verifier.report import status, verify_installed
 from verifier.state import StatePaths
@@ -137,13 +136,7 @@ def test_the_memo_is_display_only_what_installs_never_reads_it(
 ) -> None:
     """A memo forged for the right bytes changes what status shows, and nothing else:
     verify-installed and update check the metadata themselves."""
-    v2 = evolve(world.v1, 2)
-    world.sim.add_full(world.v1, "1.0")
-    publish_delta(world.sim, world.v1, v2, tmp_path)
-    world.sim.publish()
-    world.update()
-    world.reboot()
-    mark_good(world.device(), NOW)
+    installed_v2(world, tmp_path)
     memo = _memo(world)
     memo["candidates"] = []
     trusted_memo.memo_path(StatePaths(world.state)).write_text(json.dumps(memo))
