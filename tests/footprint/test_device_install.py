@@ -130,6 +130,15 @@ def test_the_device_install_updates_boots_and_commits(
     assert drift["ok"] is True
     again = device(device_venv, "--state", state, "update", "--json")
     assert json.loads(again.stdout)["event"] == "nothing-to-do"
+    # that cycle left status its memo (verifier/trusted_memo.py): no python-tuf, no crypto
+    proc = subprocess.run(
+        [device_venv / "bin" / "python", "-X", "importtime", "-m", "verifier.cli",
+         "--state", state, "status", "--json"],
+        capture_output=True, text=True, cwd="/", check=True,
+    )  # fmt: skip
+    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}
+    assert not loaded & {"tuf", "securesystemslib", "cryptography", "urllib3"}, sorted(loaded)
+    assert json.loads(proc.stdout)["slots"]["b"]["published"]["artifact"]["version"] == "2.0"
 
 
 # --- the same contract as the full install ------------------------------------------------
