@@ -326,6 +326,28 @@ def _resolve_recalled(
     )
 
 
+def pulled_pending(
+    candidates: Iterable[Candidate], facts: DeviceFacts
+) -> tuple[ImageVersion, Withdrawal] | None:
+    """The armed trial's release, if the publisher has since withdrawn or recalled it.
+
+    Such a trial must not be booted: the device would run a release taken back (a recall
+    usually means it breaks devices), and only come back from it after a second reboot.
+    """
+    p = facts.pending
+    if p is None:
+        return None
+    same = [
+        c
+        for c in candidates
+        if c.info.product == facts.product
+        and c.info.version == p.version
+        and c.info.image == p.image
+    ]
+    w = withdrawn_versions(same).get(p.version)
+    return None if w is None else (p.version, w)
+
+
 def withdrawn_versions(candidates: Iterable[Candidate]) -> dict[ImageVersion, Withdrawal]:
     """The withdrawn versions among ``candidates`` (of one product) and why."""
     out: dict[ImageVersion, Withdrawal] = {}

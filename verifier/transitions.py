@@ -139,9 +139,14 @@ def mark_good(journal: Journal, st: BootState) -> Step:
 
 
 def mark_bad(
-    journal: Journal, st: BootState, slot: Slot, now: datetime, *, reason: str = "marked bad"
+    journal: Journal,
+    st: BootState,
+    slot: Slot,
+    now: datetime,
+    *,
+    reason: str = "marked bad by operator",
 ) -> Step:
-    """Make ``slot`` unbootable; a trial pending on it is recorded as a failure by the operator."""
+    """Make ``slot`` unbootable; a trial pending on it is recorded as a failure, ``reason``."""
     if slot == st.booted and not st.in_trial:
         raise SlotError(
             f"slot {slot} is the running, committed slot; marking it bad would leave no "
@@ -157,7 +162,7 @@ def mark_bad(
                 p.record.version,
                 p.record.image.sha256,
                 slot,
-                f"{reason} by operator (version {p.record.version} on slot {slot})",
+                f"{reason} (version {p.record.version} on slot {slot})",
                 timestamp(now),
             )
         )
@@ -168,9 +173,9 @@ def mark_bad(
 def rollback(journal: Journal, st: BootState, tries: int, now: datetime) -> Step:
     """Go back: abandon a running or pending trial, or trial-boot the other slot."""
     if st.in_trial:
-        return mark_bad(journal, st, st.booted, now, reason="rolled back")
+        return mark_bad(journal, st, st.booted, now, reason="rolled back by operator")
     if st.trial is not None:
-        return mark_bad(journal, st, st.trial, now, reason="cancelled")
+        return mark_bad(journal, st, st.trial, now, reason="cancelled by operator")
     target = other(st.booted)
     rec = journal.slot(target)
     if rec is None or rec.image.sha256 in journal.failed_hashes:

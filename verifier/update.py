@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, Literal, cast
 from tuf.api import exceptions as tuf_exc
 
 from verifier import backoff, transitions
-from verifier.artifact import BaseRef, ImageRef, ImageVersion
+from verifier.artifact import BaseRef, ImageRef, ImageVersion, Withdrawal
 from verifier.bootctl.base import BootState, Slot, check_tries, other
 from verifier.decode_full import decode_full
 from verifier.device import Device, apply_step, hash_slot, reconcile, warn_demo_keys
@@ -72,6 +72,7 @@ from verifier.plan import (
     Policy,
     SwitchBack,
     UpdatePlan,
+    pulled_pending,
     resolve,
 )
 from verifier.preflight import (
@@ -407,11 +408,17 @@ def _update(
         else:
             candidates = stage_refresh(tuf, facts.product)
         planned_from = "refresh" if older is None else "trusted"
+        cancelled = ""
+        if (pulled := pulled_pending(candidates, facts)) is not None:
+            journal, st, cancelled = stage_cancel_pulled(dev, journal, st, pulled, now)
+            facts = replace(facts, pending=None, failed=journal.failed_hashes)
         policy = Policy(options.version, options.allow_delta, options.override_waves)
         try:
             plan = stage_resolve(candidates, facts, policy)
         except NothingToDoError as e:
             if older is None:
+                if cancelled:
+                    raise NothingToDoError(f"{cancelled}; {e.message}") from e
                 raise
             # The medium's older metadata is the news, and an error: nothing on it is newer.
             raise MetadataRollbackError(
@@ -645,6 +652,33 @@ def stage_check_base(dev: Device, booted: Slot, base: BaseRef) -> None:
                 f"sha256 {base.image.sha256}, found {found.sha256}"
             )
     log.info("check-base: booted slot %s is base version %s", booted, base.version)
+
+
+def stage_cancel_pulled(
+    dev: Device,
+    journal: Journal,
+    st: BootState,
+    pulled: tuple[ImageVersion, Withdrawal],
+    now: datetime,
+) -> tuple[Journal, BootState, str]:
+    """Disarm a trial whose release was withdrawn or recalled before it was booted; the
+    image is recorded as failed, so no later cycle arms it again."""
+    version, w = pulled
+    assert journal.pending is not None
+    slot = journal.pending.slot
+    taken = "recalled" if w.recall else "withdrawn"
+    step = apply_step(
+        dev,
+        transitions.mark_bad(
+            journal, st, slot, now, reason=f"cancelled before its trial boot: {taken}: {w.reason}"
+        ),
+    )
+    message = (
+        f"cancelled the trial of version {version} armed on slot {slot}: the publisher "
+        f"{taken} it ({w.reason}); the next boot stays on slot {step.boot.primary}"
+    )
+    log.warning("%s", message)
+    return step.journal, step.boot, message
 
 
 def stage_mark_bad(dev: Device, journal: Journal, st: BootState, target: Slot) -> Journal:

@@ -276,3 +276,41 @@ def test_a_halt_lifted_or_waves_widened_without_the_targets_key_is_refused(world
         world.update(override_waves=True)
     assert e.value.exit_code == 3
     assert world.snapshot() == before and world.slot_b.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    "pulled",
+    [RECALL, Withdrawal("bad build", "2026-12-02T10:00:00Z")],
+    ids=["recalled", "withdrawn"],
+)
+def test_a_trial_armed_but_not_booted_is_cancelled_when_its_release_is_pulled(
+    world: World, pulled: Withdrawal
+) -> None:
+    """2.0 is written and armed; before the device reboots, the publisher takes 2.0 back.
+    The next cycle disarms it: the device never boots a release that was taken back."""
+    _publish(world)
+    world.update()
+    assert world.boot_control().read().trial == "b"
+    _change(world, "2.0", withdrawn=pulled)
+    taken = "recalled" if pulled.recall else "withdrawn"
+    with pytest.raises(NothingToDoError, match=rf"cancelled the trial of version 2\.0 .*{taken}"):
+        world.update()
+    st = world.boot_control().read()
+    assert (st.booted, st.primary, st.trial) == ("a", "a", None)
+    journal = world.device().journal()
+    assert journal.pending is None
+    assert [f.reason for f in journal.failures] == [
+        f"cancelled before its trial boot: {taken}: {pulled.reason} (version 2.0 on slot b)"
+    ]
+    world.reboot()
+    assert world.boot_control().read().booted == "a"  # not the release taken back
+    with pytest.raises(NothingToDoError, match=r"2\.0 was (recalled|withdrawn)"):
+        world.update()  # and it is never armed again
+
+
+def test_an_armed_trial_whose_release_is_still_published_stays_armed(world: World) -> None:
+    _publish(world)
+    world.update()
+    with pytest.raises(NothingToDoError, match="already pending"):
+        world.update()
+    assert world.boot_control().read().trial == "b"
