@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from repo.errors import LocalError
@@ -26,6 +26,16 @@ from repo.layout import METADATA_DIR, TARGETS_DIR
 from verifier.terminal import printable
 
 CHUNK = 1 << 16
+#: connections served at once (``repo serve``, ``fleet collect``): each one holds a thread,
+#: so without a bound a client opening connections and sending nothing (or a fleet reporting
+#: at once) grows the server without limit; one past it is answered 503 and closed at once
+MAX_CONNECTIONS = 64
+#: seconds a connection may sit without sending its request (or reading the answer)
+IDLE_TIMEOUT = 30.0
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 5\r\n"
+    b"Connection: close\r\n\r\n"
+)
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}\Z")
 _RANGE_RE = re.compile(r"^bytes=([0-9]{1,19})-([0-9]{0,19})\Z")
 
@@ -54,6 +64,7 @@ def _make_handler(root: Path, quiet: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "otakit-repo"
         sys_version = ""
+        timeout = IDLE_TIMEOUT
 
         def do_GET(self) -> None:
             self._serve(body=True)
@@ -125,7 +136,12 @@ def _copy(f: BinaryIO, out: BufferedIOBase, start: int, end: int) -> None:
 
 
 def make_server(
-    repo_dir: Path, host: str, port: int, *, quiet: bool = False
+    repo_dir: Path,
+    host: str,
+    port: int,
+    *,
+    quiet: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ThreadingHTTPServer:
     root = repo_dir.resolve()
     if not (root / METADATA_DIR).is_dir():
@@ -133,17 +149,57 @@ def make_server(
             f"{repo_dir}: expected a repository with a {METADATA_DIR}/ directory, found none",
             hint="create one with: otakit repo init REPO --keys KEYCONF",
         )
-    return listen(host, port, _make_handler(root, quiet))
+    return listen(host, port, _make_handler(root, quiet), max_connections=max_connections)
 
 
-def listen(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    """A threading server for ``handler`` (also ``otakit fleet collect``'s)."""
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:  # never block the accept loop: say busy, and close
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def listen(
+    host: str,
+    port: int,
+    handler: type[BaseHTTPRequestHandler],
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+) -> ThreadingHTTPServer:
+    """A bounded threading server for ``handler`` (also ``otakit fleet collect``'s)."""
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        return BoundedHTTPServer((host, port), handler, max_connections)
     except OSError as e:
         raise LocalError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    server.daemon_threads = True
-    return server
 
 
 def server_url(server: ThreadingHTTPServer) -> str:

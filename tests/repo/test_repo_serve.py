@@ -123,3 +123,37 @@ def test_range_requests_resume_a_download(served: tuple[Path, str]) -> None:
 def test_serving_a_non_repository_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LocalError, match="expected a repository"):
         serve_in_thread(tmp_path)
+
+
+def test_connections_are_bounded_one_past_the_limit_is_told_busy_at_once(
+    served: tuple[Path, str],
+) -> None:
+    """Two clients that connect and send nothing hold both slots of a server limited to
+    two; a third is answered 503 at once instead of getting a thread of its own, and is
+    served again as soon as a slot is free."""
+    import socket
+    import time
+
+    from repo.serve import in_thread, make_server
+
+    repo, _ = served
+    url, stop = in_thread(make_server(repo, "127.0.0.1", 0, quiet=True, max_connections=2), "t")
+    host, port = url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted and waiting in their handlers
+        t0 = time.monotonic()
+        with socket.create_connection((host, int(port)), timeout=5) as third:
+            answer = third.recv(200)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert time.monotonic() - t0 < 2
+        idle.pop().close()
+        deadline = time.monotonic() + 5
+        while (status := _get(url, "/metadata/timestamp.json")[0]) == 503:
+            assert time.monotonic() < deadline, "the slot was never freed"
+            time.sleep(0.05)
+        assert status == 200
+    finally:
+        for s in idle:
+            s.close()
+        stop()
