@@ -114,6 +114,27 @@ class DeltaOptions:
             )
 
 
+#: zstd level of ``--max``: with tables sized to the zone (``reference_params``) it finds
+#: the longest references zstd can; the DIFF trial runs at every level.
+MAX_LEVEL = 19
+
+
+def create_options(
+    *,
+    level: int | None = None,
+    smallest: bool = False,
+    format_version: int = FORMAT_VERSION,
+    ref_window: int = DeltaOptions.ref_window,
+    workers: int = DeltaOptions.workers,
+) -> DeltaOptions:
+    """Options of ``otakit delta create`` / ``release``: the default is fast; ``smallest``
+    (``--max``) trades creation time for size. An explicit ``level`` wins over both."""
+    chosen = level if level is not None else (MAX_LEVEL if smallest else DeltaOptions.level)
+    return DeltaOptions(
+        level=chosen, ref_window=ref_window, workers=workers, format_version=format_version
+    )
+
+
 @dataclass(frozen=True)
 class Timings:
     index_s: float
