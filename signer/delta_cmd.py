@@ -41,7 +41,7 @@ def create(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
     smallest: Annotated[
         bool,
-        typer.Option("--max", help="Smallest delta: slower coding (zstd level 19)."),
+        typer.Option("--max", help="Smallest delta: zstd level 19 and DIFF ops (slower)."),
     ] = False,
     format_version: Annotated[
         int,

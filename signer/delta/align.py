@@ -28,6 +28,8 @@ from verifier.delta.format import DIFF_COUNT, DIFF_ENTRY, max_diff_entries
 
 KEY = 8
 BLOCK = 16
+#: a block is coded as a difference when at least this many of its bytes match
+MIN_MATCHES = BLOCK // 2
 #: a position is sampled when the top SAMPLE_BITS bits of its key's hash are zero (1 in 16)
 SAMPLE_BITS = 4
 _MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -120,7 +122,7 @@ def diff_coding(new: bytes | memoryview, index: WindowIndex) -> DiffCoding | Non
     take_next = m_next > m_prev
     shift = np.where(take_next, s_next, s_prev)
     best = np.maximum(m_prev, m_next)
-    diff = best >= BLOCK // 2
+    diff = best >= MIN_MATCHES
     if not diff.any():
         return None
     shift = np.where(diff, shift, 0)

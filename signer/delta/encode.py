@@ -84,8 +84,10 @@ class DeltaOptions:
     verify: bool = True
     #: container version to write; 1 for devices that predate DIFF ops
     format_version: int = FORMAT_VERSION
-    #: try a DIFF coding of every op compressed against a window (format 2 only)
-    diff_trial: bool = True
+    #: try a DIFF coding of every op compressed against a window (format 2 only). Off by
+    #: default: it indexes every zone and codes each op twice, and on the ext4 pair it
+    #: saved 0.01 % at level 3 (see the DIFF notes in docs/FORMAT.md); ``--max`` turns it on.
+    diff_trial: bool = False
 
     @property
     def diff(self) -> bool:
@@ -128,10 +130,15 @@ def create_options(
     workers: int = DeltaOptions.workers,
 ) -> DeltaOptions:
     """Options of ``otakit delta create`` / ``release``: the default is fast; ``smallest``
-    (``--max``) trades creation time for size. An explicit ``level`` wins over both."""
+    (``--max``) trades creation time for size (level 19 and the DIFF trial). An explicit
+    ``level`` wins over both."""
     chosen = level if level is not None else (MAX_LEVEL if smallest else DeltaOptions.level)
     return DeltaOptions(
-        level=chosen, ref_window=ref_window, workers=workers, format_version=format_version
+        level=chosen,
+        ref_window=ref_window,
+        workers=workers,
+        format_version=format_version,
+        diff_trial=smallest,
     )
 
 

@@ -24,8 +24,8 @@ from verifier.delta.format import (
 )
 
 BS = 4096
-#: Small zones and ops so that little test images still produce every op kind.
-SMALL = DeltaOptions(ref_window=64 << 10, max_op_length=16 << 10, workers=2)
+#: Small zones and ops so that little test images still produce every op kind (DIFF too).
+SMALL = DeltaOptions(ref_window=64 << 10, max_op_length=16 << 10, workers=2, diff_trial=True)
 
 
 @dataclass
