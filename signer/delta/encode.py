@@ -85,8 +85,8 @@ class DeltaOptions:
     #: container version to write; 1 for devices that predate DIFF ops
     format_version: int = FORMAT_VERSION
     #: try a DIFF coding of every op compressed against a window (format 2 only). Off by
-    #: default: it indexes every zone and codes each op twice, and on the ext4 pair it
-    #: saved 0.01 % at level 3 (see the DIFF notes in docs/FORMAT.md); ``--max`` turns it on.
+    #: default: it indexes every zone and codes each op twice, which the default's time
+    #: budget (zstd -3 --patch-from) does not allow; ``--max`` turns it on.
     diff_trial: bool = False
 
     @property
