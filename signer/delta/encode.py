@@ -37,12 +37,11 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
 
 from repo.errors import DeltaBuildError, SelfCheckError, UsageError
-from signer.delta.align import WindowIndex, diff_coding, index_window
 from signer.delta.plan import NEW, ZERO, OpSpec, PlanParams, plan_ops
 from verifier.artifact import ImageRef
 from verifier.delta.decode import apply_delta
@@ -66,6 +65,9 @@ from verifier.delta.format import (
 )
 from verifier.effects import DiscardHandle
 from verifier.errors import DecodeLimitError, OtakitError
+
+if TYPE_CHECKING:
+    from signer.delta.align import WindowIndex
 
 _CHUNK = 8 << 20
 
@@ -721,6 +723,8 @@ def _work(
     ]
     compressors = {}
     indexes: dict[tuple[tuple[int, int], ...], WindowIndex] = {}
+    if diff:  # numpy is imported only by the DIFF trial: every other command starts faster
+        from signer.delta.align import diff_coding, index_window
     results: _Result = []
     with memoryview(new_mm) as view:
         for spec in group:

@@ -413,3 +413,14 @@ def test_parse_diff_control_accepts_exact_content() -> None:
         parse_diff_control(content, dst_length=9, window_length=13, where="t")
     with pytest.raises(DeltaFormatError, match="4-byte entry count"):
         parse_diff_control(b"\x01", dst_length=9, window_length=14, where="t")
+
+
+def test_the_device_decoder_and_the_cli_start_without_numpy() -> None:
+    """numpy is a publisher extra used only by the DIFF trial: the device decoder never
+    imports it (device.lock has no numpy), and ``otakit`` commands do not pay its import."""
+    code = (
+        "import sys, verifier.delta.decode, verifier.entry, signer.cli; "
+        "sys.exit(1 if 'numpy' in sys.modules else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
