@@ -50,6 +50,7 @@ from repo.withdraw import withdraw
 from signer.ceremony_cmd import register as register_ceremony
 from signer.cli_options import ProductKeysOpt
 from signer.compress import CompressSettings, image_length
+from signer.delta.encode import create_options
 from signer.delta.release import delta_builder
 from signer.delta_cmd import delta_app
 from signer.demo import run_demo
@@ -70,6 +71,7 @@ from verifier.cli_common import (
     start,
 )
 from verifier.cli_contract import EPILOG, RunState, exit_with, run_app, run_state
+from verifier.delta.format import FORMAT_VERSION as DELTA_FORMAT_VERSION
 
 app = new_app("Publish signed OS updates: TUF repository, releases, keys.", "otakit")
 repo_app = new_app("Create, serve, refresh and re-key TUF repositories.")
@@ -480,6 +482,18 @@ def release_cmd(
         int,
         typer.Option(min=0, max=16, help="Build deltas from the last N published versions."),
     ] = 3,
+    delta_format: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=DELTA_FORMAT_VERSION,
+            help="Delta container version; 1 while devices without DIFF ops remain.",
+        ),
+    ] = DELTA_FORMAT_VERSION,
+    delta_max: Annotated[
+        bool,
+        typer.Option("--delta-max", help="Smallest deltas: zstd level 19 and DIFF ops (slower)."),
+    ] = False,
     image_type: Annotated[
         str | None,
         typer.Option(
@@ -552,7 +566,15 @@ def release_cmd(
             product_keys=None if product_keys is None else load_role_keys(product_keys, product),
             progress=lambda done: bar.update(task, completed=done),
             log=say,
-            extra_builder=delta_builder(deltas, say=say) if deltas else None,
+            extra_builder=(
+                delta_builder(
+                    deltas,
+                    options=create_options(smallest=delta_max, format_version=delta_format),
+                    say=say,
+                )
+                if deltas
+                else None
+            ),
         )
     for w in result.warnings:
         run.warn(w)

@@ -14,11 +14,11 @@ from typing import Annotated, Any
 import typer
 
 from repo.errors import SelfCheckError, UsageError
-from signer.delta.encode import DeltaOptions, encode_delta, read_header_ref
+from signer.delta.encode import create_options, encode_delta, read_header_ref
 from verifier.cli_common import JsonOpt, new_app
 from verifier.cli_contract import EPILOG, run_state
 from verifier.delta.decode import apply_delta
-from verifier.delta.format import parse_prefix
+from verifier.delta.format import FORMAT_VERSION, parse_prefix
 from verifier.effects import RealDisk
 from verifier.errors import OtakitError
 
@@ -31,11 +31,27 @@ def create(
     base: Annotated[Path, typer.Argument(help="Base image (what the device runs).")],
     new: Annotated[Path, typer.Argument(help="New image.")],
     out: Annotated[Path, typer.Argument(help="Delta container to write.")],
-    level: Annotated[int, typer.Option(min=1, max=22, help="zstd level for new data.")] = 3,
+    level: Annotated[
+        int | None,
+        typer.Option(min=1, max=22, help="zstd level for new data [default: 3, --max: 19]."),
+    ] = None,
     ref_window: Annotated[
         int, typer.Option(min=1, max=16, help="Base reference window per zone (MiB).")
     ] = 4,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
+    smallest: Annotated[
+        bool,
+        typer.Option("--max", help="Smallest delta: zstd level 19 and DIFF ops (slower)."),
+    ] = False,
+    format_version: Annotated[
+        int,
+        typer.Option(
+            "--format",
+            min=1,
+            max=FORMAT_VERSION,
+            help="Container version; 1 for devices without DIFF ops.",
+        ),
+    ] = FORMAT_VERSION,
     json_out: JsonOpt = False,
 ) -> None:
     """Write OUT, a delta turning BASE into NEW.
@@ -43,10 +59,18 @@ def create(
     The delta is checked with the device's own decoder before the command succeeds.
     """
     run = run_state(ctx, json_out)
-    options = DeltaOptions(level=level, ref_window=ref_window << 20, workers=workers)
+    options = create_options(
+        level=level,
+        ref_window=ref_window << 20,
+        workers=workers,
+        smallest=smallest,
+        format_version=format_version,
+    )
     r = encode_delta(base, new, out, options=options)
     doc: dict[str, Any] = {
         "delta": {"path": str(out), "length": r.delta_length},
+        "format": options.format_version,
+        "level": options.level,
         "delta_header": r.header.to_dict(),
         "base": r.base.to_dict(),
         "result": r.result.to_dict(),

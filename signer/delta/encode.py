@@ -12,6 +12,9 @@ Stages, each timed in the result:
 3. *plan* (signer.delta.plan): ZERO / COPY / ZSTD_REF op specs.
 4. *emit*: compress new data against its bounded base window on ``workers`` threads
    (python-zstandard releases the GIL), hash every op's output, write payload then header.
+   In format 2 each op compressed against a window is also coded as a DIFF (new bytes
+   aligned to the window, byte-wise difference plus literals, signer.delta.align) and the
+   smaller frame is kept, so format 2 is never larger than format 1 for the same plan.
 5. *verify*: decode the container with the device's own decoder and compare the result hash.
 """
 
@@ -34,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
 
@@ -44,12 +47,15 @@ from verifier.artifact import ImageRef
 from verifier.delta.decode import apply_delta
 from verifier.delta.format import (
     EXTENT,
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     MAX_HEADER_LENGTH,
     MAX_OP_LENGTH,
     MAX_REF_LENGTH,
     MAX_WINDOW_LOG,
     OP,
     PREFIX,
+    WINDOW_KINDS,
     Header,
     Limits,
     Op,
@@ -59,6 +65,9 @@ from verifier.delta.format import (
 )
 from verifier.effects import DiscardHandle
 from verifier.errors import DecodeLimitError, OtakitError
+
+if TYPE_CHECKING:
+    from signer.delta.align import WindowIndex
 
 _CHUNK = 8 << 20
 
@@ -75,6 +84,17 @@ class DeltaOptions:
     shifted_merge_gap_blocks: int = 32
     workers: int = 2
     verify: bool = True
+    #: container version to write; 1 for devices that predate DIFF ops
+    format_version: int = FORMAT_VERSION
+    #: try a DIFF coding of every op compressed against a window (format 2 only). Off by
+    #: default: it indexes every zone and codes each op twice, which the default's time
+    #: budget (zstd -3 --patch-from) does not allow; ``--max`` turns it on.
+    diff_trial: bool = False
+
+    @property
+    def diff(self) -> bool:
+        """Whether DIFF ops may be emitted."""
+        return self.diff_trial and self.format_version >= 2
 
     def __post_init__(self) -> None:
         if self.block_size not in (512, 1024, 2048, 4096, 8192, 16384, 65536):
@@ -88,10 +108,40 @@ class DeltaOptions:
                 f"max_op_length: expected {self.block_size}..{MAX_OP_LENGTH}, "
                 f"got {self.max_op_length}"
             )
+        if self.format_version not in FORMAT_VERSIONS:
+            raise UsageError(
+                f"format_version: expected one of {FORMAT_VERSIONS}, got {self.format_version}"
+            )
         if not 1 <= self.level <= 22 or not 1 <= self.workers <= 64:
             raise UsageError(
                 f"level 1..22 and workers 1..64 expected, got {self.level}, {self.workers}"
             )
+
+
+#: zstd level of ``--max``: with tables sized to the zone (``reference_params``) it finds
+#: the longest references zstd can; the DIFF trial runs at every level.
+MAX_LEVEL = 19
+
+
+def create_options(
+    *,
+    level: int | None = None,
+    smallest: bool = False,
+    format_version: int = FORMAT_VERSION,
+    ref_window: int = DeltaOptions.ref_window,
+    workers: int = DeltaOptions.workers,
+) -> DeltaOptions:
+    """Options of ``otakit delta create`` / ``release``: the default is fast; ``smallest``
+    (``--max``) trades creation time for size (level 19 and the DIFF trial). An explicit
+    ``level`` wins over both."""
+    chosen = level if level is not None else (MAX_LEVEL if smallest else DeltaOptions.level)
+    return DeltaOptions(
+        level=chosen,
+        ref_window=ref_window,
+        workers=workers,
+        format_version=format_version,
+        diff_trial=smallest,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,7 +231,7 @@ def encode_delta(
         op_count=emitted.op_count,
         copy_bytes=stats[OpKind.COPY],
         zero_bytes=stats[OpKind.ZERO],
-        new_bytes=stats[OpKind.ZSTD] + stats[OpKind.ZSTD_REF],
+        new_bytes=stats[OpKind.ZSTD] + stats[OpKind.ZSTD_REF] + stats[OpKind.DIFF],
         payload_bytes=emitted.payload_length,
         timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
         verified=verified,
@@ -448,26 +498,24 @@ def _emit(
     """Compress and hash ops while the planner still produces them (its content searches
     hold the GIL; zstd and sha256 on the workers do not), payload to a side file, then write
     header + payload."""
-    window_log = max(10, (options.max_op_length - 1).bit_length())
-    if window_log > MAX_WINDOW_LOG:
-        raise DecodeLimitError(f"window log {window_log} above {MAX_WINDOW_LOG}")
     bytes_by_kind = dict.fromkeys(OpKind, 0)
     ops_by_kind = dict.fromkeys(OpKind, 0)
     records: list[bytes] = []
     data_cursor = 0
     extent_count = 0
     max_ref = 0
+    max_content = options.max_op_length  # largest decoded frame (a DIFF frame holds more)
     payload_path = out.with_name(f".{out.name}.payload.tmp")
     try:
         with payload_path.open("w+b") as payload, _worker_deaths_as_build_errors():
             with _shut_down_whole(_compression_pool(options.workers, paths)) as pool:
                 for group, results in _run_groups(pool, specs, new_mm, base_mm, options):
-                    for spec, (digest, frame) in zip(group, results, strict=True):
+                    for spec, (digest, frame, kind, content) in zip(group, results, strict=True):
                         payload.write(frame)
                         records.append(
                             pack_op(
                                 Op(
-                                    spec.kind,
+                                    kind,
                                     spec.dst_offset,
                                     spec.dst_length,
                                     data_cursor,
@@ -479,9 +527,10 @@ def _emit(
                         )
                         data_cursor += len(frame)
                         extent_count += len(spec.src)
-                        bytes_by_kind[spec.kind] += spec.dst_length
-                        ops_by_kind[spec.kind] += 1
-                        if spec.kind is OpKind.ZSTD_REF:
+                        bytes_by_kind[kind] += spec.dst_length
+                        ops_by_kind[kind] += 1
+                        max_content = max(max_content, content)
+                        if kind in WINDOW_KINDS:
                             max_ref = max(max_ref, sum(n for _, n in spec.src))
             header_length = PREFIX.size + len(records) * OP.size + extent_count * EXTENT.size
             if header_length > MAX_HEADER_LENGTH:
@@ -489,7 +538,11 @@ def _emit(
                     f"delta header would be {header_length} bytes, limit {MAX_HEADER_LENGTH}: "
                     "the images differ too much or too finely; publish the full image"
                 )
+            window_log = max(10, (max_content - 1).bit_length())
+            if window_log > MAX_WINDOW_LOG:
+                raise DecodeLimitError(f"window log {window_log} above {MAX_WINDOW_LOG}")
             header = Header(
+                version=options.format_version,
                 block_size=options.block_size,
                 op_count=len(records),
                 extent_count=extent_count,
@@ -516,7 +569,8 @@ def _emit(
     )
 
 
-_Result = list[tuple[bytes, bytes]]
+#: per op: sha256 of its output, its frame, the kind chosen, the frame's decoded length
+_Result = list[tuple[bytes, bytes, OpKind, int]]
 
 
 @contextmanager
@@ -609,9 +663,9 @@ def _open_images(base: Path, new: Path) -> None:
             _WORKER_IMAGES.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
-def _work_in_worker(group: Sequence[OpSpec], level: int) -> _Result:
+def _work_in_worker(group: Sequence[OpSpec], level: int, diff: bool) -> _Result:
     base_mm, new_mm = _WORKER_IMAGES
-    return _work(group, new_mm, base_mm, level)
+    return _work(group, new_mm, base_mm, level, diff)
 
 
 def _run_groups(
@@ -626,9 +680,9 @@ def _run_groups(
     limit = 4 * options.workers
     for group in _groups(specs):
         if isinstance(pool, ProcessPoolExecutor):
-            fut = pool.submit(_work_in_worker, group, options.level)
+            fut = pool.submit(_work_in_worker, group, options.level, options.diff)
         else:
-            fut = pool.submit(_work, group, new_mm, base_mm, options.level)
+            fut = pool.submit(_work, group, new_mm, base_mm, options.level, options.diff)
         pending.append((group, fut))
         if len(pending) >= limit:
             g, fut = pending.popleft()
@@ -658,27 +712,52 @@ def _groups(specs: Iterable[OpSpec]) -> Iterator[list[OpSpec]]:
         yield group
 
 
-def _work(group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level: int) -> _Result:
+def _work(
+    group: Sequence[OpSpec], new_mm: mmap.mmap, base_mm: mmap.mmap, level: int, diff: bool
+) -> _Result:
     """Hash and compress ``group`` reading the new image through a view (no copies: most
-    bytes are COPY or ZERO ops that are only hashed, or not even read)."""
-    compressors: dict[tuple[OpKind, tuple[tuple[int, int], ...]], Callable[[memoryview], bytes]]
+    bytes are COPY or ZERO ops that are only hashed, or not even read). With ``diff``, an op
+    compressed against a window is also coded as a DIFF and the smaller frame kept."""
+    compressors: dict[
+        tuple[OpKind, tuple[tuple[int, int], ...]], Callable[[bytes | memoryview], bytes]
+    ]
     compressors = {}
+    indexes: dict[tuple[tuple[int, int], ...], WindowIndex] = {}
+    if diff:  # numpy is imported only by the DIFF trial: every other command starts faster
+        from signer.delta.align import diff_coding, index_window
     results: _Result = []
     with memoryview(new_mm) as view:
         for spec in group:
             if spec.kind is OpKind.ZERO:
-                results.append((_zero_digest(spec.dst_length), b""))
+                results.append((_zero_digest(spec.dst_length), b"", OpKind.ZERO, 0))
                 continue
             with view[spec.dst_offset : spec.dst_offset + spec.dst_length] as data:
                 digest = hashlib.sha256(data).digest()
                 frame = b""
+                kind = spec.kind
+                content = spec.dst_length
                 if spec.kind in (OpKind.ZSTD, OpKind.ZSTD_REF):
                     key = (spec.kind, spec.src)
                     if key not in compressors:
                         compressors[key] = _compressor(spec, base_mm, level)
-                    frame = compressors[key](data)
-            results.append((digest, frame))
+                    compress = compressors[key]
+                    frame = compress(data)
+                    if diff and spec.kind is OpKind.ZSTD_REF:
+                        if spec.src not in indexes:
+                            indexes[spec.src] = index_window(_window(spec, base_mm))
+                        coding = diff_coding(data, indexes[spec.src])
+                        # too little aligned: the literals would cost what they cost today
+                        if coding is not None and coding.diff_bytes * 8 >= spec.dst_length:
+                            diff_frame = compress(coding.content)
+                            if len(diff_frame) < len(frame):
+                                frame, kind = diff_frame, OpKind.DIFF
+                                content = len(coding.content)
+            results.append((digest, frame, kind, content))
     return results
+
+
+def _window(spec: OpSpec, base_mm: mmap.mmap) -> bytes:
+    return b"".join(base_mm[off : off + n] for off, n in spec.src)
 
 
 @functools.lru_cache(maxsize=16)
@@ -686,11 +765,13 @@ def _zero_digest(length: int) -> bytes:
     return hashlib.sha256(bytes(length)).digest()
 
 
-def _compressor(spec: OpSpec, base_mm: mmap.mmap, level: int) -> Callable[[memoryview], bytes]:
+def _compressor(
+    spec: OpSpec, base_mm: mmap.mmap, level: int
+) -> Callable[[bytes | memoryview], bytes]:
     if spec.kind is OpKind.ZSTD:
         cctx = zstandard.ZstdCompressor(level=level, write_checksum=False)
     else:
-        ref = b"".join(base_mm[off : off + n] for off, n in spec.src)
+        ref = _window(spec, base_mm)
         dictionary = zstandard.ZstdCompressionDict(ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         params = reference_params(level, len(ref))
         dictionary.precompute_compress(compression_params=params)

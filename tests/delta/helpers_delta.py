@@ -24,8 +24,8 @@ from verifier.delta.format import (
 )
 
 BS = 4096
-#: Small zones and ops so that little test images still produce every op kind.
-SMALL = DeltaOptions(ref_window=64 << 10, max_op_length=16 << 10, workers=2)
+#: Small zones and ops so that little test images still produce every op kind (DIFF too).
+SMALL = DeltaOptions(ref_window=64 << 10, max_op_length=16 << 10, workers=2, diff_trial=True)
 
 
 @dataclass
@@ -121,3 +121,37 @@ def repack(header: Header, ops: list[Op], **prefix_changes: object) -> bytes:
     h = replace(header, op_count=len(ops), extent_count=extents, header_length=length)
     h = replace(h, **prefix_changes)  # type: ignore[arg-type]
     return pack_prefix(h) + b"".join(pack_op(o) for o in ops)
+
+
+def relocated(r: random.Random, n: int, delta: int = 0x40) -> tuple[bytes, bytes]:
+    """An old and a new "binary": code with a little-endian pointer every 16 bytes, every
+    pointer moved by ``delta`` in the new build (a rebuilt binary changes a little
+    everywhere, so no 4 KiB block of it matches the old one)."""
+    old = bytearray()
+    new = bytearray()
+    ops = [r.randbytes(3) for _ in range(300)]
+    while len(old) < n:
+        code = b"".join(r.choice(ops) for _ in range(4))
+        ptr = r.randrange(1 << 20, 1 << 24)
+        old += code + ptr.to_bytes(4, "little")
+        new += code + (ptr + delta).to_bytes(4, "little")
+    return bytes(old[:n]), bytes(new[:n])
+
+
+def with_op_data(b: Built, changes: dict[int, tuple[Op, bytes]]) -> tuple[bytes, int]:
+    """The container with op ``i`` replaced by ``(op, data)`` for each change; data offsets
+    and the payload length are recomputed. Returns (container, header length)."""
+    header, ops = table(b.header_blob)
+    payload = b.delta[b.result.header.length :]
+    new_ops: list[Op] = []
+    parts: list[bytes] = []
+    cursor = 0
+    for i, op in enumerate(ops):
+        data = payload[op.data_offset : op.data_offset + op.data_length]
+        if i in changes:
+            op, data = changes[i]
+        new_ops.append(replace(op, data_offset=cursor, data_length=len(data)))
+        parts.append(data)
+        cursor += len(data)
+    blob = repack(header, new_ops, payload_length=cursor)
+    return blob + b"".join(parts), len(blob)

@@ -310,7 +310,8 @@ def test_zero_op_hash_mismatch(built: Built) -> None:
     ("field", "value", "exc"),
     [
         ("magic", b"NOTDELTA", DeltaFormatError),
-        ("version", 2, DeltaFormatError),
+        ("version", 3, DeltaFormatError),
+        ("version", 0, DeltaFormatError),
         ("block", 3000, DeltaFormatError),
         ("ops", 1, DeltaFormatError),
         ("kind", 9, DeltaFormatError),

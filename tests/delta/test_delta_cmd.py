@@ -65,3 +65,54 @@ def test_apply_refuses_a_wrong_base(tmp_path: Path) -> None:
     assert isinstance(res.exception, SelfCheckError)
     assert isinstance(res.exception.__cause__, ImageHashMismatchError)
     assert not (tmp_path / "out").exists() or (tmp_path / "out").read_bytes() != base
+
+
+def _create(tmp_path: Path, *extra: str) -> dict[str, object]:
+    res = CliRunner().invoke(
+        delta_app,
+        ["create", str(tmp_path / "b"), str(tmp_path / "n"), str(tmp_path / "d"), "--json", *extra],
+    )
+    assert res.exit_code == 0, res.output
+    doc: dict[str, object] = json.loads(res.stdout)
+    return doc
+
+
+def test_create_format_1_and_max(tmp_path: Path) -> None:
+    """``--format 1`` writes a version-1 container without DIFF ops; ``--max`` codes at
+    level 19 with the DIFF trial and is never larger than the default."""
+    from tests.delta.helpers_delta import relocated, table
+    from verifier.delta.format import prefix_length_of
+
+    r = random.Random(8)
+    old_bin, new_bin = relocated(r, 64 * BS)
+    (tmp_path / "b").write_bytes(text_like(r, 8 * BS) + old_bin)
+    (tmp_path / "n").write_bytes((tmp_path / "b").read_bytes()[: 8 * BS] + new_bin)
+
+    v1 = _create(tmp_path, "--format", "1")
+    blob = (tmp_path / "d").read_bytes()
+    header, ops = table(blob[: prefix_length_of(blob)])
+    assert (v1["format"], header.version) == (1, 1)
+    assert v1["ops"]["DIFF"] == 0  # type: ignore[index]
+    assert all(o.kind.name != "DIFF" for o in ops)
+
+    v2 = _create(tmp_path)
+    assert (v2["format"], v2["level"]) == (2, 3)
+    assert v2["ops"]["DIFF"] == 0  # type: ignore[index]  # the trial is --max's
+
+    vmax = _create(tmp_path, "--max")
+    assert (vmax["format"], vmax["level"]) == (2, 19)
+    assert vmax["ops"]["DIFF"] > 0  # type: ignore[index]
+    assert vmax["delta"]["length"] < v1["delta"]["length"]  # type: ignore[index]
+    assert vmax["delta"]["length"] <= v2["delta"]["length"]  # type: ignore[index]
+    assert vmax["verified"] is True
+
+
+def test_create_refuses_an_unknown_format(tmp_path: Path) -> None:
+    (tmp_path / "b").write_bytes(b"x" * BS)
+    (tmp_path / "n").write_bytes(b"y" * BS)
+    res = CliRunner().invoke(
+        delta_app,
+        ["create", str(tmp_path / "b"), str(tmp_path / "n"), str(tmp_path / "d"), "--format", "3"],
+    )
+    assert res.exit_code == 2
+    assert not (tmp_path / "d").exists()

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,10 +24,13 @@ from tests.delta.helpers_delta import (
     build,
     rand,
     ref_of,
+    relocated,
+    table,
     text_like,
+    with_op_data,
 )
 from verifier.artifact import ImageRef
-from verifier.delta.format import PREFIX
+from verifier.delta.format import DIFF_COUNT, DIFF_ENTRY, PREFIX, OpKind
 from verifier.errors import OtakitError
 
 
@@ -155,3 +159,60 @@ def test_encoder_round_trips_random_pairs(
         header_ref=b.result.header,
     )
     assert bytes(sink.data) == bytes(new)
+
+
+@pytest.fixture(scope="module")
+def built_diff(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A format-2 delta with DIFF ops (a rebuilt-binary-like region) among the others."""
+    r = random.Random(12)
+    old_bin, new_bin = relocated(r, 12 * BS)
+    base = text_like(r, 8 * BS) + old_bin + bytes(2 * BS)
+    new = base[: 8 * BS] + new_bin + bytes(3 * BS) + rand(r, BS)
+    b = build(tmp_path_factory.mktemp("fuzz-diff"), base, new)
+    assert b.result.kinds.get("DIFF", 0) >= 2, b.result.kinds
+    return b
+
+
+def test_seeded_fuzz_loop_with_diff_ops(built_diff: Built) -> None:
+    r = random.Random(20261202)
+    n = built_diff.result.header.length
+    outcomes = set()
+    for _ in range(1000):
+        mutant, hl = _mutate(r, built_diff.delta, n)
+        outcomes.add(_apply_mutant(built_diff, mutant, hl))
+    assert {"DeltaFormatError", "DecodeLimitError", "ImageHashMismatchError"} <= outcomes
+
+
+def test_mutated_diff_content_is_refused_or_exact(built_diff: Built) -> None:
+    """Mutate the *decoded* content of DIFF frames (control table and stream) and compress
+    it again, so the mutations reach the control-table checks and the byte-wise addition."""
+    _header, ops = table(built_diff.header_blob)
+    payload = built_diff.delta[built_diff.result.header.length :]
+    diffs = [i for i, o in enumerate(ops) if o.kind is OpKind.DIFF]
+    r = random.Random(5)
+    outcomes = set()
+    for _ in range(300):
+        i = r.choice(diffs)
+        op = ops[i]
+        window = b"".join(built_diff.base[off : off + k] for off, k in op.src)
+        dictionary = zstandard.ZstdCompressionDict(window, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        frame = payload[op.data_offset : op.data_offset + op.data_length]
+        content = bytearray(zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame))
+        (count,) = DIFF_COUNT.unpack_from(content)
+        table_end = DIFF_COUNT.size + count * DIFF_ENTRY.size
+        for _ in range(r.randint(1, 3)):
+            choice = r.random()
+            if choice < 0.5:  # a control-table field
+                at = r.randrange(0, table_end - 3)
+                val = r.choice([0, 1, 7, 0xFFFF, 0xFFFFFFFF, op.dst_length, len(window)])
+                content[at : at + 4] = (val & 0xFFFFFFFF).to_bytes(4, "little")
+            elif choice < 0.7:  # a stream byte
+                content[r.randrange(table_end, len(content))] ^= 1 + r.randrange(255)
+            elif choice < 0.85:  # cut
+                del content[r.randrange(0, len(content)) :]
+            else:  # grow
+                content += r.randbytes(r.randint(1, 40))
+        cctx = zstandard.ZstdCompressor(dict_data=dictionary)
+        delta, hl = with_op_data(built_diff, {i: (op, cctx.compress(bytes(content)))})
+        outcomes.add(_apply_mutant(built_diff, delta, hl))
+    assert {"DeltaFormatError", "DecodeLimitError", "ImageHashMismatchError"} <= outcomes

@@ -11,7 +11,9 @@ Order of checks (P1: verify before you parse or expand):
 
 The delta is read strictly sequentially (it may be a network stream); memory is bounded by the
 header (<= 16 MiB), one op's output and data (<= 8 MiB each), one reference (<= 16 MiB) and a
-zstd context whose window is bounded — independent of the image size.
+zstd context whose window is bounded — independent of the image size. A DIFF op adds its
+decoded content (the output plus a control table of at most 12 bytes per 8 output bytes) and
+the few op-sized big integers of the byte-wise addition.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from typing import BinaryIO
 import zstandard
 
 from verifier.artifact import ImageRef
+from verifier.delta.bytewise import add_bytes
 from verifier.delta.format import (
     MAX_HEADER_LENGTH,
     Header,
     Op,
     OpKind,
+    diff_content_length,
     iter_ops,
+    max_diff_entries,
+    parse_diff_control,
     validate_header,
 )
 from verifier.effects import WriteHandle
@@ -228,6 +234,7 @@ class _OpDecoder:
         self._max_window = 1 << header.limits.max_window_log
         self._plain = zstandard.ZstdDecompressor(max_window_size=self._max_window)
         self._ref_src: tuple[tuple[int, int], ...] = ()
+        self._ref_bytes = b""
         self._zero_digests: dict[int, bytes] = {}
         self._ref_dctx = self._plain
 
@@ -247,41 +254,78 @@ class _OpDecoder:
             return bytes(op.dst_length)
         if op.kind is OpKind.COPY:
             return b"".join(_pread_exact(self._base, off, n) for off, n in op.src)
+        if op.kind is OpKind.DIFF:
+            return self._diff(op, data)
         self._check_frame(op, data)
         dctx = self._plain if op.kind is OpKind.ZSTD else self._reference(op.src)
+        return self._decompress(op, dctx, data, op.dst_length)
+
+    def _decompress(
+        self, op: Op, dctx: zstandard.ZstdDecompressor, data: bytes, expected: int
+    ) -> bytes:
         try:
-            output: bytes = dctx.decompress(
-                data, max_output_size=op.dst_length, allow_extra_data=False
-            )
+            output: bytes = dctx.decompress(data, max_output_size=expected, allow_extra_data=False)
         except zstandard.ZstdError as e:
-            raise self._undecodable(op, dctx, data, e) from e
-        if len(output) != op.dst_length:
+            raise self._undecodable(op, dctx, data, e, expected) from e
+        if len(output) != expected:
             raise DeltaFormatError(
-                f"delta op at result offset {op.dst_offset}: expected {op.dst_length} bytes "
+                f"delta op at result offset {op.dst_offset}: expected {expected} bytes "
                 f"of output, zstd produced {len(output)}"
             )
         return output
 
+    def _diff(self, op: Op, data: bytes) -> bytes:
+        """Window bytes named by the control table (zeros under literals) plus the stream."""
+        where = f"delta op at result offset {op.dst_offset}"
+        bound = diff_content_length(max_diff_entries(op.dst_length), op.dst_length)
+        params = self._frame_params(op, data)
+        size = params.content_size
+        if not diff_content_length(0, op.dst_length) <= size <= bound:
+            raise DeltaFormatError(
+                f"{where}: DIFF frame must declare a content size in "
+                f"{diff_content_length(0, op.dst_length)}..{bound}, found {size}"
+            )
+        self._check_window(op, params)
+        dctx = self._reference(op.src)
+        window = self._ref_bytes
+        content = memoryview(self._decompress(op, dctx, data, size))
+        entries = parse_diff_control(
+            content, dst_length=op.dst_length, window_length=len(window), where=where
+        )
+        old: list[bytes | memoryview] = []
+        view = memoryview(window)
+        for diff, extra, offset in entries:
+            if diff:
+                old.append(view[offset : offset + diff])
+            if extra:
+                old.append(bytes(extra))
+        return add_bytes(b"".join(old), content[size - op.dst_length :])
+
     def _undecodable(
-        self, op: Op, dctx: zstandard.ZstdDecompressor, data: bytes, e: zstandard.ZstdError
+        self,
+        op: Op,
+        dctx: zstandard.ZstdDecompressor,
+        data: bytes,
+        e: zstandard.ZstdError,
+        expected: int,
     ) -> DeltaFormatError:
         """Why a frame failed: zstd reports a lying content size as "buffer too small" or
         "corruption", so decode the frame again without it and say what it really holds."""
         where = f"delta op at result offset {op.dst_offset}"
         try:
             _, stripped = strip_content_size(data, max_window=self._max_window)
-            limit = 2 * op.dst_length + 1
+            limit = 2 * expected + 1
             with dctx.stream_reader(stripped, read_across_frames=False) as r:
                 real = 0
                 while real <= limit and (chunk := r.read(1 << 20)):
                     real += len(chunk)
         except (zstandard.ZstdError, FrameError):
             return DeltaFormatError(f"{where}: zstd frame does not decode: {e}")
-        if real == op.dst_length:
+        if real == expected:
             return DeltaFormatError(f"{where}: zstd frame does not decode: {e}")
         found = f"more than {limit}" if real > limit else str(real)
         return DeltaFormatError(
-            f"{where}: zstd frame declares a content size of {op.dst_length} bytes but "
+            f"{where}: zstd frame declares a content size of {expected} bytes but "
             f"decodes to {found} bytes"
         )
 
@@ -290,28 +334,36 @@ class _OpDecoder:
         zone reuse it, so each zone is read from the base once."""
         if src != self._ref_src:
             self._ref_dctx = self._plain  # drop the old reference before reading the next
+            self._ref_bytes = b""
             ref = b"".join(_pread_exact(self._base, off, n) for off, n in src)
             dictionary = zstandard.ZstdCompressionDict(
                 ref, dict_type=zstandard.DICT_TYPE_RAWCONTENT
             )
-            del ref
+            self._ref_bytes = ref  # DIFF ops add to these bytes
             self._ref_dctx = zstandard.ZstdDecompressor(
                 dict_data=dictionary, max_window_size=self._max_window
             )
             self._ref_src = src
         return self._ref_dctx
 
-    def _check_frame(self, op: Op, data: bytes) -> None:
+    def _frame_params(self, op: Op, data: bytes) -> zstandard.FrameParameters:
         where = f"delta op at result offset {op.dst_offset}"
         try:
-            params = zstandard.get_frame_parameters(data)
+            return zstandard.get_frame_parameters(data)
         except zstandard.ZstdError as e:
             raise DeltaFormatError(f"{where}: not a zstd frame: {e}") from e
+
+    def _check_window(self, op: Op, params: zstandard.FrameParameters) -> None:
         if params.window_size > self._max_window:
             raise DecodeLimitError(
-                f"{where}: zstd frame declares a {params.window_size}-byte window, "
-                f"limit is {self._max_window}"
+                f"delta op at result offset {op.dst_offset}: zstd frame declares a "
+                f"{params.window_size}-byte window, limit is {self._max_window}"
             )
+
+    def _check_frame(self, op: Op, data: bytes) -> None:
+        where = f"delta op at result offset {op.dst_offset}"
+        params = self._frame_params(op, data)
+        self._check_window(op, params)
         if params.content_size != op.dst_length:
             raise DeltaFormatError(
                 f"{where}: zstd frame must declare content size {op.dst_length}, "

@@ -25,7 +25,10 @@ from verifier.errors import (
 )
 
 MAGIC = b"OTADELTA"
-FORMAT_VERSION = 1
+#: The version the encoder writes by default; this decoder reads every version in
+#: ``FORMAT_VERSIONS``. Version 2 adds op kind DIFF and nothing else.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 
 #: Hard limits of this decoder. A header may declare smaller ones, never larger.
 MAX_HEADER_LENGTH = 16 << 20
@@ -45,6 +48,9 @@ PREFIX = struct.Struct("<8sHHIIIQQQ32sQ32sIIB7s")
 OP = struct.Struct("<BBHIQQI32s")
 # base offset, length
 EXTENT = struct.Struct("<QI")
+# DIFF control table: entry count, then per entry diff length, extra length, window offset
+DIFF_COUNT = struct.Struct("<I")
+DIFF_ENTRY = struct.Struct("<III")
 
 
 class OpKind(IntEnum):
@@ -52,6 +58,11 @@ class OpKind(IntEnum):
     ZSTD = 2  # output = one zstd frame from the payload
     ZSTD_REF = 3  # output = one zstd frame decoded with base extents as raw-content dictionary
     ZERO = 4  # output = dst_length zero bytes
+    DIFF = 5  # output = window bytes + a byte-wise difference, and literals (version 2 only)
+
+
+#: Op kinds that read a reference window of base bytes (and decode a frame against it).
+WINDOW_KINDS = (OpKind.ZSTD_REF, OpKind.DIFF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,7 @@ class Limits:
 class Header:
     """The fixed-size prefix of a container, already bounded and checked."""
 
+    version: int
     block_size: int
     op_count: int
     extent_count: int
@@ -93,6 +105,80 @@ class Op:
 def max_frame_length(dst_length: int) -> int:
     """Largest payload a zstd op may carry: above zstd's compress bound for its output."""
     return dst_length + (dst_length >> 7) + 1024
+
+
+def max_diff_entries(dst_length: int) -> int:
+    """Most control entries a DIFF op may carry: one per 8 output bytes (an entry costs 12
+    bytes, so more would only ever grow the delta)."""
+    return dst_length // 8 + 1
+
+
+def diff_content_length(entries: int, dst_length: int) -> int:
+    """Decoded size of a DIFF frame: control table then exactly ``dst_length`` stream bytes."""
+    return DIFF_COUNT.size + entries * DIFF_ENTRY.size + dst_length
+
+
+def max_data_length(kind: OpKind, dst_length: int) -> int:
+    """Largest payload an op of ``kind`` producing ``dst_length`` bytes may carry."""
+    if kind is OpKind.DIFF:
+        return max_frame_length(diff_content_length(max_diff_entries(dst_length), dst_length))
+    return max_frame_length(dst_length)
+
+
+#: One DIFF entry: ``diff`` bytes of (window[offset + i] + stream byte) mod 256, then
+#: ``extra`` literal stream bytes.
+DiffEntry = tuple[int, int, int]
+
+
+def parse_diff_control(
+    content: bytes | memoryview, *, dst_length: int, window_length: int, where: str
+) -> list[DiffEntry]:
+    """Bound and check a DIFF frame's decoded content; return its entries.
+
+    The content must be exactly the control table followed by ``dst_length`` stream bytes;
+    every entry must read inside the window and the entries must produce exactly
+    ``dst_length`` bytes. Checked before any window byte is touched.
+    """
+    if len(content) < DIFF_COUNT.size:
+        raise DeltaFormatError(
+            f"{where}: DIFF content must start with a {DIFF_COUNT.size}-byte entry count, "
+            f"found {len(content)} bytes"
+        )
+    (count,) = DIFF_COUNT.unpack_from(content)
+    limit = max_diff_entries(dst_length)
+    if count > limit:
+        raise DecodeLimitError(
+            f"{where}: DIFF control table declares {count} entries, limit for "
+            f"{dst_length} bytes of output is {limit}"
+        )
+    table_end = DIFF_COUNT.size + count * DIFF_ENTRY.size
+    if len(content) < table_end:
+        raise DeltaFormatError(
+            f"{where}: DIFF control table truncated: {count} entries need {table_end} bytes, "
+            f"content has {len(content)}"
+        )
+    if len(content) != table_end + dst_length:
+        raise DeltaFormatError(
+            f"{where}: DIFF content must be the {table_end}-byte control table and "
+            f"{dst_length} stream bytes ({table_end + dst_length} in all), found {len(content)}"
+        )
+    entries = list(DIFF_ENTRY.iter_unpack(content[DIFF_COUNT.size : table_end]))
+    total = 0
+    for k, (diff, extra, offset) in enumerate(entries):
+        if offset + diff > window_length:
+            raise DeltaFormatError(
+                f"{where}: DIFF entry {k} reads window bytes {offset}..{offset + diff}, "
+                f"the window has {window_length}"
+            )
+        total += diff + extra
+        if total > dst_length:
+            break
+    if total != dst_length:
+        raise DeltaFormatError(
+            f"{where}: DIFF entries must produce exactly {dst_length} bytes, "
+            f"they produce {'more' if total > dst_length else total}"
+        )
+    return [(d, e, o) for d, e, o in entries]
 
 
 def prefix_length_of(head: bytes) -> int:
@@ -136,9 +222,10 @@ def parse_prefix(blob: bytes) -> Header:
     ) = PREFIX.unpack_from(blob)
     if magic != MAGIC:
         raise DeltaFormatError(f"delta header: expected magic {MAGIC!r}, found {magic!r}")
-    if version != FORMAT_VERSION:
+    if version not in FORMAT_VERSIONS:
         raise DeltaFormatError(
-            f"delta header: this decoder reads format version {FORMAT_VERSION}, found {version}",
+            f"delta header: this decoder reads format versions "
+            f"{FORMAT_VERSIONS[0]}..{FORMAT_VERSIONS[-1]}, found {version}",
             hint="update otakit-device or publish a full image for this device",
         )
     if flags != 0 or reserved != bytes(7):
@@ -181,6 +268,7 @@ def parse_prefix(blob: bytes) -> Header:
             f"bytes, header has {header_length}"
         )
     return Header(
+        version=version,
         block_size=block_size,
         op_count=op_count,
         extent_count=extent_count,
@@ -235,6 +323,11 @@ def iter_ops(blob: bytes, header: Header) -> Iterator[Op]:
             kind = OpKind(kind_raw)
         except ValueError:
             raise DeltaFormatError(f"{where}: unknown kind {kind_raw}") from None
+        if kind is OpKind.DIFF and header.version < 2:
+            raise DeltaFormatError(
+                f"{where}: kind {int(kind)} (DIFF) needs format version 2, "
+                f"the container is version {header.version}"
+            )
         if flags != 0:
             raise DeltaFormatError(f"{where}: expected flags 0, found {flags:#x}")
         if dst_offset != cursor:
@@ -272,7 +365,7 @@ def iter_ops(blob: bytes, header: Header) -> Iterator[Op]:
                 raise DeltaFormatError(
                     f"{where}: copy sources total {src_total} bytes, output is {dst_length}"
                 )
-        elif kind is OpKind.ZSTD_REF:
+        elif kind in WINDOW_KINDS:
             if n_src == 0 or src_total > lim.max_ref_length:
                 raise DecodeLimitError(
                     f"{where}: reference must be 1..{lim.max_ref_length} bytes in at least "
@@ -283,9 +376,9 @@ def iter_ops(blob: bytes, header: Header) -> Iterator[Op]:
         if kind in (OpKind.COPY, OpKind.ZERO):
             if data_length != 0:
                 raise DeltaFormatError(f"{where}: {kind.name} carries no data, found {data_length}")
-        elif not 0 < data_length <= max_frame_length(dst_length):
+        elif not 0 < data_length <= max_data_length(kind, dst_length):
             raise DecodeLimitError(
-                f"{where}: zstd data must be 1..{max_frame_length(dst_length)} bytes for "
+                f"{where}: zstd data must be 1..{max_data_length(kind, dst_length)} bytes for "
                 f"{dst_length} bytes of output, found {data_length}"
             )
         if data_offset != data_cursor:
@@ -331,7 +424,7 @@ def pack_prefix(header: Header) -> bytes:
     """Serialize a prefix (used by the encoder; the inverse of ``parse_prefix``)."""
     return PREFIX.pack(
         MAGIC,
-        FORMAT_VERSION,
+        header.version,
         0,
         header.block_size,
         header.op_count,
