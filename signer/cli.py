@@ -492,7 +492,7 @@ def release_cmd(
     ] = DELTA_FORMAT_VERSION,
     delta_max: Annotated[
         bool,
-        typer.Option("--delta-max", help="Smallest deltas: zstd level 19 and DIFF ops (slower)."),
+        typer.Option("--delta-max", help="Smaller deltas: zstd level 12 and DIFF ops (slower)."),
     ] = False,
     image_type: Annotated[
         str | None,

@@ -33,7 +33,7 @@ def create(
     out: Annotated[Path, typer.Argument(help="Delta container to write.")],
     level: Annotated[
         int | None,
-        typer.Option(min=1, max=22, help="zstd level for new data [default: 3, --max: 19]."),
+        typer.Option(min=1, max=22, help="zstd level for new data [default: 3, --max: 12]."),
     ] = None,
     ref_window: Annotated[
         int, typer.Option(min=1, max=16, help="Base reference window per zone (MiB).")
@@ -41,7 +41,10 @@ def create(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Compression threads.")] = 2,
     smallest: Annotated[
         bool,
-        typer.Option("--max", help="Smallest delta: zstd level 19 and DIFF ops (slower)."),
+        typer.Option(
+            "--max",
+            help="Smaller delta: zstd level 12 + DIFF ops (slower).",
+        ),
     ] = False,
     format_version: Annotated[
         int,

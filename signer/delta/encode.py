@@ -118,9 +118,11 @@ class DeltaOptions:
             )
 
 
-#: zstd level of ``--max``: with tables sized to the zone (``reference_params``) it finds
-#: the longest references zstd can; the DIFF trial runs at every level.
-MAX_LEVEL = 19
+#: zstd level of ``--max``, the smallest delta within HDiffPatch's build time (issue 14).
+#: Measured on the ext4 pair with the DIFF trial: level 12 5.996 MB in ~60 s, 16 5.93 MB in
+#: ~171 s, 19 5.60 MB in ~478 s, HDiffPatch 4.83 MB in ~124 s (bench/RESULTS.md, "Deltas,
+#: round 2"); ``--max --level 19`` is the smallest this encoder makes, at about 4x that time.
+MAX_LEVEL = 12
 
 
 def create_options(
@@ -132,7 +134,7 @@ def create_options(
     workers: int = DeltaOptions.workers,
 ) -> DeltaOptions:
     """Options of ``otakit delta create`` / ``release``: the default is fast; ``smallest``
-    (``--max``) trades creation time for size (level 19 and the DIFF trial). An explicit
+    (``--max``) trades creation time for size (level ``MAX_LEVEL`` and the DIFF trial). An explicit
     ``level`` wins over both."""
     chosen = level if level is not None else (MAX_LEVEL if smallest else DeltaOptions.level)
     return DeltaOptions(

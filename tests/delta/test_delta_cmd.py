@@ -79,7 +79,7 @@ def _create(tmp_path: Path, *extra: str) -> dict[str, object]:
 
 def test_create_format_1_and_max(tmp_path: Path) -> None:
     """``--format 1`` writes a version-1 container without DIFF ops; ``--max`` codes at
-    level 19 with the DIFF trial and is never larger than the default."""
+    level 12 with the DIFF trial and is never larger than the default."""
     from tests.delta.helpers_delta import relocated, table
     from verifier.delta.format import prefix_length_of
 
@@ -100,7 +100,7 @@ def test_create_format_1_and_max(tmp_path: Path) -> None:
     assert v2["ops"]["DIFF"] == 0  # type: ignore[index]  # the trial is --max's
 
     vmax = _create(tmp_path, "--max")
-    assert (vmax["format"], vmax["level"]) == (2, 19)
+    assert (vmax["format"], vmax["level"]) == (2, 12)
     assert vmax["ops"]["DIFF"] > 0  # type: ignore[index]
     assert vmax["delta"]["length"] < v1["delta"]["length"]  # type: ignore[index]
     assert vmax["delta"]["length"] <= v2["delta"]["length"]  # type: ignore[index]
