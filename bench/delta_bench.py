@@ -1,6 +1,7 @@
 """Delta benchmark: otakit's encoder/decoder against the anchors of issue 3, in one run.
 
-    python bench/delta_bench.py --corpus /work/corpus [--pairs ext4,raw.sqfs,tar] [--double]
+    python bench/delta_bench.py --pair 1=/work/corpus --pair 2=/work/corpus2 \
+        [--forms ext4,raw.sqfs,tar] [--otakit PATH] [--hdiffpatch-python PY] [--double]
 
 Every tool runs as its own child process under ``/usr/bin/time`` so wall time and peak RSS
 are measured the same way for all of them. The corpus is built with
@@ -33,6 +34,41 @@ PY = str(REPO / ".venv" / "bin" / "python")
 OTAKIT_DELTA = "import sys; from signer.delta_cmd import delta_app; delta_app(sys.argv[1:])"
 
 
+def otakit_cmd(otakit: str | None) -> list[str]:
+    """How to call ``otakit delta``: a given executable (another worktree's venv) or ours."""
+    if otakit:
+        return [otakit, "delta"]
+    return [PY, "-c", OTAKIT_DELTA]
+
+
+def offered_flags(base_cmd: list[str], env: dict[str, str]) -> set[str]:
+    """Which of the round-2 options (``--max``, ``--format``) this encoder's help offers."""
+    p = subprocess.run(
+        [*base_cmd, "create", "--help"], capture_output=True, text=True, env=env, check=False
+    )
+    return {f for f in ("--max", "--format") if f in p.stdout}
+
+
+def median(xs: list[float]) -> float:
+    """Median of the interleaved repeats (robust to one run hit by a neighbour's burst)."""
+    if not xs:
+        raise ValueError("median of no values")
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either side is missing (a tool failed or was skipped)."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r: float | None, digits: int = 2) -> str:
+    return "—" if r is None else f"{r:.{digits}f}×"
+
+
 @dataclass
 class Run:
     seconds: float
@@ -49,6 +85,7 @@ class Row:
     apply: Run | None
     bounded: bool  # applies in memory that does not grow with the image
     note: str = ""
+    create_runs: tuple[float, ...] = ()  # interleaved repeats (median is create.seconds)
 
 
 def timed(
