@@ -534,8 +534,10 @@ def main() -> None:
         p.split("=", 1)
         for p in (args.pair or ([f"1={args.corpus}"] if args.corpus else DEFAULT_PAIRS))
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     ocmd = otakit_cmd(args.otakit)
+    env = dict(os.environ)
+    if ocmd[0] == sys.executable:  # only the fallback imports this checkout by path; an
+        env["PYTHONPATH"] = str(REPO)  # executable must import its own worktree's code
     flags = offered_flags(ocmd, env)
     available = tools(ocmd, flags, args.hdiffpatch_python)
     skipped = [t for t in args.tools if t not in available]
