@@ -358,7 +358,7 @@ def by_key(rows: list[Row]) -> dict[str, Row]:
 def interleaved_ratio(rows: dict[str, Row]) -> tuple[float | None, list[float]]:
     """Median over the rounds of otakit default wall / zstd -3 wall (same round)."""
     o, z = rows.get("otakit"), rows.get("zstd3")
-    if not o or not z or o.reused or z.reused:
+    if not o or not z or o.reused != z.reused:  # both from the same run, or no ratio
         return None, []
     per = [a / b for a, b in zip(o.create_runs, z.create_runs, strict=False) if b]
     return (median(per) if per else None), per
@@ -399,15 +399,15 @@ def table(label: str, rows: list[Row]) -> str:
             f" (median of {len(per)} interleaved rounds: {', '.join(f'{x:.2f}' for x in per)};"
             " target ≤ 1.0×)"
         )
-    if o and z and o.create and z.create and not o.reused and not z.reused:
+    if o and z and o.create and z.create and o.reused == z.reused:
         lines.append(f"- same, CPU time: {fmt_ratio(ratio(o.create.cpu, z.create.cpu))}")
     if mx and hdp and mx.create and hdp.create and mx.create.ok and hdp.create.ok:
-        same = "" if not (mx.reused or hdp.reused) else " (times from different runs)"
+        same = "" if mx.reused == hdp.reused else " (times from different runs)"
         lines.append(
             f"- otakit --max create wall / HDiffPatch: "
             f"**{fmt_ratio(ratio(mx.create.seconds, hdp.create.seconds))}**{same} (target ≤ 1.0×)"
         )
-    if o and z and o.apply and z.apply and o.apply.ok and z.apply.ok and not o.reused:
+    if o and z and o.apply and z.apply and o.apply.ok and z.apply.ok and o.reused == z.reused:
         lines.append(
             "- otakit apply wall (verifies base, ops, result) / `zstd -d --patch-from` + sha256sum:"
             f" {fmt_ratio(ratio(o.apply.seconds, z.apply.seconds))}"
@@ -569,10 +569,15 @@ def main() -> None:
         )
 
     def write() -> None:
-        labels = [*results, *(x for x in reused if x not in results)]
+        forms = ["ext4", "raw.sqfs", "tar"]
+        labels = sorted(
+            {*results, *reused},
+            key=lambda x: (forms.index(f) if (f := x.rsplit(" ", 1)[-1]) in forms else 99, x),
+        )
         every = {x: results.get(x) or order(reused[x]) for x in labels}
         parts = [table(titles.get(x, x), every[x]) for x in labels]
-        text = "\n".join([*head, headline(every), "", *parts])
+        top = head if results else [f"Nothing run: rendered from {', '.join(reuse_from)}.", ""]
+        text = "\n".join([*top, headline(every), "", *parts])
         args.out.write_text(text)
         doc = {
             "run": run_at,
