@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from repo.nginx import nginx_serving
 from tests.delta.helpers_delta import relocated, text_like
 from tests.e2e.test_end_to_end import HW, PRODUCT, make_device, run, sha, status
 from verifier.delta.format import OpKind, iter_ops, parse_prefix, prefix_length_of
@@ -65,16 +62,6 @@ def test_the_published_delta_is_format_2_with_diff_ops(published: Path) -> None:
     assert kinds.count(OpKind.DIFF) >= 1, kinds
     full = next((published / "repo" / "targets" / PRODUCT / "2.0").glob("*.full.img.zst"))
     assert len(data) * 4 < full.stat().st_size
-
-
-@pytest.fixture
-def served(
-    published: Path, tmp_path: Path, require_tool: Callable[[str], str]
-) -> Iterator[tuple[str, Path]]:
-    repo = tmp_path / "repo"
-    shutil.copytree(published / "repo", repo)
-    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
-        yield url, repo
 
 
 @pytest.mark.parametrize("mode", ["staged", "stream"])

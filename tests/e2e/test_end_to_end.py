@@ -14,12 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,17 +74,6 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
         kinds = sorted(a["kind"] for a in json.loads(out.stdout)["artifacts"])
         assert kinds == (["full"] if v == 1 else ["delta", "full"])
     return base
-
-
-@pytest.fixture
-def served(
-    published: Path, tmp_path: Path, require_tool: Callable[[str], str]
-) -> Iterator[tuple[str, Path]]:
-    """A private copy of the published repository, served by a fresh nginx."""
-    repo = tmp_path / "repo"
-    shutil.copytree(published / "repo", repo)
-    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
-        yield url, repo
 
 
 def make_device(tmp_path: Path, url: str, repo: Path, published: Path) -> Path:

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from repo.nginx import nginx_serving
 from signer.demo_image import DemoImageSpec, build_image
 from tests.e2e.test_end_to_end import HW, PRODUCT, make_device, run, sha, status
 from tests.e2e.test_end_to_end import published as published  # the module-scoped fixture
 
 REASON = "bricks rev-B boards"
-
-
-@pytest.fixture
-def served(
-    published: Path, tmp_path: Path, require_tool: Callable[[str], str]
-) -> Iterator[tuple[str, Path]]:
-    repo = tmp_path / "repo"
-    shutil.copytree(published / "repo", repo)
-    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
-        yield url, repo
 
 
 def keys(published: Path) -> Path:

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 
 from repo.keys import load_key_config
-from repo.nginx import nginx_serving, served_requests
+from repo.nginx import served_requests
 from repo.repository import load_role_signers, open_transaction
 from repo.roles import CHAIN_ROLES
 from repo.withdraw import listed_artifacts
@@ -40,16 +37,6 @@ def _seed_at(low: int, high: int) -> bytes:
 
 
 MID = _seed_at(4000, 6000)
-
-
-@pytest.fixture
-def served(
-    published: Path, tmp_path: Path, require_tool: Callable[[str], str]
-) -> Iterator[tuple[str, Path]]:
-    repo = tmp_path / "repo"
-    shutil.copytree(published / "repo", repo)
-    with nginx_serving(require_tool("nginx"), repo, tmp_path / "nginx") as url:
-        yield url, repo
 
 
 def resign(repo: Path, published: Path, version: str, **changes: object) -> None:
