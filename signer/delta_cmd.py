@@ -72,7 +72,7 @@ def create(
     r = encode_delta(base, new, out, options=options)
     doc: dict[str, Any] = {
         "delta": {"path": str(out), "length": r.delta_length},
-        "format": options.format_version,
+        "format": r.format_version,
         "level": options.level,
         "delta_header": r.header.to_dict(),
         "base": r.base.to_dict(),

@@ -84,7 +84,9 @@ class DeltaOptions:
     shifted_merge_gap_blocks: int = 32
     workers: int = 2
     verify: bool = True
-    #: container version to write; 1 for devices that predate DIFF ops
+    #: the newest container version that may be written; 1 for devices that predate DIFF
+    #: ops. A delta is written in the oldest version that holds its ops (version 1 unless
+    #: it has a DIFF op), so a device that reads only format 1 still takes most deltas.
     format_version: int = FORMAT_VERSION
     #: try a DIFF coding of every op compressed against a window (format 2 only). Off by
     #: default: it indexes every zone and codes each op twice, which the default's time
@@ -171,6 +173,8 @@ class DeltaResult:
     timings: Timings
     verified: bool
     kinds: dict[str, int] = field(default_factory=dict)
+    #: the container version written (``written_version``)
+    format_version: int = 1
 
 
 def encode_delta(
@@ -238,7 +242,13 @@ def encode_delta(
         timings=Timings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
         verified=verified,
         kinds={k.name: n for k, n in emitted.ops_by_kind.items()},
+        format_version=emitted.version,
     )
+
+
+def written_version(ops_by_kind: dict[OpKind, int]) -> int:
+    """The oldest container version that holds these ops: 2 only for DIFF ops."""
+    return 2 if ops_by_kind.get(OpKind.DIFF) else 1
 
 
 def verify_delta(
@@ -485,6 +495,7 @@ class _Emitted:
     op_count: int
     bytes_by_kind: dict[OpKind, int]
     ops_by_kind: dict[OpKind, int]
+    version: int
 
 
 def _emit(
@@ -544,7 +555,7 @@ def _emit(
             if window_log > MAX_WINDOW_LOG:
                 raise DecodeLimitError(f"window log {window_log} above {MAX_WINDOW_LOG}")
             header = Header(
-                version=options.format_version,
+                version=written_version(ops_by_kind),
                 block_size=options.block_size,
                 op_count=len(records),
                 extent_count=extent_count,
@@ -568,6 +579,7 @@ def _emit(
         len(records),
         bytes_by_kind,
         ops_by_kind,
+        header.version,
     )
 
 

@@ -96,7 +96,7 @@ def test_create_format_1_and_max(tmp_path: Path) -> None:
     assert all(o.kind.name != "DIFF" for o in ops)
 
     v2 = _create(tmp_path)
-    assert (v2["format"], v2["level"]) == (2, 3)
+    assert (v2["format"], v2["level"]) == (1, 3)  # no DIFF op: readable by format-1 devices
     assert v2["ops"]["DIFF"] == 0  # type: ignore[index]  # the trial is --max's
 
     vmax = _create(tmp_path, "--max")

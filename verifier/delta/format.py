@@ -178,7 +178,7 @@ def parse_diff_control(
             f"{where}: DIFF entries must produce exactly {dst_length} bytes, "
             f"they produce {'more' if total > dst_length else total}"
         )
-    return [(d, e, o) for d, e, o in entries]
+    return entries
 
 
 def prefix_length_of(head: bytes) -> int:
