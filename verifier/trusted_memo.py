@@ -72,9 +72,9 @@ def _raise(e: OSError) -> None:
     raise e
 
 
-def recall(paths: StatePaths, product: str) -> Answer | None:
-    """The remembered answer for exactly the files on disk now, or None (then verify)."""
-    digest = inputs_digest(paths)
+def recall(paths: StatePaths, product: str, digest: str | None) -> Answer | None:
+    """The remembered answer for the files whose ``inputs_digest`` is ``digest``, or None
+    (then verify)."""
     if digest is None:
         return None
     try:
@@ -98,12 +98,18 @@ def recall(paths: StatePaths, product: str) -> Answer | None:
         return None
 
 
-def remember(paths: StatePaths, disk: Disk, product: str, verify: Callable[[], Answer]) -> Answer:
-    """``verify()``'s answer, kept for ``recall`` if the files did not change while it ran.
+def remember(
+    paths: StatePaths,
+    disk: Disk,
+    product: str,
+    verify: Callable[[], Answer],
+    before: str | None,
+) -> Answer:
+    """``verify()``'s answer, kept for ``recall`` if the files still have the digest
+    ``before`` (taken before it ran) afterwards.
 
     Writing is best effort (a read-only state directory still gets its status).
     """
-    before = inputs_digest(paths)
     answer = verify()
     if before is not None and inputs_digest(paths) == before:
         doc: dict[str, Any] = {"schema": SCHEMA, "product": product, "inputs": before}
@@ -120,7 +126,8 @@ def remember(paths: StatePaths, disk: Disk, product: str, verify: Callable[[], A
 
 def trusted_answer(paths: StatePaths, disk: Disk, product: str) -> Answer:
     """What ``status`` shows of the trusted metadata: remembered, or checked and remembered."""
-    known = recall(paths, product)
+    digest = inputs_digest(paths)
+    known = recall(paths, product, digest)
     if known is not None:
         return known
 
@@ -132,7 +139,7 @@ def trusted_answer(paths: StatePaths, disk: Disk, product: str) -> Answer:
         except (SecurityError, LocalError) as e:
             return e.message
 
-    return remember(paths, disk, product, verify)
+    return remember(paths, disk, product, verify, digest)
 
 
 def _to_dict(c: Candidate) -> dict[str, Any]:

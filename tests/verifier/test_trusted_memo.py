@@ -127,7 +127,8 @@ def test_files_changing_while_it_verifies_leave_no_memo(world: World, tmp_path: 
         (world.state / "metadata" / "current.json").write_bytes(b"{}")  # a refresh committing
         return []
 
-    assert trusted_memo.remember(paths, world.disk, "edge-gw", verify) == []
+    before = trusted_memo.inputs_digest(paths)
+    assert trusted_memo.remember(paths, world.disk, "edge-gw", verify, before) == []
     assert not trusted_memo.memo_path(paths).exists()
 
 
