@@ -74,24 +74,18 @@ def offered_flags(base_cmd: list[str], env: dict[str, str]) -> set[str]:
 def otakit_commit(otakit: str | None) -> str:
     """The commit of the worktree the measured encoder comes from (+ "dirty" if edited)."""
     tree = Path(otakit).resolve().parents[2] if otakit else REPO
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("log", "-1", "--format=%h %s")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        branch = git("branch", "--show-current")
     except (OSError, subprocess.CalledProcessError):
         return f"{tree} (not a git worktree)"
-    branch = subprocess.run(
-        ["git", "-C", str(tree), "branch", "--show-current"], capture_output=True, text=True
-    ).stdout.strip()
     return f"{tree} branch {branch} at {head[:90]}" + (" (uncommitted changes)" if dirty else "")
 
 
