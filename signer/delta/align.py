@@ -58,7 +58,6 @@ class DiffCoding:
 
     content: bytes
     diff_bytes: int
-    entries: int
 
 
 def _sampled(buf: _U8) -> tuple[npt.NDArray[np.uint64], _I64]:
@@ -196,4 +195,4 @@ def diff_coding(new: bytes | memoryview, index: WindowIndex) -> DiffCoding | Non
     stream = (n - old).astype(np.uint8)
     control = DIFF_COUNT.pack(len(entries)) + np.asarray(entries, dtype="<u4").tobytes()
     assert len(control) == DIFF_COUNT.size + len(entries) * DIFF_ENTRY.size
-    return DiffCoding(control + stream.tobytes(), int(mask.sum()), len(entries))
+    return DiffCoding(control + stream.tobytes(), int(mask.sum()))
